@@ -1,0 +1,209 @@
+"""Env-only throughput: steps/s of TextVectorEnv against per-env peers and a floor.
+
+Four ways to step ``num_envs`` token-level episodes, fed the same actions in one run:
+
+* ``TextVectorEnv``: the native vector env, default settings (numpy output, copies),
+  and with ``copy=False`` (read-only views, for agents that consume each observation
+  before the next step);
+* ``Sync(TextEnv)``: ``gymnasium.vector.SyncVectorEnv`` of single ``TextEnv``;
+* ``Sync(peer)``: ``SyncVectorEnv`` of a minimal per-slot token env written in plain
+  Python/numpy below, the way a user would write one: same observation window, same
+  EOS/length rule, and the same decode + task scoring when an episode ends;
+* ``floor``: a bare loop that writes one token per slot into a tensor and nothing else.
+
+Actions are random token ids with the stop token mixed in (``--p-eos``), so episodes
+end both by EOS and by the length limit. Figures are steps of the whole batch per
+second; ratios compare rows measured in the same run. Run::
+
+    python benchmarks/env_throughput.py                 # 32, 256, 1024 envs
+    python benchmarks/env_throughput.py --quick         # a smoke run
+
+Writes ``benchmarks/results/env_throughput.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import text_gym  # noqa: F401  (registers the env ids)
+from text_gym import TextVectorEnv
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class PeerTokenEnv(gym.Env):
+    """A per-slot token env as a user would write it: numpy buffers, Python control flow."""
+
+    def __init__(self, prompts: list[list[int]], task, tokenizer, prompt_len: int, max_new: int) -> None:  # fmt: skip
+        self.prompts, self.task, self.tokenizer = prompts, task, tokenizer
+        self.P, self.T, self.eos = prompt_len, max_new, tokenizer.eos_token_id
+        L, V = prompt_len + max_new, len(tokenizer)
+        self.observation_space = gym.spaces.Dict(
+            {
+                "input_ids": gym.spaces.Box(0, V - 1, (L,), np.int64),
+                "attention_mask": gym.spaces.Box(0, 1, (L,), np.int8),
+            }
+        )
+        self.action_space = gym.spaces.Discrete(V)
+        self.ids = np.full(L, tokenizer.pad_token_id, dtype=np.int64)
+        self.mask = np.zeros(L, dtype=np.int8)
+
+    def _obs(self):
+        return {"input_ids": self.ids.copy(), "attention_mask": self.mask.copy()}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.sample = int(self.np_random.integers(len(self.prompts)))
+        prompt = self.prompts[self.sample][-self.P :]
+        self.ids[:] = self.tokenizer.pad_token_id
+        self.mask[:] = 0
+        self.ids[self.P - len(prompt) : self.P] = prompt
+        self.mask[self.P - len(prompt) : self.P] = 1
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        action = int(action)
+        self.ids[self.P + self.t] = action
+        self.mask[self.P + self.t] = 1
+        self.t += 1
+        terminated = action == self.eos
+        truncated = not terminated and self.t >= self.T
+        reward, info = 0.0, {}
+        if terminated or truncated:
+            n = self.t - int(terminated)
+            response = self.tokenizer.decode_batch([self.ids[self.P : self.P + n].tolist()])[0]
+            sample = self.task.samples[self.sample]
+            scores = self.task.score([response], [sample])
+            reward = float(scores.rewards[0])
+            info = {"response": response, "metrics": {k: float(v[0]) for k, v in scores.metrics.items()}}  # fmt: skip
+        return self._obs(), reward, terminated, truncated, info
+
+
+def make_peer(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
+    native = gym.make_vec(env_id, num_envs=1).unwrapped
+    tok, task = native.tokenizer, native.task
+    prompts = tok.encode_batch([s.prompt for s in task.samples])
+    P, T = native.prompt_tokens, native.max_new_tokens
+    return gym.vector.SyncVectorEnv([lambda: PeerTokenEnv(prompts, task, tok, P, T) for _ in range(num_envs)])  # fmt: skip
+
+
+def floor_runner(env_id: str, num_envs: int) -> Callable[[np.ndarray], None]:
+    """The bare minimum: write one token per slot into a (N, L) tensor."""
+    native = gym.make_vec(env_id, num_envs=1).unwrapped
+    P, T = native.prompt_tokens, native.max_new_tokens
+    buf = torch.zeros((num_envs, P + T), dtype=torch.int64)
+    rows = torch.arange(num_envs)
+    state = {"t": 0}
+
+    def step(actions: np.ndarray) -> None:
+        buf[rows, P + state["t"]] = torch.from_numpy(actions)
+        state["t"] = (state["t"] + 1) % T
+
+    return step
+
+
+def timed(step: Callable[[np.ndarray], object], actions: np.ndarray, min_seconds: float) -> tuple[float, int]:  # fmt: skip
+    """Steps per second over the action rows, stopping early after ``min_seconds``."""
+    step(actions[0])  # warm-up
+    start, done = time.perf_counter(), 0
+    for row in actions[1:]:
+        step(row)
+        done += 1
+        if time.perf_counter() - start > min_seconds and done >= 20:
+            break
+    return done / (time.perf_counter() - start), done
+
+
+def bench(env_id: str, num_envs: int, steps: int, p_eos: float, min_seconds: float, seed: int) -> dict:  # fmt: skip
+    native = gym.make_vec(env_id, num_envs=num_envs)
+    vocab, eos = native.single_action_space.n, native.unwrapped.tokenizer.eos_token_id
+    rng = np.random.default_rng(seed)
+    actions = rng.integers(0, vocab, size=(steps + 1, num_envs))
+    actions[rng.random(actions.shape) < p_eos] = eos
+
+    runners = {
+        "TextVectorEnv": native,
+        "TextVectorEnv(copy=False)": gym.make_vec(env_id, num_envs=num_envs, copy=False),
+        "Sync(TextEnv)": gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)]),  # fmt: skip
+        "Sync(peer)": make_peer(env_id, num_envs),
+    }
+    row = {"num_envs": num_envs}
+    for name, env in runners.items():
+        env.reset(seed=seed)
+        row[name], row[f"{name} steps"] = timed(env.step, actions, min_seconds)
+        env.close()
+    row["floor"], row["floor steps"] = timed(floor_runner(env_id, num_envs), actions, min_seconds)
+    return row
+
+
+def to_markdown(rows: list[dict], meta: dict) -> str:
+    names = ["TextVectorEnv", "TextVectorEnv(copy=False)", "Sync(TextEnv)", "Sync(peer)", "floor"]
+    lines = [
+        f"Env-only steps/s (batch steps per second; x num_envs for env steps), `{meta['env_id']}`, "
+        f"p_eos={meta['p_eos']}, on {meta['machine']}.",
+        "",
+        "| num_envs | " + " | ".join(names) + " | native / peer | native(copy=False) / peer | floor / native(copy=False) |",  # fmt: skip
+        "|---" * (len(names) + 4) + "|",
+    ]
+    for r in rows:
+        cells = [f"{r[n]:,.0f}" for n in names]
+        ratios = [
+            r["TextVectorEnv"] / r["Sync(peer)"],
+            r["TextVectorEnv(copy=False)"] / r["Sync(peer)"],
+            r["floor"] / r["TextVectorEnv(copy=False)"],
+        ]
+        lines.append(f"| {r['num_envs']} | " + " | ".join(cells) + " | " + " | ".join(f"{x:.1f}x" for x in ratios) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env-id", default="TextTranslate-v0")
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[32, 256, 1024])
+    parser.add_argument("--steps", type=int, default=600, help="action rows per runner (at most)")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="stop a runner after this")
+    parser.add_argument("--p-eos", type=float, default=1 / 64, help="chance an action is the stop token")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (not written to results/)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.quick:
+        args.num_envs, args.steps, args.min_seconds = [4], 30, 0.2
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    meta = {
+        "env_id": args.env_id,
+        "p_eos": args.p_eos,
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"{_cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    rows = []
+    for n in args.num_envs:
+        rows.append(bench(args.env_id, n, args.steps, args.p_eos, args.min_seconds, args.seed))
+        print({k: round(v, 1) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
+    table = to_markdown(rows, meta)
+    print(table)
+    if not args.quick:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "env_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")  # fmt: skip
+        (args.out / "env_throughput.md").write_text(table)
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    main()

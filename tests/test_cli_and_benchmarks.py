@@ -1,0 +1,40 @@
+"""The main job (text-gym demo) and the benchmark scripts run end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from text_gym import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_runs_every_env_and_renders(capsys):
+    cli.main(["demo", "--num-envs", "4", "--episodes", "6", "--p-eos", "0.3"])
+    out = capsys.readouterr().out
+    for env_id in cli.text_gym.env_ids():
+        assert f"env_id={env_id} episodes=" in out
+    assert "--- response (" in out and "references=" in out
+
+
+def test_random_policy_stats_add_up():
+    stats = cli.run_random("TextTranslate-v0", num_envs=4, episodes=8, seed=0, p_eos=0.5)
+    assert stats["episodes"] >= 8 and stats["terminated"] + stats["truncated"] == stats["episodes"]
+    assert stats["mean_reward"] == 0.0  # random tokens never spell a SCAN answer
+    assert 1 <= stats["mean_episode_tokens"] < 4  # p_eos=0.5: about two tokens
+
+
+def test_list_prints_ids(capsys):
+    cli.main(["list"])
+    assert "TextTranslate-v0" in capsys.readouterr().out
+
+
+def test_env_throughput_benchmark_quick():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "env_throughput.py"), "--quick"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "| 4 |" in result.stdout and "TextVectorEnv" in result.stdout

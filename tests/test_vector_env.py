@@ -1,0 +1,269 @@
+"""TextVectorEnv behaviour: episode mechanics, incremental observations, outputs, bad input."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode
+
+from text_gym import TextVectorEnv
+from text_gym.tasks import Sample, Scores, Task
+
+
+class EchoTask(Task):
+    """Tiny task for mechanics tests: reward 1 when the response equals the prompt word."""
+
+    name = "echo"
+
+    def __init__(self, words=("ab", "cde", "f"), prompts=None):
+        self.samples = [Sample(p, (w,)) for p, w in zip(prompts or words, words)]
+        self.calls: list[int] = []
+
+    def score(self, responses, samples):
+        self.calls.append(len(responses))
+        hits = np.array([r.strip() == s.references[0] for r, s in zip(responses, samples)], float)
+        return Scores(hits, {"hit": hits})
+
+
+def make(num_envs=4, task=None, **kwargs):
+    kwargs.setdefault("tokenizer", "byte")
+    return TextVectorEnv(num_envs, task=task or EchoTask(), **kwargs)
+
+
+def test_layout_prompt_left_padded_response_column_fixed():
+    env = make(3, max_new_tokens=4)
+    obs, info = env.reset(seed=0)
+    P = env.prompt_tokens
+    assert P == 3 and obs["input_ids"].shape == (3, P + 4)
+    for i, j in enumerate(info["sample_index"]):
+        word = env.task.samples[j].prompt.encode()
+        assert obs["input_ids"][i, P - len(word) : P].tolist() == list(word)
+        assert obs["attention_mask"][i].tolist() == [0] * (P - len(word)) + [1] * len(word) + [0] * 4
+        assert obs["new_span"][i].tolist() == [P - len(word), P]
+    obs, *_ = env.step(np.array([120, 121, 122]))
+    assert obs["input_ids"][:, P].tolist() == [120, 121, 122]  # same column for every slot
+    assert obs["agent_mask"][:, P].tolist() == [1, 1, 1]
+    assert obs["agent_mask"][:, :P].sum() == 0
+    assert obs["new_span"].tolist() == [[P, P + 1]] * 3
+
+
+def test_incremental_observations_rebuild_the_window():
+    """Concatenating input_ids[start:end] of every step reproduces the whole sequence."""
+    env = make(2, max_new_tokens=5)
+    obs, _ = env.reset(seed=1)
+    rng = np.random.default_rng(0)
+    seen = [list(obs["input_ids"][i, slice(*obs["new_span"][i])]) for i in range(2)]
+    for _ in range(12):
+        obs, _, term, trunc, _ = env.step(rng.integers(0, 256, 2))
+        for i in range(2):
+            start, end = obs["new_span"][i]
+            if start < env.prompt_tokens:  # a reset: the slot starts over
+                seen[i] = []
+            seen[i] += list(obs["input_ids"][i, start:end])
+            assert seen[i] == list(obs["input_ids"][i][obs["attention_mask"][i] == 1])
+
+
+def test_truncation_and_termination_rewards_and_info():
+    env = make(2, max_new_tokens=3)
+    _, info = env.reset(seed=0)
+    eos = env.tokenizer.eos_token_id
+    refs = [env.task.samples[j].references[0].encode() for j in info["sample_index"]]
+    # slot 0 writes its reference then EOS; slot 1 writes garbage until truncated
+    script = [[refs[0][k] if k < len(refs[0]) else eos, 88] for k in range(len(refs[0]) + 1)]
+    for t, actions in enumerate(script):
+        obs, rew, term, trunc, info = env.step(np.array(actions))
+        if t == len(refs[0]):
+            break
+    assert term[0] and not trunc[0] and rew[0] == 1.0
+    assert info["response"][0] == refs[0].decode() and info["metrics"]["hit"][0] == 1.0
+    assert info["references"][0] == (refs[0].decode(),)
+    env2 = make(1, max_new_tokens=3)
+    env2.reset(seed=0)
+    for _ in range(2):
+        assert not env2.step(np.array([88]))[3][0]
+    _, rew, term, trunc, info = env2.step(np.array([88]))
+    assert trunc[0] and not term[0] and rew[0] == 0.0 and info["response"][0] == "XXX"
+
+
+def test_scoring_is_one_call_per_step():
+    task = EchoTask()
+    env = make(16, task=task, max_new_tokens=2)
+    env.reset(seed=0)
+    env.step(np.zeros(16, dtype=np.int64))
+    assert task.calls == []
+    env.step(np.zeros(16, dtype=np.int64))  # every slot truncates now
+    assert task.calls == [16]
+
+
+@pytest.mark.parametrize("mode", ["NEXT_STEP", "SAME_STEP", "DISABLED"])
+def test_autoreset_modes(mode):
+    env = make(2, max_new_tokens=1, autoreset_mode=mode)
+    env.reset(seed=0)
+    obs, rew, term, trunc, info = env.step(np.array([65, 65]))
+    assert trunc.all()
+    if mode == "SAME_STEP":
+        assert info["_final_obs"].all() and info["final_obs"][0]["input_ids"][env.prompt_tokens] == 65
+        assert (obs["new_span"][:, 0] < env.prompt_tokens).all()  # already reset
+    elif mode == "NEXT_STEP":
+        obs, rew, term, trunc, info = env.step(np.array([66, 66]))  # ignored: this step resets
+        assert not (term | trunc).any() and (rew == 0).all() and info["_sample_index"].all()
+        assert obs["agent_mask"].sum() == 0
+    else:
+        with pytest.raises(ValueError, match="reset_mask"):
+            env.step(np.array([66, 66]))
+        env.reset(options={"reset_mask": np.array([True, True])})
+        env.step(np.array([66, 66]))
+
+
+def test_reset_mask_resets_only_masked_slots():
+    env = make(3, max_new_tokens=4, autoreset_mode="DISABLED")
+    env.reset(seed=0)
+    env.step(np.array([70, 71, 72]))
+    obs, info = env.reset(options={"reset_mask": np.array([False, True, False])})
+    assert info["_sample_index"].tolist() == [False, True, False]
+    assert obs["input_ids"][[0, 2], env.prompt_tokens].tolist() == [70, 72]
+    assert obs["agent_mask"][1].sum() == 0
+
+
+def test_seed_streams_and_reset_without_seed_continues():
+    a, b = make(3), make(1)
+    _, info_a = a.reset(seed=7)
+    first = info_a["sample_index"].copy()
+    for k in range(3):
+        _, info_b = b.reset(seed=7 + k)
+        assert info_b["sample_index"][0] == first[k]  # slot k uses seed 7 + k
+    _, again = a.reset()
+    _, fresh = make(3).reset(seed=7)
+    assert (fresh["sample_index"] == first).all()
+    draws = [make(1).reset(seed=s)[1]["sample_index"][0] for s in range(60)]
+    assert len(set(draws)) == 3  # all three samples come up
+
+
+@pytest.mark.parametrize("device_out", ["numpy", "torch"])
+def test_outputs_and_copy(device_out):
+    env = make(2, max_new_tokens=4, output=device_out)
+    obs, _ = env.reset(seed=0)
+    before = obs["input_ids"].clone() if device_out == "torch" else obs["input_ids"].copy()
+    out = env.step(torch.tensor([1, 2]) if device_out == "torch" else np.array([1, 2]))
+    kinds = torch.Tensor if device_out == "torch" else np.ndarray
+    assert all(isinstance(x, kinds) for x in (*out[0].values(), *out[1:4]))
+    assert (obs["input_ids"] == before).all()  # copy=True: old observations do not change
+    view = make(2, max_new_tokens=4, copy=False)
+    obs, _ = view.reset(seed=0)
+    with pytest.raises(ValueError):
+        obs["input_ids"][0, 0] = 5  # read-only view of the env's buffer
+
+
+@pytest.mark.parametrize(
+    "actions, pattern",
+    [
+        (np.array([0, 300]), r"action 300 \(slot 1.*0\.\.257"),
+        (np.array([-1, 3]), r"action -1 \(slot 0.*0\.\.257"),
+        (np.array([1.0, 2.0]), r"integer token ids.*float64"),
+        (np.array([1, 2, 3]), r"shape \(2,\)"),
+        (np.array([[1, 2]]), r"shape \(2,\)"),
+        (torch.tensor([1.5, 2.0]), r"integer token ids.*float32"),
+        (torch.tensor([1, 999]), r"action 999"),
+        ([1, "a"], r"integer token ids"),
+    ],
+)
+def test_bad_actions_raise_value_error(actions, pattern):
+    env = make(2, max_new_tokens=4)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=pattern):
+        env.step(actions)
+    env.step(np.array([1, 2]))  # the env is unharmed
+
+
+@pytest.mark.parametrize("action", [3.0, 1e9, -2, np.array([1, 2]), "x", True])
+def test_bad_single_env_actions(byte_env, action):
+    byte_env.reset(seed=0)
+    with pytest.raises(ValueError):
+        byte_env.step(action)
+
+
+def test_construction_errors_list_choices():
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['colour'\].*split"):
+        gym.make("TextTranslate-v0", colour="red")
+    with pytest.raises(ValueError, match=r"scan_split='lengthy'.*'addprim_jump'"):
+        gym.make("TextTranslate-v0", scan_split="lengthy")
+    with pytest.raises(ValueError, match=r"split='dev'.*\['train', 'test'\]"):
+        gym.make("TextTranslate-v0", split="dev")
+    with pytest.raises(ValueError, match=r"autoreset_mode='sometimes'.*NEXT_STEP"):
+        make(autoreset_mode="sometimes")
+    with pytest.raises(ValueError, match=r"output='jax'"):
+        make(output="jax")
+    with pytest.raises(ValueError, match=r"stop_token_ids=\[999\]"):
+        make(stop_token_ids=[999])
+    with pytest.raises(ValueError, match=r"num_envs=0"):
+        make(0)
+    with pytest.raises(ValueError, match=r"render_mode='human'"):
+        make(render_mode="human")
+
+
+def test_prompt_longer_than_window():
+    task = EchoTask(words=("a", "b"), prompts=("0123456789", "xy"))
+    left = make(2, task=task, max_prompt_tokens=4)
+    assert left.num_truncated_prompts == 1
+    seed = next(s for s in range(100) if make(1, task=task).reset(seed=s)[1]["sample_index"][0] == 0)
+    obs, _ = left.reset(seed=seed)
+    assert bytes(obs["input_ids"][0, :4].tolist()) == b"6789"  # "left" keeps the end
+    assert obs["new_span"][0].tolist() == [0, 4]
+    right = make(1, task=task, max_prompt_tokens=4, prompt_truncation="right")
+    table = right._prompts.tolist()
+    assert bytes(table[0]) == b"0123"
+    with pytest.raises(ValueError, match=r"1 prompt\(s\) are longer than max_prompt_tokens=4.*10 tokens"):  # fmt: skip
+        make(1, task=task, max_prompt_tokens=4, prompt_truncation="error")
+    env = make(1, task=task, max_prompt_tokens=4, max_new_tokens=1, autoreset_mode="DISABLED")
+    for seed in range(10):
+        _, info = env.reset(seed=seed)
+        *_, info = env.step(np.array([65]))
+        assert info["prompt_truncated"][0] == (info["sample_index"][0] == 0)
+
+
+def test_undecodable_bytes_fall_back_to_replacement_character():
+    env = make(1, max_new_tokens=2)
+    env.reset(seed=0)
+    env.step(np.array([0xFF]))
+    *_, info = env.step(np.array([0xFE]))
+    assert info["response"][0] == "\ufffd\ufffd"
+
+
+def test_render_ansi():
+    env = make(2, max_new_tokens=3, render_mode="ansi")
+    env.reset(seed=0)
+    env.step(np.array([72, 73]))
+    frames = env.render()
+    assert len(frames) == 2 and "response (1/3 tokens)" in frames[0]
+    single = gym.make("TextTranslate-v0", tokenizer="byte", render_mode="ansi")
+    single.reset(seed=0)
+    assert "Command:" in single.render()
+
+
+def test_task_returning_bad_rewards_is_a_clear_error():
+    class Broken(EchoTask):
+        def score(self, responses, samples):
+            return Scores(np.full(len(responses), np.nan), {})
+
+    env = make(1, task=Broken(), max_new_tokens=1)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="one finite float per response"):
+        env.step(np.array([1]))
+
+
+def test_torch_actions_on_device_and_step_before_reset():
+    env = make(2, max_new_tokens=2, output="torch")
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(torch.tensor([1, 2]))
+    env.reset(seed=0)
+    obs, rew, term, trunc, _ = env.step(torch.tensor([1, 2], dtype=torch.int32))
+    assert rew.dtype == torch.float32 and term.dtype == torch.bool
+    assert obs["input_ids"].dtype == torch.int64
+
+
+def test_autoreset_mode_metadata():
+    env = make(2, autoreset_mode=AutoresetMode.SAME_STEP)
+    assert env.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
+    assert make(2).metadata["autoreset_mode"] is AutoresetMode.NEXT_STEP

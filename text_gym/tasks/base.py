@@ -1,0 +1,91 @@
+"""The task protocol: a data split, a prompt format and a batched scorer.
+
+A task knows nothing about tokens, tensors or agents. The env asks it for its samples
+once, at construction, and calls :meth:`Task.score` once per step with every response
+that finished in that step.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One dataset row, ready for an episode.
+
+    Attributes:
+        prompt: the full prompt text the episode starts from (format already applied).
+        references: one or more reference responses (never empty).
+        source: the untouched input (e.g. the SCAN command), for display and debugging.
+    """
+
+    prompt: str
+    references: tuple[str, ...]
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+class Scores(NamedTuple):
+    """The result of scoring a batch of ``n`` responses.
+
+    Attributes:
+        rewards: (n,) float64, the task's reward for each response.
+        metrics: name -> (n,) float64, every component the reward is built from or
+            reported beside it (shown in ``info["metrics"]``).
+    """
+
+    rewards: np.ndarray
+    metrics: dict[str, np.ndarray]
+
+
+class Task(abc.ABC):
+    """Base class of every task: subclasses fill ``samples`` and implement ``score``.
+
+    Class attributes:
+        name: short task name used in the registry and in error messages.
+        response_prefix: text the prompt ends with, before the response (informative).
+    """
+
+    name: str = "task"
+    samples: Sequence[Sample]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @abc.abstractmethod
+    def score(self, responses: Sequence[str], samples: Sequence[Sample]) -> Scores:
+        """Score ``responses[i]`` against ``samples[i]`` for every ``i``, in one call."""
+
+    def fingerprint(self) -> str:
+        """A string that changes whenever the samples change (used to cache tokenization)."""
+        return f"{type(self).__qualname__}:{self.config!r}"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that define the task (set by subclasses)."""
+        return getattr(self, "_config", {})
+
+    @classmethod
+    def check_kwargs(cls, env_id: str, kwargs: dict[str, Any]) -> None:
+        """Raise ``ValueError`` listing the valid names if ``kwargs`` has unknown keys."""
+        params = inspect.signature(cls.__init__).parameters
+        valid = sorted(n for n, p in params.items() if n != "self" and p.kind is p.KEYWORD_ONLY)
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"unknown argument(s) {unknown} for {env_id} (task {cls.name!r}); valid task "
+                f"arguments are {valid}, and env arguments are those of TextVectorEnv"
+            )
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    """Raise ``ValueError`` naming ``value`` and listing ``choices`` if it is not one of them."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(choices)}")

@@ -1,0 +1,146 @@
+"""Translation: SCAN commands to action sequences, or any Hugging Face translation set.
+
+The default data is SCAN (see :mod:`text_gym.tasks.scan`), regenerated from its grammar,
+so the env works offline. ``dataset=`` names a Hugging Face ``datasets`` translation set
+instead (rows ``{"translation": {src: ..., tgt: ...}}``, as in wmt16, iwslt2017 or
+opus_books), or ``dataset="json"`` with ``data_files=`` reads local files in that format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from text_gym.rewards import text_metrics
+from text_gym.tasks.base import Sample, Scores, Task, check_choice
+from text_gym.tasks import scan
+
+SCAN_PROMPT = "Translate the command into actions.\nCommand: {command}\nActions:"
+TEXT_PROMPT = "Translate {src_name} to {tgt_name}.\n{src_name}: {text}\n{tgt_name}:"
+REWARDS = ("exact_match", "chrf")
+LANGUAGE_NAMES = {
+    "cs": "Czech", "de": "German", "en": "English", "es": "Spanish", "fi": "Finnish",
+    "fr": "French", "it": "Italian", "ja": "Japanese", "nl": "Dutch", "ro": "Romanian",
+    "ru": "Russian", "tr": "Turkish", "zh": "Chinese",
+}  # fmt: skip
+
+
+class TranslationTask(Task):
+    """Translate a source text; reward exact match (SCAN) or chrF / 100 (natural language).
+
+    Args:
+        split: ``"train"`` or ``"test"`` for SCAN; any split name of a Hugging Face set.
+        scan_split: the SCAN experiment, one of ``simple``, ``length``, ``addprim_jump``,
+            ``addprim_turn_left``.
+        scan_seed: seed of the ``simple`` split's random 80/20 partition.
+        dataset: ``"scan"`` (default), a Hugging Face dataset name, or ``"json"`` with
+            ``data_files``.
+        dataset_config: the dataset's configuration name (e.g. ``"de-en"`` for wmt16).
+        data_files: local files for ``dataset="json"``: a path, or ``{split: path}``.
+        source_lang, target_lang: keys of each row's ``translation`` dict.
+        reward: ``"exact_match"`` (default for SCAN) or ``"chrf"`` (default otherwise,
+            scaled to [0, 1]).
+        max_samples: keep only the first ``max_samples`` rows of the split.
+    """
+
+    name = "translation"
+
+    def __init__(
+        self,
+        *,
+        split: str = "train",
+        scan_split: str = "simple",
+        scan_seed: int = 0,
+        dataset: str = "scan",
+        dataset_config: str | None = None,
+        data_files: str | dict[str, str] | None = None,
+        source_lang: str | None = None,
+        target_lang: str | None = None,
+        reward: str | None = None,
+        max_samples: int | None = None,
+    ) -> None:
+        self._config = dict(
+            split=split, scan_split=scan_split, scan_seed=scan_seed, dataset=dataset,
+            dataset_config=dataset_config, data_files=data_files, source_lang=source_lang,
+            target_lang=target_lang, reward=reward, max_samples=max_samples,
+        )  # fmt: skip
+        self.reward = reward or ("exact_match" if dataset == "scan" else "chrf")
+        check_choice("reward", self.reward, REWARDS)
+        if dataset == "scan":
+            check_choice("scan_split", scan_split, scan.SCAN_SPLITS)
+            check_choice("split", split, ("train", "test"))
+            samples = [
+                Sample(SCAN_PROMPT.format(command=c), (a,), source=c)
+                for c, a in scan.scan_split(scan_split, split, scan_seed)
+            ]
+        else:
+            rows = _load_hf_rows(dataset, dataset_config, data_files, split, max_samples)
+            samples = rows_to_samples(rows, source_lang, target_lang)
+        if max_samples is not None:
+            if max_samples < 1:
+                raise ValueError(f"max_samples={max_samples} must be >= 1 (or None for all)")
+            samples = samples[:max_samples]
+        self.samples = samples
+
+    def score(self, responses: Sequence[str], samples: Sequence[Sample]) -> Scores:
+        refs = [s.references for s in samples]
+        metrics = {
+            "exact_match": text_metrics.exact_match(responses, refs),
+            "chrf": text_metrics.chrf(responses, refs),
+        }
+        rewards = metrics["exact_match"] if self.reward == "exact_match" else metrics["chrf"] / 100
+        return Scores(np.asarray(rewards, dtype=np.float64), metrics)
+
+
+def rows_to_samples(
+    rows: Sequence[dict[str, Any]], source_lang: str | None, target_lang: str | None
+) -> list[Sample]:
+    """Turn ``{"translation": {src: text, tgt: text}}`` rows into samples.
+
+    Raises:
+        ValueError: a language is not given, or a row lacks the field or has empty text;
+            the message names the row index and the field.
+    """
+    if not source_lang or not target_lang:
+        raise ValueError(
+            "a translation dataset needs source_lang= and target_lang=, the keys of each "
+            f"row's 'translation' dict (got source_lang={source_lang!r}, "
+            f"target_lang={target_lang!r})"
+        )
+    src_name = LANGUAGE_NAMES.get(source_lang, source_lang)
+    tgt_name = LANGUAGE_NAMES.get(target_lang, target_lang)
+    samples = []
+    for i, row in enumerate(rows):
+        pair = row.get("translation") if isinstance(row, dict) else None
+        if not isinstance(pair, dict):
+            raise ValueError(f"row {i} has no 'translation' dict (keys: {sorted(row)})")
+        for lang in (source_lang, target_lang):
+            text = pair.get(lang)
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(
+                    f"row {i}: field 'translation.{lang}' is missing or empty ({text!r}); "
+                    "clean the dataset or pick other languages"
+                )
+        prompt = TEXT_PROMPT.format(src_name=src_name, tgt_name=tgt_name, text=pair[source_lang])
+        samples.append(Sample(prompt, (pair[target_lang],), source=pair[source_lang]))
+    return samples
+
+
+def _load_hf_rows(
+    dataset: str, config: str | None, data_files: Any, split: str, max_samples: int | None
+) -> Sequence[dict[str, Any]]:
+    try:
+        import datasets
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ImportError(
+            f"dataset={dataset!r} needs the Hugging Face `datasets` package: "
+            "pip install 'text_gym[hf]'"
+        ) from err
+    if isinstance(data_files, str):
+        data_files = {split: data_files}
+    rows = datasets.load_dataset(dataset, config, data_files=data_files, split=split)
+    if max_samples is not None and max_samples >= 1:
+        rows = rows.select(range(min(max_samples, len(rows))))
+    return rows

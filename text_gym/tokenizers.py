@@ -1,0 +1,265 @@
+"""The tokenizer protocol every env and model in text_gym speaks.
+
+Three kinds of tokenizer satisfy :class:`Tokenizer`:
+
+* :class:`HFTokenizer`, a read-only adapter over any Hugging Face tokenizer (an object,
+  a hub name or a local folder);
+* the embedded default, SmolLM2-135M-Instruct's 49,152-token tokenizer, shipped inside
+  the package (``text_gym/assets/smollm2``) so that it loads with no network;
+* :class:`ByteTokenizer`, 256 byte values plus ``<eos>`` and ``<pad>``, for fast tests.
+
+A tokenizer that is passed in is never mutated: a missing pad token falls back to the
+EOS id inside the adapter, not by setting it on the caller's object.
+
+Example:
+    >>> tok = load_tokenizer("byte")
+    >>> tok.encode("hi")
+    [104, 105]
+    >>> tok.decode_batch([[104, 105, tok.eos_token_id]])
+    ['hi']
+    >>> len(load_tokenizer("default"))
+    49152
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import lzma
+import random
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from text_gym.assets import SMOLLM2_DIR
+
+DEFAULT_TOKENIZER = "default"
+_DEFAULT_ALIASES = ("default", "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct")
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What text_gym needs from a tokenizer.
+
+    ``len(tokenizer)`` is the size of the action space; every id in ``[0, len)`` must be
+    decodable. ``name`` identifies the vocabulary, so that a model and an env can check
+    that they agree.
+    """
+
+    name: str
+    eos_token_id: int
+    pad_token_id: int
+
+    def __len__(self) -> int: ...
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, with no special tokens added."""
+        ...
+
+    def decode_batch(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Texts of each id sequence, special tokens dropped."""
+        ...
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
+        """The prompt text for chat ``messages``, or None when there is no template."""
+        ...
+
+
+class _EncodeMixin:
+    def encode(self, text: str) -> list[int]:
+        """Token ids of one text, with no special tokens added."""
+        return self.encode_batch([text])[0]
+
+
+class HFTokenizer(_EncodeMixin):
+    """Read-only adapter over a Hugging Face tokenizer.
+
+    Args:
+        tokenizer: a ``transformers`` tokenizer object (not modified).
+        name: identifier of the vocabulary; defaults to the tokenizer's ``name_or_path``.
+
+    Raises:
+        ValueError: the tokenizer has neither an EOS nor a pad token.
+    """
+
+    def __init__(self, tokenizer: Any, name: str | None = None) -> None:
+        self.hf = tokenizer
+        self.name = name or getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        self._len = len(tokenizer)
+        eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+        if eos is None and pad is None:
+            raise ValueError(
+                f"tokenizer {self.name!r} has no eos_token_id and no pad_token_id; an "
+                "episode needs a stop token: pass a tokenizer that defines eos_token"
+            )
+        self.eos_token_id = int(eos if eos is not None else pad)
+        self.pad_token_id = int(pad if pad is not None else eos)
+        # The Rust backend encodes and decodes a batch faster than the Python wrapper; use
+        # it only when batch_decode would not post-process (clean up spaces) anyway.
+        self._backend = None
+        if getattr(tokenizer, "is_fast", False) and not getattr(
+            tokenizer, "clean_up_tokenization_spaces", False
+        ):
+            self._backend = tokenizer.backend_tokenizer
+        # Byte-level BPE (GPT-2 style, SmolLM2's kind) decodes to the UTF-8 of its
+        # tokens' bytes: a lookup table does it several times faster, and is used only after it
+        # has been checked against the tokenizer's own decoder.
+        self._bytes = _byte_table(tokenizer, self._backend) if self._backend else None
+
+    def __len__(self) -> int:
+        return self._len
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        if self._backend is not None:
+            encodings = self._backend.encode_batch(list(texts), add_special_tokens=False)
+            return [e.ids for e in encodings]
+        return self.hf(list(texts), add_special_tokens=False)["input_ids"]
+
+    def decode_batch(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        if not ids:
+            return []
+        if self._bytes is not None:
+            table = self._bytes
+            return [b"".join([table[i] for i in x]).decode("utf-8", "replace") for x in ids]
+        if self._backend is not None:
+            return self._backend.decode_batch([list(x) for x in ids], skip_special_tokens=True)
+        return self.hf.batch_decode(ids, skip_special_tokens=True)
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
+        if not getattr(self.hf, "chat_template", None):
+            return None
+        return self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer({self.name!r}, len={self._len})"
+
+
+def _gpt2_byte_decoder() -> dict[str, int]:
+    """The inverse of GPT-2's byte-to-printable-character map used by byte-level BPE."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[chr(byte)] = byte
+        else:
+            chars[chr(256 + extra)] = byte
+            extra += 1
+    return chars
+
+
+def _byte_table(hf: Any, backend: Any) -> list[bytes] | None:
+    """Each token's bytes for a byte-level BPE tokenizer, or None if it is not one.
+
+    The table is trusted only if decoding every single token and a few hundred random
+    sequences with it gives exactly the tokenizer's own output.
+    """
+    spec = json.loads(backend.to_str())
+    if (spec.get("decoder") or {}).get("type") != "ByteLevel" or spec.get("normalizer"):
+        return None
+    decoder = _gpt2_byte_decoder()
+    special = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
+    special |= set(getattr(hf, "all_special_ids", []))
+    table = []
+    for i in range(len(hf)):
+        token = backend.id_to_token(i)
+        if i in special or token is None:
+            table.append(b"")
+            continue
+        table.append(b"".join(bytes([decoder[c]]) if c in decoder else c.encode() for c in token))
+    rng = random.Random(0)
+    probes = [[i] for i in range(len(table))]
+    probes += [[rng.randrange(len(table)) for _ in range(rng.randrange(1, 40))] for _ in range(300)]
+    expected = backend.decode_batch(probes, skip_special_tokens=True)
+    for ids, text in zip(probes, expected):
+        if b"".join([table[i] for i in ids]).decode("utf-8", "replace") != text:
+            return None
+    return table
+
+
+class ByteTokenizer(_EncodeMixin):
+    """UTF-8 bytes as tokens: ids 0-255 are bytes, 256 is ``<eos>``, 257 is ``<pad>``.
+
+    Decoding replaces byte sequences that are not valid UTF-8 with U+FFFD (the
+    documented fallback: an agent can emit any byte, a reward never sees an exception).
+
+    Example:
+        >>> tok = ByteTokenizer()
+        >>> tok.decode_batch([[0xFF, 0x68]])
+        ['\\ufffdh']
+    """
+
+    name = "byte"
+    eos_token_id = 256
+    pad_token_id = 257
+
+    def __len__(self) -> int:
+        return 258
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [list(t.encode("utf-8")) for t in texts]
+
+    def decode_batch(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        return [bytes(i for i in x if i < 256).decode("utf-8", errors="replace") for x in ids]
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
+        return None
+
+    def __repr__(self) -> str:
+        return "ByteTokenizer()"
+
+
+@functools.lru_cache(maxsize=1)
+def default_tokenizer() -> HFTokenizer:
+    """SmolLM2-135M-Instruct's tokenizer, loaded from the files shipped in text_gym.
+
+    Cached: every env shares one read-only instance.
+    """
+    from tokenizers import Tokenizer as RustTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    special = json.loads((SMOLLM2_DIR / "special_tokens.json").read_text())
+    raw = lzma.decompress((SMOLLM2_DIR / "tokenizer.json.xz").read_bytes()).decode("utf-8")
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=RustTokenizer.from_str(raw),
+        bos_token=special["bos_token"],
+        eos_token=special["eos_token"],
+        pad_token=special["pad_token"],
+        unk_token=special["unk_token"],
+        chat_template=special["chat_template"],
+        clean_up_tokenization_spaces=False,
+        name_or_path=_DEFAULT_ALIASES[2],
+    )
+    return HFTokenizer(hf, name=_DEFAULT_ALIASES[2])
+
+
+def load_tokenizer(spec: Any = DEFAULT_TOKENIZER) -> Tokenizer:
+    """Turn a tokenizer specification into a :class:`Tokenizer`.
+
+    Args:
+        spec: ``None``/``"default"``/``"smollm2"`` for the embedded SmolLM2 tokenizer;
+            ``"byte"`` for :class:`ByteTokenizer`; any other string is a Hugging Face hub
+            name or local folder (``AutoTokenizer.from_pretrained``); a Hugging Face
+            tokenizer object is wrapped; a :class:`Tokenizer` is returned as is.
+
+    Raises:
+        TypeError: ``spec`` is none of these.
+    """
+    if spec is None or (isinstance(spec, str) and spec in _DEFAULT_ALIASES):
+        return default_tokenizer()
+    if isinstance(spec, str):
+        if spec == "byte":
+            return ByteTokenizer()
+        from transformers import AutoTokenizer
+
+        return HFTokenizer(AutoTokenizer.from_pretrained(spec), name=spec)
+    if isinstance(spec, (HFTokenizer, ByteTokenizer)):
+        return spec
+    if hasattr(spec, "backend_tokenizer") or hasattr(spec, "batch_decode"):
+        return HFTokenizer(spec)
+    if isinstance(spec, Tokenizer):
+        return spec
+    raise TypeError(
+        f"tokenizer={spec!r} ({type(spec).__name__}) is not a tokenizer: pass 'default', "
+        "'byte', a Hugging Face tokenizer name or object, or a text_gym Tokenizer"
+    )

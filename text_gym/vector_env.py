@@ -1,0 +1,548 @@
+"""TextVectorEnv: many token-level text episodes stepped together with tensor ops.
+
+Every slot's state (token window, masks, lengths, done flags) lives in torch tensors on
+one device; ``step`` appends one token to every slot with a handful of batched ops and
+synchronises with the host once, to learn which slots finished. Only finished episodes
+touch Python: their responses are decoded and scored by the task in one batched call.
+:class:`~text_gym.env.TextEnv` is a one-slot shell over this class.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from text_gym.tasks import Sample, Task, make_task
+from text_gym.tasks.base import check_choice
+from text_gym.tokenizers import Tokenizer, load_tokenizer
+
+OUTPUTS = ("numpy", "torch")
+TRUNCATIONS = ("left", "right", "error")
+OBS_KEYS = ("input_ids", "attention_mask", "agent_mask", "new_span")
+_MASK_DTYPE = torch.int8
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+class TextVectorEnv(VectorEnv):
+    """A batch of token-level text-generation episodes over one task.
+
+    An episode is one generation. It starts from a task prompt; each action is the next
+    token id; it ends when the agent emits a stop token (``terminated``) or after
+    ``max_new_tokens`` tokens (``truncated``), and the final step's reward is the task
+    metric of the decoded response. All other rewards are 0.
+
+    Observation (a ``Dict``; the same keys for every env id), per slot:
+
+    * ``input_ids``: int64 ``(L,)`` with ``L = max_prompt_tokens + max_new_tokens``:
+      the prompt left-padded into the first ``max_prompt_tokens`` columns, then the
+      response, then padding. Every slot's first response token is in column
+      ``max_prompt_tokens``.
+    * ``attention_mask``: int8 ``(L,)``, 1 on real tokens.
+    * ``agent_mask``: int8 ``(L,)``, 1 on tokens that were the agent's actions.
+    * ``new_span``: int64 ``(2,)``, ``(start, end)``: ``input_ids[start:end]`` are the
+      tokens appended since this slot's previous observation (after a reset, the whole
+      prompt; after a step, the agent's token), and ``end`` is where the next token
+      goes. An agent with a KV cache feeds exactly these tokens, and restarts the slot's
+      cache when ``start < max_prompt_tokens``.
+
+    Action: ``Discrete(len(tokenizer))`` per slot; integer arrays (numpy, torch or
+    lists) of shape ``(num_envs,)``. Anything else raises ``ValueError``.
+
+    Prompts longer than ``max_prompt_tokens`` follow ``prompt_truncation``: ``"left"``
+    (default) drops their first tokens, keeping the end, where the instruction to answer
+    is; ``"right"`` keeps the beginning; ``"error"`` raises at construction.
+    ``info["prompt_truncated"]`` says when it happened.
+
+    Seeding: ``reset(seed=s)`` gives slot ``i`` the seed ``s + i``; slot ``i``'s ``k``-th
+    episode then uses the sample ``hash(s + i, k) mod len(task)``, so a run is
+    reproducible and equals ``SyncVectorEnv`` of single :class:`TextEnv` seeded alike.
+
+    Infos: the final step of an episode carries ``prompt``, ``response``,
+    ``references``, ``sample_index``, ``prompt_truncated`` and ``metrics`` (every
+    component of the reward); a reset carries ``sample_index``. Gymnasium's vector info
+    layout is used (arrays plus ``_key`` masks; ``final_obs``/``final_info`` in
+    ``SAME_STEP`` mode).
+
+    Args:
+        num_envs: number of slots.
+        task: a task name from ``text_gym.tasks.TASKS`` or a built ``Task``.
+        tokenizer: anything :func:`text_gym.tokenizers.load_tokenizer` takes.
+        max_prompt_tokens: width of the prompt region; default: the longest prompt.
+        max_new_tokens: episode length limit; default: the longest reference + 1.
+        prompt_truncation: ``"left"``, ``"right"`` or ``"error"`` (see above).
+        stop_token_ids: ids that end an episode; default: the tokenizer's EOS.
+        device: torch device of the slot state.
+        autoreset_mode: ``NEXT_STEP`` (default), ``SAME_STEP`` or ``DISABLED``
+            (an ``AutoresetMode`` or its name).
+        output: ``"numpy"`` (default) or ``"torch"`` (tensors on ``device``; rewards
+            float32).
+        copy: return fresh observation arrays each step (default). ``False`` returns
+            read-only views of the env's buffers, valid until the next ``step``: for
+            agents that consume each observation at once.
+        render_mode: ``None`` or ``"ansi"``.
+        env_id: name used in error messages.
+        **task_kwargs: passed to the task (e.g. ``split="test"``).
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 1, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        task: str | Task = "translation",
+        tokenizer: Any = "default",
+        *,
+        max_prompt_tokens: int | None = None,
+        max_new_tokens: int | None = None,
+        prompt_truncation: str = "left",
+        stop_token_ids: Sequence[int] | None = None,
+        device: str | torch.device = "cpu",
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        output: str = "numpy",
+        copy: bool = True,
+        render_mode: str | None = None,
+        env_id: str = "TextVectorEnv",
+        **task_kwargs: Any,
+    ) -> None:
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs={num_envs!r} must be a positive integer")
+        check_choice("output", output, OUTPUTS)
+        check_choice("prompt_truncation", prompt_truncation, TRUNCATIONS)
+        check_choice("render_mode", render_mode, [None, *self.metadata["render_modes"]])
+        self.autoreset_mode = _autoreset_mode(autoreset_mode)
+        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
+        self.num_envs, self.output, self.copy = int(num_envs), output, copy
+        self.render_mode, self.env_id = render_mode, env_id
+        self.device = torch.device(device)
+        self.tokenizer: Tokenizer = load_tokenizer(tokenizer)
+        self.task = make_task(task, env_id, **task_kwargs)
+        if len(self.task) == 0:
+            raise ValueError(f"task {self.task.name!r} has no samples; check its split/data")
+        vocab = len(self.tokenizer)
+        self.vocab_size = vocab
+
+        encoded = _encode_task(self.tokenizer, self.task)
+        self.prompt_tokens = int(max_prompt_tokens or max(1, encoded.longest_prompt))
+        self.max_new_tokens = int(max_new_tokens or encoded.longest_reference + 1)
+        for name, value in (("max_prompt_tokens", self.prompt_tokens), ("max_new_tokens", self.max_new_tokens)):  # fmt: skip
+            if value < 1:
+                raise ValueError(f"{name}={value} must be >= 1")
+        table, lengths, truncated = encoded.table(
+            self.prompt_tokens, prompt_truncation, self.tokenizer.pad_token_id
+        )
+        self.num_truncated_prompts = int(truncated.sum())
+        self.window = self.prompt_tokens + self.max_new_tokens
+        stops = list(stop_token_ids) if stop_token_ids is not None else [self.tokenizer.eos_token_id]
+        bad = [s for s in stops if not 0 <= int(s) < vocab]
+        if not stops or bad:
+            raise ValueError(
+                f"stop_token_ids={stops} must be a non-empty list of ids in [0, {vocab})"
+            )
+
+        # Spaces.
+        P, L = self.prompt_tokens, self.window
+        self.single_observation_space = gym.spaces.Dict(
+            {
+                "input_ids": gym.spaces.Box(0, vocab - 1, (L,), np.int64),
+                "attention_mask": gym.spaces.Box(0, 1, (L,), np.int8),
+                "agent_mask": gym.spaces.Box(0, 1, (L,), np.int8),
+                "new_span": gym.spaces.Box(0, L, (2,), np.int64),
+            }
+        )
+        self.single_action_space = gym.spaces.Discrete(vocab)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+        # Device state: the prompt table and every slot's window.
+        dev, N = self.device, self.num_envs
+        self._prompts = torch.as_tensor(table, device=dev)  # (S, P) int64, left-padded
+        self._prompt_lens = torch.as_tensor(lengths, device=dev)  # (S,)
+        cols = torch.arange(L, device=dev)
+        self._prompt_masks = ((cols >= P - self._prompt_lens[:, None]) & (cols < P)).to(_MASK_DTYPE)  # (S, L)  # fmt: skip
+        self._prompt_lens_np, self._truncated_np = lengths, truncated
+        self._stops = torch.as_tensor(stops, dtype=torch.int64, device=dev)
+        self._pad_tail = torch.full((1, L - P), self.tokenizer.pad_token_id, dtype=torch.int64, device=dev)  # fmt: skip
+        self._ids = torch.full((N, L), self.tokenizer.pad_token_id, dtype=torch.int64, device=dev)
+        self._attn = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)
+        self._agent = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)
+        # (start, end) of the tokens new since the last observation; `end` is where the
+        # next action goes, so a slot's response length is `end - P`.
+        self._span = torch.full((N, 2), P, dtype=torch.int64, device=dev)
+        self._zero_one = torch.tensor([0, 1], device=dev)
+        self._single_stop = stops[0] if len(stops) == 1 else None
+        self._zero_rewards = torch.zeros(N, dtype=torch.float32, device=dev)
+
+        # Host bookkeeping, touched only when episodes start or end.
+        self._slot_seed = np.zeros(N, dtype=np.uint64)
+        self._episode = np.zeros(N, dtype=np.uint64)
+        self._seeded = np.zeros(N, dtype=bool)
+        self._sample = np.zeros(N, dtype=np.int64)
+        self._pending = np.zeros(N, dtype=bool)  # finished, waiting for a reset
+        self._started = False
+
+    # ------------------------------------------------------------------ reset / step
+
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Start new episodes in every slot, or in ``options["reset_mask"]``'s slots.
+
+        Args:
+            seed: ``None`` (continue each slot's sample stream), an int ``s`` (slot ``i``
+                gets ``s + i``), or a list of per-slot seeds (``None`` entries continue).
+            options: ``{"reset_mask": bool array (num_envs,)}`` to reset only some slots
+                (used with ``autoreset_mode=DISABLED``). No other option exists.
+        """
+        N = self.num_envs
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        if options:
+            raise ValueError(f"unknown reset options {sorted(options)}; the only one is 'reset_mask'")
+        if mask is None:
+            mask = np.ones(N, dtype=bool)
+        mask = np.asarray(mask)
+        if mask.shape != (N,) or mask.dtype != np.bool_ or not mask.any():
+            raise ValueError(
+                f"options['reset_mask'] must be a bool array of shape ({N},) with at least "
+                f"one True; got dtype {mask.dtype}, shape {mask.shape}"
+            )
+        seeds = _per_slot_seeds(seed, N)
+        for i in np.flatnonzero(mask):
+            if seeds[i] is not None:
+                self._slot_seed[i], self._episode[i], self._seeded[i] = seeds[i], 0, True
+        unseeded = mask & ~self._seeded
+        if unseeded.any():
+            entropy = np.random.SeedSequence().generate_state(int(unseeded.sum()), np.uint64)
+            self._slot_seed[unseeded], self._episode[unseeded] = entropy, 0
+            self._seeded[unseeded] = True
+        if seed is not None and isinstance(seed, (int, np.integer)):
+            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(int(seed))
+        slots = np.flatnonzero(mask)
+        infos: dict[str, Any] = {}
+        self._refill(slots, infos)
+        self._pending[slots] = False
+        self._started = True
+        return self._observe(), infos
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Append one token to every slot; score and (auto)reset the slots that finish."""
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        reset_now = np.flatnonzero(self._pending)
+        if self.autoreset_mode is AutoresetMode.DISABLED and reset_now.size:
+            raise ValueError(
+                f"slots {reset_now.tolist()} have finished and autoreset_mode is DISABLED: "
+                "call reset(options={'reset_mask': mask}) for them before stepping"
+            )
+        actions = self._check_actions(actions)  # (N,) int64 on device
+        L = self.window
+
+        # Hot path: one token per slot, all slots at once.
+        pos = self._span[:, 1:].clamp(max=L - 1)  # (N, 1); L only in slots about to reset
+        self._ids.scatter_(1, pos, actions[:, None])
+        self._attn.scatter_(1, pos, 1)
+        self._agent.scatter_(1, pos, 1)
+        torch.add(pos, self._zero_one, out=self._span)  # new span: (pos, pos + 1)
+        if self._single_stop is not None:
+            terminated = actions == self._single_stop
+        else:
+            terminated = (actions[:, None] == self._stops).any(1)
+        truncated = (self._span[:, 1] >= L) & ~terminated
+        if reset_now.size:  # NEXT_STEP: these slots reset now; their action is ignored
+            live = torch.as_tensor(~self._pending, device=self.device)
+            terminated &= live
+            truncated &= live
+        flags = torch.stack((terminated, truncated)).cpu().numpy()  # the one host sync
+        finished = np.flatnonzero(flags[0] | flags[1])
+
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        infos: dict[str, Any] = {}
+        final_info: dict[str, Any] = {}
+        if finished.size:
+            rewards[finished] = self._score(finished, final_info, flags[0][finished])
+        if self.autoreset_mode is AutoresetMode.NEXT_STEP:
+            infos.update(final_info)
+            if reset_now.size:
+                self._refill(reset_now, infos)
+            self._pending = flags[0] | flags[1]
+        elif self.autoreset_mode is AutoresetMode.SAME_STEP:
+            if finished.size:
+                infos["final_obs"], infos["_final_obs"] = self._final_obs(finished)
+                infos["final_info"], infos["_final_info"] = final_info, _mask(finished, self.num_envs)  # fmt: skip
+                self._refill(finished, infos)
+        else:
+            infos.update(final_info)
+            self._pending = flags[0] | flags[1]
+        return (self._observe(), *self._step_outputs(rewards, terminated, truncated, flags), infos)
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_actions(self, actions: Any) -> torch.Tensor:
+        N, V = self.num_envs, self.vocab_size
+        if isinstance(actions, torch.Tensor):
+            if actions.dtype.is_floating_point or actions.dtype in (torch.bool, torch.complex64):
+                raise ValueError(
+                    f"actions must be integer token ids, got a {actions.dtype} tensor "
+                    f"{actions.flatten()[:8].tolist()}; cast with .long()"
+                )
+            if actions.shape != (N,):
+                raise ValueError(f"actions must have shape ({N},), got {tuple(actions.shape)}")
+            actions = actions.to(self.device, torch.int64)
+            bad = (actions < 0) | (actions >= V)
+            if bool(bad.any()):
+                self._raise_range(actions.cpu().numpy())
+            return actions
+        array = np.asarray(actions)
+        if array.dtype.kind not in "iu":
+            raise ValueError(
+                f"actions must be integer token ids, got dtype {array.dtype} "
+                f"({array.ravel()[:8].tolist()}); cast with .astype(np.int64)"
+            )
+        if array.shape != (N,):
+            raise ValueError(f"actions must have shape ({N},), got {array.shape} ({actions!r:.80})")
+        if array.size and (array.min() < 0 or array.max() >= V):
+            self._raise_range(array)
+        return torch.as_tensor(array, device=self.device).to(torch.int64)
+
+    def _raise_range(self, array: np.ndarray) -> None:
+        bad = np.flatnonzero((array < 0) | (array >= self.vocab_size))
+        raise ValueError(
+            f"action {int(array[bad[0]])} (slot {int(bad[0])}; {bad.size} bad slot(s)) is "
+            f"out of range: valid token ids are 0..{self.vocab_size - 1}, "
+            f"Discrete({self.vocab_size}) for tokenizer {self.tokenizer.name!r}"
+        )
+
+    def _refill(self, slots: np.ndarray, infos: dict[str, Any]) -> None:
+        """Start a new episode in ``slots``: draw samples, write their prompts."""
+        # A counter-based stream per slot: episode k of seed s draws mix(mix(s) + k * G).
+        with np.errstate(over="ignore"):
+            stream = _mix(self._slot_seed[slots] * _GOLDEN + _GOLDEN)
+            draw = _mix(stream + (self._episode[slots] + np.uint64(1)) * _GOLDEN)
+        samples = (draw % np.uint64(len(self.task))).astype(np.int64)
+        self._episode[slots] += np.uint64(1)
+        self._sample[slots] = samples
+        P = self.prompt_tokens
+        s = torch.as_tensor(slots, device=self.device)
+        idx = torch.as_tensor(samples, device=self.device)
+        # index_copy_/index_fill_ rather than `x[s] = y`: the same result, and on CPU
+        # up to 50x faster than the generic index_put_.
+        self._ids.index_copy_(0, s, torch.cat((self._prompts[idx], self._pad_tail.expand(len(slots), -1)), 1))  # fmt: skip
+        self._attn.index_copy_(0, s, self._prompt_masks[idx])
+        self._agent.index_fill_(0, s, 0)
+        self._span.index_copy_(0, s, torch.stack((P - self._prompt_lens[idx], torch.full_like(idx, P)), 1))  # fmt: skip
+        _put_info(infos, "sample_index", slots, samples, self.num_envs)
+
+    def _score(self, slots: np.ndarray, infos: dict[str, Any], terminated: np.ndarray) -> np.ndarray:
+        """Decode and score the responses of finished ``slots`` in one task call."""
+        P = self.prompt_tokens
+        s = torch.as_tensor(slots, device=self.device)
+        lengths = (self._span[s, 1] - P).cpu().numpy()
+        rows = self._ids[s, P:].cpu().numpy()
+        # A stop token is the episode's end marker, not part of the response text.
+        keep = lengths - terminated.astype(np.int64)
+        responses = self.tokenizer.decode_batch([r[:n].tolist() for r, n in zip(rows, keep)])
+        sample_ids = self._sample[slots]
+        samples: list[Sample] = [self.task.samples[j] for j in sample_ids]
+        scores = self.task.score(responses, samples)
+        rewards = np.asarray(scores.rewards, dtype=np.float64)
+        if rewards.shape != (len(slots),) or not np.isfinite(rewards).all():
+            raise ValueError(
+                f"task {self.task.name!r} returned rewards {rewards!r} for {len(slots)} "
+                "responses; a task must return one finite float per response"
+            )
+        n = self.num_envs
+        _put_info(infos, "prompt", slots, [x.prompt for x in samples], n)
+        _put_info(infos, "response", slots, responses, n)
+        _put_info(infos, "references", slots, [x.references for x in samples], n)
+        _put_info(infos, "sample_index", slots, sample_ids, n)
+        _put_info(infos, "prompt_truncated", slots, self._truncated_np[sample_ids], n)
+        metrics: dict[str, Any] = {}
+        for name, values in scores.metrics.items():
+            _put_info(metrics, name, slots, np.asarray(values, dtype=np.float64), n)
+        infos["metrics"], infos["_metrics"] = metrics, _mask(slots, n)
+        return rewards
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        """The observation of every slot, as the env's own tensors (not copies)."""
+        return {
+            "input_ids": self._ids,
+            "attention_mask": self._attn,
+            "agent_mask": self._agent,
+            "new_span": self._span,
+        }
+
+    def _observe(self) -> dict[str, Any]:
+        return {k: self._out(v) for k, v in self._state().items()}
+
+    def _out(self, tensor: torch.Tensor) -> Any:
+        if self.output == "torch":
+            return tensor.clone() if self.copy else tensor
+        if tensor.device.type != "cpu":
+            return tensor.cpu().numpy()
+        if self.copy:
+            return tensor.numpy().copy()
+        view = tensor.numpy()
+        view.flags.writeable = False
+        return view
+
+    def _final_obs(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-slot observations of the finished ``slots``, before they reset."""
+        s = torch.as_tensor(slots, device=self.device)
+        rows = {k: v[s] for k, v in self._state().items()}
+        if self.output == "numpy":
+            rows = {k: v.cpu().numpy() for k, v in rows.items()}
+        final = np.full(self.num_envs, None, dtype=object)
+        for j, slot in enumerate(slots):
+            final[slot] = {k: v[j] for k, v in rows.items()}
+        return final, _mask(slots, self.num_envs)
+
+    def _step_outputs(self, rewards: np.ndarray, terminated: torch.Tensor, truncated: torch.Tensor, flags: np.ndarray) -> tuple[Any, Any, Any]:  # fmt: skip
+        if self.output == "torch":
+            r = self._zero_rewards.clone() if not rewards.any() else torch.as_tensor(rewards, dtype=torch.float32, device=self.device)  # fmt: skip
+            return r, terminated, truncated
+        return rewards, flags[0].copy(), flags[1].copy()
+
+    # ------------------------------------------------------------------ rendering
+
+    def render(self) -> tuple[str, ...] | None:
+        """With ``render_mode="ansi"``: each slot's prompt and response so far, as text."""
+        if self.render_mode is None:
+            gym.logger.warn(f"render() called on {self.env_id} without render_mode='ansi'")
+            return None
+        return tuple(self.render_slot(i) for i in range(self.num_envs))
+
+    def render_slot(self, slot: int) -> str:
+        """Slot ``slot``'s prompt and response so far, as text."""
+        P = self.prompt_tokens
+        start, rlen = P - int(self._attn[slot, :P].sum()), int(self._span[slot, 1]) - P
+        ids = self._ids[slot].tolist()
+        prompt, response = self.tokenizer.decode_batch([ids[start:P], ids[P : P + rlen]])
+        return f"{prompt}\n--- response ({rlen}/{self.max_new_tokens} tokens) ---\n{response}\n"
+
+    def __repr__(self) -> str:
+        return (
+            f"TextVectorEnv({self.env_id}, num_envs={self.num_envs}, task={self.task.name!r}, "
+            f"tokenizer={self.tokenizer.name!r}, window={self.prompt_tokens}+{self.max_new_tokens}, "
+            f"device={self.device}, autoreset_mode={self.autoreset_mode.name})"
+        )
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+class _EncodedTask:
+    """A task's prompts as token ids, and its longest reference, for one tokenizer."""
+
+    def __init__(self, tokenizer: Tokenizer, task: Task) -> None:
+        self.prompts = tokenizer.encode_batch([s.prompt for s in task.samples])
+        self.longest_prompt = max(len(p) for p in self.prompts)
+        refs = [r for s in task.samples for r in s.references]
+        # A response continues the prompt, so it is tokenized with a leading space.
+        self.longest_reference = max(len(r) for r in tokenizer.encode_batch([" " + r for r in refs]))  # fmt: skip
+        self._tables: dict[tuple[int, str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def table(self, width: int, truncation: str, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """(S, width) left-padded prompt ids, their lengths, and which were truncated."""
+        key = (width, truncation, pad)
+        if key not in self._tables:
+            lengths = np.array([len(p) for p in self.prompts], dtype=np.int64)
+            over = np.flatnonzero(lengths > width)
+            if over.size and truncation == "error":
+                i = int(over[0])
+                raise ValueError(
+                    f"{over.size} prompt(s) are longer than max_prompt_tokens={width} (sample "
+                    f"{i} has {lengths[i]} tokens); raise max_prompt_tokens, or pass "
+                    "prompt_truncation='left' (keep the end) or 'right' (keep the start)"
+                )
+            table = np.full((len(self.prompts), width), pad, dtype=np.int64)
+            for i, ids in enumerate(self.prompts):
+                kept = ids[-width:] if truncation == "left" else ids[:width]
+                if kept:
+                    table[i, width - len(kept) :] = kept
+            self._tables[key] = (table, np.minimum(lengths, width), lengths > width)
+        return self._tables[key]
+
+
+_ENCODED: weakref.WeakKeyDictionary[Any, dict[str, _EncodedTask]] = weakref.WeakKeyDictionary()
+
+
+def _encode_task(tokenizer: Tokenizer, task: Task) -> _EncodedTask:
+    """Tokenize a task once per (tokenizer, task configuration), then reuse it."""
+    if not task.config:
+        return _EncodedTask(tokenizer, task)
+    per_tokenizer = _ENCODED.setdefault(tokenizer, {})
+    key = task.fingerprint()
+    if key not in per_tokenizer:
+        per_tokenizer[key] = _EncodedTask(tokenizer, task)
+    return per_tokenizer[key]
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijective, well-mixed hash of uint64 values."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _per_slot_seeds(seed: Any, n: int) -> list[int | None]:
+    if seed is None:
+        return [None] * n
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        seeds: list[Any] = [int(seed) + i for i in range(n)]
+    elif isinstance(seed, (list, tuple, np.ndarray)) and len(seed) == n:
+        seeds = list(seed)
+    else:
+        raise ValueError(f"seed={seed!r} must be None, an int, or a list of {n} ints/None")
+    for s in seeds:
+        if s is not None and (not isinstance(s, (int, np.integer)) or s < 0):
+            raise ValueError(f"seed {s!r} must be a non-negative int (or None)")
+    return [None if s is None else int(s) for s in seeds]
+
+
+def _autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
+    if isinstance(mode, AutoresetMode):
+        return mode
+    for m in AutoresetMode:
+        if str(mode).lower().replace("_", "") in (m.name.lower().replace("_", ""), m.value.lower()):
+            return m
+    raise ValueError(
+        f"autoreset_mode={mode!r} is not valid; choose one of {[m.name for m in AutoresetMode]}"
+    )
+
+
+def _mask(slots: np.ndarray, n: int) -> np.ndarray:
+    mask = np.zeros(n, dtype=np.bool_)
+    mask[slots] = True
+    return mask
+
+
+def _put_info(infos: dict[str, Any], key: str, slots: np.ndarray, values: Sequence[Any], n: int) -> None:  # fmt: skip
+    """Write ``values`` for ``slots`` into ``infos[key]`` the way Gymnasium's vector envs do.
+
+    The array's dtype follows ``VectorEnv._add_info``: numbers and bools get numeric
+    arrays, anything else an object array, so a native step equals ``SyncVectorEnv``'s.
+    """
+    if key not in infos:
+        first = values[0]
+        if isinstance(first, (bool, np.bool_)):
+            array = np.zeros(n, dtype=np.bool_)
+        elif isinstance(first, (int, float, np.number)):
+            array = np.zeros(n, dtype=np.asarray(first).dtype)
+        else:
+            array = np.full(n, None, dtype=object)
+        infos[key], infos[f"_{key}"] = array, np.zeros(n, dtype=np.bool_)
+    array = infos[key]
+    if array.dtype == object:
+        for slot, value in zip(slots, values):
+            array[slot] = value
+    else:
+        array[slots] = values
+    infos[f"_{key}"][slots] = True
