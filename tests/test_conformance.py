@@ -110,3 +110,15 @@ def test_native_vector_equals_sync_with_rewards(env_id):
         assert data_equivalence(a, b, exact=True)
         total += np.where(np.array([t < len(x) for x in answers]), a[1], 0)
     assert total.tolist() == [1.0] * n
+
+
+def test_make_works_offline_in_a_fresh_process():
+    """The acceptance one-liner, with the hub switched off, in a clean interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    code = "import gymnasium as gym, text_gym; env = gym.make('TextTranslate-v0'); env.reset(seed=0)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr

@@ -12,6 +12,7 @@ array([100.,   0.])
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache, partial
@@ -98,10 +99,15 @@ def _word_grams(words: list[str], order: int) -> Counter:
         zip(*[words[i:] for i in range(n)]) for n in range(1, order + 1)))
 
 
-def _totals(chars: str, words: list[str], char_order: int, word_order: int) -> list[int]:
+def _totals(chars: str, words: list[str], char_order: int, word_order: int) -> tuple[int, ...]:
     """Number of n-grams of each order (may be <= 0)."""
-    return ([len(chars) - n for n in range(char_order)]
-            + [len(words) - n for n in range(word_order)])
+    return (*(len(chars) - n for n in range(char_order)),
+            *(len(words) - n for n in range(word_order)))
+
+
+def _self_overlapping(g: str) -> bool:
+    """Whether two occurrences of ``g`` can overlap, i.e. it has a border ('aba')."""
+    return g[0] in g[1:] and any(g[:k] == g[-k:] for k in range(1, len(g) // 2 + 1))
 
 
 def _occurrences(text: str, sub: str) -> int:
@@ -123,14 +129,16 @@ def _ref_grams(ref: str, char_order: int, word_order: int) -> tuple:
     """
     chars, words = "".join(ref.split()), _words(ref) if word_order else []
     cgrams, wgrams = _char_grams(chars, char_order), _word_grams(words, word_order)
-    groups: tuple[list[str], ...] = ([], [], [])
-    for g, c in cgrams.items():
-        overlaps = any(g[:k] == g[-k:] for k in range(1, len(g)))
-        groups[0 if c == 1 else 2 if overlaps else 1].append(g)
-    keys = list(chain(*groups))
-    counts = np.array([*map(cgrams.get, keys), *wgrams.values()], np.int64)
-    orders = np.array([*map(len, keys), *(char_order + len(g) for g in wgrams)], np.intp) - 1
-    return *groups, list(wgrams), counts, orders, _totals(chars, words, char_order, word_order)
+    ones = [g for g, c in cgrams.items() if c == 1]
+    tricky = [g for g, c in cgrams.items() if c > 1 and _self_overlapping(g)]
+    skip = set(tricky)
+    multi = [g for g, c in cgrams.items() if c > 1 and g not in skip]
+    keys, n = ones + multi + tricky, len(cgrams) + len(wgrams)
+    counts = np.fromiter(chain(map(cgrams.get, keys), wgrams.values()), np.int64, n)
+    orders = np.fromiter(chain(map(len, keys), (char_order + len(g) for g in wgrams)), np.intp, n)
+    # Tuples of strings, not lists: the garbage collector stops tracking them.
+    return (tuple(ones), tuple(multi), tuple(tricky), tuple(wgrams), counts, orders - 1,
+            _totals(chars, words, char_order, word_order))
 
 
 def _fscores(n_hyp: np.ndarray, n_ref: np.ndarray, matches: np.ndarray, factor: float):
@@ -180,7 +188,8 @@ def chrf(completions: Sequence[str], references: Sequence[Sequence[str]], *,
     rows: dict[tuple[str, ...], int] = {}  # completions often repeat in a batch
     index = [rows.setdefault((c, *r), len(rows)) for c, r in zip(completions, references)]
     scores = np.zeros(len(rows))
-    owner, hits, counts, orders, totals = [], [], [], [], []
+    # Per (completion, reference) pair; flat machine-int arrays keep the GC idle.
+    owner, hits, counts, orders, totals = [], array("q"), [], [], array("d")
     for row, (hyp, *refs) in enumerate(rows):
         chars = "".join(hyp.split())
         if not chars or hyp in refs:  # no n-grams at all: 0; identical: 100
@@ -200,15 +209,14 @@ def chrf(completions: Sequence[str], references: Sequence[Sequence[str]], *,
                               map(partial(_occurrences, chars), tricky))
             else:
                 found = map(cgrams.get, chain(ones, multi, tricky), repeat(0))
-            hits.append(chain(found, map(wgrams.get, wkeys, repeat(0))))
+            hits.extend(chain(found, map(wgrams.get, wkeys, repeat(0))))
             counts.append(rcounts)
             orders.append(rorders + order * len(owner))
-            totals.append(hyp_totals + rtotals)
+            totals.extend(hyp_totals + rtotals)
             owner.append(row)
     if owner:  # min(hyp, ref) count per n-gram, summed per (pair, order)
-        found = np.minimum(np.fromiter(chain.from_iterable(hits), np.int64),
-                           np.concatenate(counts))
-        matches = np.bincount(np.concatenate(orders), found, order * len(owner))
-        n_hyp, n_ref = np.array(totals, np.float64).reshape(-1, 2, order).transpose(1, 0, 2)
+        clipped = np.minimum(np.frombuffer(hits, np.int64), np.concatenate(counts))
+        matches = np.bincount(np.concatenate(orders), clipped, order * len(owner))
+        n_hyp, n_ref = np.frombuffer(totals).reshape(-1, 2, order).transpose(1, 0, 2)
         np.maximum.at(scores, owner, _fscores(n_hyp, n_ref, matches.reshape(-1, order), beta ** 2))
     return scores[index]
