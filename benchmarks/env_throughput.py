@@ -12,7 +12,9 @@ Four ways to step ``num_envs`` token-level episodes, fed the same actions in one
 * ``floor``: a bare loop that writes one token per slot into a tensor and nothing else.
 
 Actions are random token ids with the stop token mixed in (``--p-eos``), so episodes
-end both by EOS and by the length limit. Figures are steps of the whole batch per
+end both by EOS and by the length limit. Each configuration is run twice: with the
+task's default metrics (chrF computed for every finished episode) and reward-only
+(``metrics=("exact_match",)``), for the peer as for the native env. Figures are steps of the whole batch per
 second; ratios compare rows measured in the same run. Run::
 
     python benchmarks/env_throughput.py                 # 32, 256, 1024 envs
@@ -89,8 +91,8 @@ class PeerTokenEnv(gym.Env):
         return self._obs(), reward, terminated, truncated, info
 
 
-def make_peer(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
-    native = gym.make_vec(env_id, num_envs=1).unwrapped
+def make_peer(env_id: str, num_envs: int, **kwargs) -> gym.vector.SyncVectorEnv:
+    native = gym.make_vec(env_id, num_envs=1, **kwargs).unwrapped
     tok, task = native.tokenizer, native.task
     prompts = tok.encode_batch([s.prompt for s in task.samples])
     P, T = native.prompt_tokens, native.max_new_tokens
@@ -124,8 +126,8 @@ def timed(step: Callable[[np.ndarray], object], actions: np.ndarray, min_seconds
     return done / (time.perf_counter() - start), done
 
 
-def bench(env_id: str, num_envs: int, steps: int, p_eos: float, min_seconds: float, seed: int) -> dict:  # fmt: skip
-    native = gym.make_vec(env_id, num_envs=num_envs)
+def bench(env_id: str, kwargs: dict, num_envs: int, steps: int, p_eos: float, min_seconds: float, seed: int) -> dict:  # fmt: skip
+    native = gym.make_vec(env_id, num_envs=num_envs, **kwargs)
     vocab, eos = native.single_action_space.n, native.unwrapped.tokenizer.eos_token_id
     rng = np.random.default_rng(seed)
     actions = rng.integers(0, vocab, size=(steps + 1, num_envs))
@@ -133,9 +135,9 @@ def bench(env_id: str, num_envs: int, steps: int, p_eos: float, min_seconds: flo
 
     runners = {
         "TextVectorEnv": native,
-        "TextVectorEnv(copy=False)": gym.make_vec(env_id, num_envs=num_envs, copy=False),
-        "Sync(TextEnv)": gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)]),  # fmt: skip
-        "Sync(peer)": make_peer(env_id, num_envs),
+        "TextVectorEnv(copy=False)": gym.make_vec(env_id, num_envs=num_envs, copy=False, **kwargs),
+        "Sync(TextEnv)": gym.vector.SyncVectorEnv([lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)]),  # fmt: skip
+        "Sync(peer)": make_peer(env_id, num_envs, **kwargs),
     }
     row = {"num_envs": num_envs}
     for name, env in runners.items():
@@ -146,16 +148,26 @@ def bench(env_id: str, num_envs: int, steps: int, p_eos: float, min_seconds: flo
     return row
 
 
+CONFIGS = {
+    "default metrics (exact match reward, chrF in info)": {},
+    "reward only (metrics=('exact_match',))": {"metrics": ("exact_match",)},
+}
+
+
 def to_markdown(rows: list[dict], meta: dict) -> str:
     names = ["TextVectorEnv", "TextVectorEnv(copy=False)", "Sync(TextEnv)", "Sync(peer)", "floor"]
     lines = [
         f"Env-only steps/s (batch steps per second; x num_envs for env steps), `{meta['env_id']}`, "
-        f"p_eos={meta['p_eos']}, on {meta['machine']}.",
+        f"p_eos={meta['p_eos']:.4g}, {meta['date']}, on {meta['machine']}.",
         "",
         "| num_envs | " + " | ".join(names) + " | native / peer | native(copy=False) / peer | floor / native(copy=False) |",  # fmt: skip
         "|---" * (len(names) + 4) + "|",
     ]
+    config = None
     for r in rows:
+        if r["config"] != config:
+            config = r["config"]
+            lines.append(f"| **{config}** |" + " |" * (len(names) + 3))
         cells = [f"{r[n]:,.0f}" for n in names]
         ratios = [
             r["TextVectorEnv"] / r["Sync(peer)"],
@@ -176,7 +188,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (not written to results/)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--from-json", action="store_true", help="only re-render the table and README from the last JSON")  # fmt: skip
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads((args.out / "env_throughput.json").read_text())
+        write_tables(to_markdown(saved["rows"], saved["meta"]), args.out)
+        return
     if args.quick:
         args.num_envs, args.steps, args.min_seconds = [4], 30, 0.2
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -188,15 +205,28 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     rows = []
-    for n in args.num_envs:
-        rows.append(bench(args.env_id, n, args.steps, args.p_eos, args.min_seconds, args.seed))
-        print({k: round(v, 1) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
+    for config, kwargs in CONFIGS.items():
+        for n in args.num_envs:
+            row = bench(args.env_id, kwargs, n, args.steps, args.p_eos, args.min_seconds, args.seed)
+            rows.append({"config": config, **row})
+            print({k: round(v, 1) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)  # fmt: skip
     table = to_markdown(rows, meta)
     print(table)
     if not args.quick:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "env_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")  # fmt: skip
-        (args.out / "env_throughput.md").write_text(table)
+        write_tables(table, args.out)
+
+
+def write_tables(table: str, out: Path) -> None:
+    """Write the Markdown table, and put it into the README between its markers."""
+    (out / "env_throughput.md").write_text(table)
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    start, end = "<!-- env_throughput:start -->", "<!-- env_throughput:end -->"
+    text = readme.read_text()
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        readme.write_text(f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}")
 
 
 def _cpu_count() -> int:

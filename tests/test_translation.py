@@ -79,3 +79,13 @@ def test_max_samples():
     with pytest.raises(ValueError, match="max_samples=0"):
         TranslationTask(max_samples=0)
     assert np.isclose(TranslationTask(reward="chrf").score(["x"], [TranslationTask().samples[0]]).rewards[0], 0.0)  # fmt: skip
+
+
+def test_metrics_option_skips_chrf_but_keeps_the_reward():
+    task = TranslationTask(metrics=("exact_match",))
+    scores = task.score([task.samples[0].references[0]], task.samples[:1])
+    assert list(scores.metrics) == ["exact_match"] and scores.rewards.tolist() == [1.0]
+    chrf_reward = TranslationTask(reward="chrf", metrics=())
+    assert list(chrf_reward.score(["x"], task.samples[:1]).metrics) == ["chrf"]
+    with pytest.raises(ValueError, match="metrics entry='bleu'"):
+        TranslationTask(metrics=("bleu",))

@@ -201,6 +201,10 @@ def test_construction_errors_list_choices():
         make(0)
     with pytest.raises(ValueError, match=r"render_mode='human'"):
         make(render_mode="human")
+    with pytest.raises(ValueError, match=r"max_new_tokens=0 must be an int >= 1"):
+        make(max_new_tokens=0)
+    with pytest.raises(ValueError, match=r"max_prompt_tokens=2.5"):
+        make(max_prompt_tokens=2.5)
 
 
 def test_prompt_longer_than_window():

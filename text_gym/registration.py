@@ -20,6 +20,7 @@ VECTOR_ENTRY_POINT = "text_gym.vector_env:TextVectorEnv"
 # reward change.
 ENV_TABLE: dict[str, dict[str, Any]] = {
     "TextTranslate-v0": {"task": "translation", "split": "train", "scan_split": "simple"},
+    "TextDialogGoal-v0": {"task": "goal_dialogue", "split": "train"},
 }
 
 

@@ -120,8 +120,8 @@ class HFTokenizer(_EncodeMixin):
         if not ids:
             return []
         if self._bytes is not None:
-            table = self._bytes
-            return [b"".join([table[i] for i in x]).decode("utf-8", "replace") for x in ids]
+            get = self._bytes.__getitem__
+            return [b"".join(map(get, x)).decode("utf-8", "replace") for x in ids]
         if self._backend is not None:
             return self._backend.decode_batch([list(x) for x in ids], skip_special_tokens=True)
         return self.hf.batch_decode(ids, skip_special_tokens=True)

@@ -20,7 +20,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from text_gym.tasks import Sample, Task, make_task
-from text_gym.tasks.base import check_choice
+from text_gym.tasks.base import MultiTurnTask, check_choice
 from text_gym.tokenizers import Tokenizer, load_tokenizer
 
 OUTPUTS = ("numpy", "torch")
@@ -129,11 +129,14 @@ class TextVectorEnv(VectorEnv):
         self.vocab_size = vocab
 
         encoded = _encode_task(self.tokenizer, self.task)
+        for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens)):  # fmt: skip
+            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+                raise ValueError(f"{name}={value!r} must be an int >= 1, or None for the default")
         self.prompt_tokens = int(max_prompt_tokens or max(1, encoded.longest_prompt))
+        self.multi_turn = isinstance(self.task, MultiTurnTask)
+        if max_new_tokens is None and self.multi_turn:
+            max_new_tokens = self.task.response_budget(self.tokenizer.encode_batch)
         self.max_new_tokens = int(max_new_tokens or encoded.longest_reference + 1)
-        for name, value in (("max_prompt_tokens", self.prompt_tokens), ("max_new_tokens", self.max_new_tokens)):  # fmt: skip
-            if value < 1:
-                raise ValueError(f"{name}={value} must be >= 1")
         table, lengths, truncated = encoded.table(
             self.prompt_tokens, prompt_truncation, self.tokenizer.pad_token_id
         )
@@ -164,11 +167,12 @@ class TextVectorEnv(VectorEnv):
         dev, N = self.device, self.num_envs
         self._prompts = torch.as_tensor(table, device=dev)  # (S, P) int64, left-padded
         self._prompt_lens = torch.as_tensor(lengths, device=dev)  # (S,)
-        cols = torch.arange(L, device=dev)
-        self._prompt_masks = ((cols >= P - self._prompt_lens[:, None]) & (cols < P)).to(_MASK_DTYPE)  # (S, L)  # fmt: skip
-        self._prompt_lens_np, self._truncated_np = lengths, truncated
+        cols = torch.arange(P, device=dev)
+        self._prompt_masks = (cols >= P - self._prompt_lens[:, None]).to(_MASK_DTYPE)  # (S, P)
+        self._truncated_np = truncated
         self._stops = torch.as_tensor(stops, dtype=torch.int64, device=dev)
         self._pad_tail = torch.full((1, L - P), self.tokenizer.pad_token_id, dtype=torch.int64, device=dev)  # fmt: skip
+        self._zero_tail = torch.zeros((1, L - P), dtype=_MASK_DTYPE, device=dev)
         self._ids = torch.full((N, L), self.tokenizer.pad_token_id, dtype=torch.int64, device=dev)
         self._attn = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)
         self._agent = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)
@@ -185,6 +189,8 @@ class TextVectorEnv(VectorEnv):
         self._seeded = np.zeros(N, dtype=bool)
         self._sample = np.zeros(N, dtype=np.int64)
         self._pending = np.zeros(N, dtype=bool)  # finished, waiting for a reset
+        self._dialogues: list[Any] = [None] * N  # multi-turn tasks: each slot's state
+        self._turn_start = np.full(N, P, dtype=np.int64)  # where the agent's turn began
         self._started = False
 
     # ------------------------------------------------------------------ reset / step
@@ -260,6 +266,12 @@ class TextVectorEnv(VectorEnv):
             terminated &= live
             truncated &= live
         flags = torch.stack((terminated, truncated)).cpu().numpy()  # the one host sync
+        if self.multi_turn:  # a stop token ends the agent's turn, not the episode
+            turn_ended = np.flatnonzero(flags[0])
+            flags[0] = False
+            if turn_ended.size:
+                self._user_turns(turn_ended, flags)
+            terminated, truncated = (torch.as_tensor(f, device=self.device) for f in flags)
         finished = np.flatnonzero(flags[0] | flags[1])
 
         rewards = np.zeros(self.num_envs, dtype=np.float64)
@@ -309,7 +321,9 @@ class TextVectorEnv(VectorEnv):
             raise ValueError(f"actions must have shape ({N},), got {array.shape} ({actions!r:.80})")
         if array.size and (array.min() < 0 or array.max() >= V):
             self._raise_range(array)
-        return torch.as_tensor(array, device=self.device).to(torch.int64)
+        if array.dtype != np.int64 or not array.flags.c_contiguous:
+            array = np.ascontiguousarray(array, dtype=np.int64)
+        return torch.from_numpy(array).to(self.device)
 
     def _raise_range(self, array: np.ndarray) -> None:
         bad = np.flatnonzero((array < 0) | (array >= self.vocab_size))
@@ -328,13 +342,17 @@ class TextVectorEnv(VectorEnv):
         samples = (draw % np.uint64(len(self.task))).astype(np.int64)
         self._episode[slots] += np.uint64(1)
         self._sample[slots] = samples
+        if self.multi_turn:
+            self._turn_start[slots] = self.prompt_tokens
+            for slot, j in zip(slots, samples):
+                self._dialogues[slot] = self.task.new_dialogue(self.task.samples[j])
         P = self.prompt_tokens
         s = torch.as_tensor(slots, device=self.device)
         idx = torch.as_tensor(samples, device=self.device)
         # index_copy_/index_fill_ rather than `x[s] = y`: the same result, and on CPU
         # up to 50x faster than the generic index_put_.
         self._ids.index_copy_(0, s, torch.cat((self._prompts[idx], self._pad_tail.expand(len(slots), -1)), 1))  # fmt: skip
-        self._attn.index_copy_(0, s, self._prompt_masks[idx])
+        self._attn.index_copy_(0, s, torch.cat((self._prompt_masks[idx], self._zero_tail.expand(len(slots), -1)), 1))  # fmt: skip
         self._agent.index_fill_(0, s, 0)
         self._span.index_copy_(0, s, torch.stack((P - self._prompt_lens[idx], torch.full_like(idx, P)), 1))  # fmt: skip
         _put_info(infos, "sample_index", slots, samples, self.num_envs)
@@ -346,11 +364,14 @@ class TextVectorEnv(VectorEnv):
         lengths = (self._span[s, 1] - P).cpu().numpy()
         rows = self._ids[s, P:].cpu().numpy()
         # A stop token is the episode's end marker, not part of the response text.
-        keep = lengths - terminated.astype(np.int64)
+        keep = lengths if self.multi_turn else lengths - terminated.astype(np.int64)
         responses = self.tokenizer.decode_batch([r[:n].tolist() for r, n in zip(rows, keep)])
         sample_ids = self._sample[slots]
         samples: list[Sample] = [self.task.samples[j] for j in sample_ids]
-        scores = self.task.score(responses, samples)
+        if self.multi_turn:
+            scores = self.task.score(responses, samples, [self._dialogues[i] for i in slots])
+        else:
+            scores = self.task.score(responses, samples)
         rewards = np.asarray(scores.rewards, dtype=np.float64)
         if rewards.shape != (len(slots),) or not np.isfinite(rewards).all():
             raise ValueError(
@@ -368,6 +389,33 @@ class TextVectorEnv(VectorEnv):
             _put_info(metrics, name, slots, np.asarray(values, dtype=np.float64), n)
         infos["metrics"], infos["_metrics"] = metrics, _mask(slots, n)
         return rewards
+
+    def _user_turns(self, slots: np.ndarray, flags: np.ndarray) -> None:
+        """Let the simulated user answer every turn that ended in this step, in one call.
+
+        Each reply's tokens go after the agent's stop token (``agent_mask`` 0) and extend
+        ``new_span``. A dialogue the user declares over is terminated; one whose reply
+        would leave no room for the agent's next token is truncated.
+        """
+        L, s = self.window, torch.as_tensor(slots, device=self.device)
+        ends = self._span[s, 1].cpu().numpy()  # one past each agent's stop token
+        rows = self._ids[s].cpu().numpy()
+        turns = self.tokenizer.decode_batch(
+            [row[start : end - 1].tolist() for row, start, end in zip(rows, self._turn_start[slots], ends)]  # fmt: skip
+        )
+        replies = self.task.user_replies([self._dialogues[i] for i in slots], turns)
+        reply_ids = self.tokenizer.encode_batch([text for text, _ in replies])
+        for slot, end, ids, (_, over) in zip(slots, ends, reply_ids, replies):
+            stop = end + len(ids)
+            if stop <= L:
+                self._ids[slot, end:stop] = torch.as_tensor(ids, dtype=torch.int64, device=self.device)  # fmt: skip
+                self._attn[slot, end:stop] = 1
+                self._span[slot, 1] = stop
+                self._turn_start[slot] = stop
+            if over:
+                flags[0, slot] = True
+            elif stop >= L:
+                flags[1, slot] = True
 
     def _state(self) -> dict[str, torch.Tensor]:
         """The observation of every slot, as the env's own tensors (not copies)."""

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from text_gym.tasks.base import Sample, Scores, Task
+from text_gym.tasks.base import MultiTurnTask, Sample, Scores, Task
+from text_gym.tasks.goal_dialogue import GuessNumberTask
 from text_gym.tasks.translation import TranslationTask
 
 TASKS: dict[str, type[Task]] = {
     "translation": TranslationTask,
+    "goal_dialogue": GuessNumberTask,
 }
 
 
@@ -35,4 +37,13 @@ def make_task(task: str | Task, env_id: str = "TextVectorEnv", **kwargs: Any) ->
     return cls(**kwargs)
 
 
-__all__ = ["TASKS", "Sample", "Scores", "Task", "TranslationTask", "make_task"]
+__all__ = [
+    "TASKS",
+    "GuessNumberTask",
+    "MultiTurnTask",
+    "Sample",
+    "Scores",
+    "Task",
+    "TranslationTask",
+    "make_task",
+]

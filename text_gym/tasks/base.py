@@ -85,6 +85,36 @@ class Task(abc.ABC):
             )
 
 
+class MultiTurnTask(Task):
+    """A task with a simulated user who answers each agent turn.
+
+    The agent's turn ends when it emits a stop token; the env then decodes that turn,
+    calls :meth:`user_replies` once for every slot whose turn ended in the step, and
+    appends each reply's tokens to the slot's window (``agent_mask`` 0). The episode
+    ends when a reply says the dialogue is over (terminated), or when the window has no
+    room for the next reply (truncated). Dialogue state is a plain object per episode,
+    created by :meth:`new_dialogue`; :meth:`score` receives them at the end.
+    """
+
+    @abc.abstractmethod
+    def new_dialogue(self, sample: Sample) -> Any:
+        """Fresh state for an episode on ``sample`` (deterministic given the sample)."""
+
+    @abc.abstractmethod
+    def user_replies(self, dialogues: Sequence[Any], turns: Sequence[str]) -> list[tuple[str, bool]]:
+        """Update each dialogue with the agent's ``turns``; return ``(reply, over)`` for each."""
+
+    @abc.abstractmethod
+    def score(  # type: ignore[override]
+        self, responses: Sequence[str], samples: Sequence[Sample], dialogues: Sequence[Any]
+    ) -> Scores:
+        """Score finished dialogues (``responses`` are the decoded response regions)."""
+
+    def response_budget(self, encode: Any) -> int:
+        """Default ``max_new_tokens`` for the whole dialogue, given ``encode(texts)``."""
+        raise NotImplementedError
+
+
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
     """Raise ``ValueError`` naming ``value`` and listing ``choices`` if it is not one of them."""
     if value not in choices:

@@ -1,0 +1,112 @@
+"""TextDialogGoal-v0: the multi-turn guessing game and the env's multi-turn mechanics."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from text_gym import TextVectorEnv
+from text_gym.tasks import GuessNumberTask
+
+
+def binary_search_turns(task: GuessNumberTask, secret: int) -> tuple[bool, int]:
+    state, lo, hi = task.new_dialogue(task.samples[0].__class__("", (str(secret),))), task.low, task.high
+    while True:
+        guess = (lo + hi) // 2
+        reply, over = task.user_replies([state], [f" {guess}"])[0]
+        if over:
+            return state.success, state.turns
+        lo, hi = (guess + 1, hi) if "Higher" in reply else (lo, guess - 1)
+
+
+def test_binary_search_wins_within_the_documented_turns():
+    for split in ("train", "test"):
+        task = GuessNumberTask(split=split)
+        limit = math.ceil(math.log2(task.high - task.low + 1))
+        for sample in task.samples:
+            success, turns = binary_search_turns(task, int(sample.references[0]))
+            assert success and turns <= limit == 7
+
+
+def test_splits_partition_the_numbers():
+    train, test = GuessNumberTask(split="train"), GuessNumberTask(split="test")
+    numbers = {int(s.references[0]) for s in train.samples} | {int(s.references[0]) for s in test.samples}
+    assert numbers == set(range(1, 101)) and len(train) + len(test) == 100 and 10 < len(test) < 30
+
+
+def scripted_episode(env, tok):
+    """Play binary search through the env, reading the user's replies from observations."""
+    obs, _ = env.reset()
+    lo, hi, agent_tokens = 1, 100, 0
+    while True:
+        guess = (lo + hi) // 2
+        for t in tok.encode(f" {guess}") + [tok.eos_token_id]:
+            obs, reward, terminated, truncated, info = env.step(t)
+            agent_tokens += 1
+        start, end = obs["new_span"]
+        if terminated or truncated:
+            return reward, terminated, info, obs, agent_tokens
+        assert obs["agent_mask"][start] == 1 and obs["agent_mask"][start + 1 : end].sum() == 0
+        reply = tok.decode_batch([obs["input_ids"][start + 1 : end].tolist()])[0]
+        lo, hi = (guess + 1, hi) if "Higher" in reply else (lo, guess - 1)
+
+
+@pytest.mark.parametrize("tokenizer", ["default", "byte"])
+def test_scripted_agent_succeeds_through_the_env(tokenizer):
+    env = gym.make("TextDialogGoal-v0", tokenizer=tokenizer)
+    env.reset(seed=0)
+    tok = env.unwrapped.tokenizer
+    for _ in range(5):
+        reward, terminated, info, obs, agent_tokens = scripted_episode(env, tok)
+        assert terminated and info["metrics"]["success"] == 1.0 and info["metrics"]["turns"] <= 7
+        assert reward == pytest.approx(1.0 - 0.05 * info["metrics"]["turns"])
+        # user replies never count as agent actions
+        assert obs["agent_mask"].sum() == agent_tokens
+        assert "User: Correct!" in info["response"]
+
+
+def test_random_agent_rarely_succeeds():
+    env = TextVectorEnv(32, task="goal_dialogue", tokenizer="default")
+    env.reset(seed=1)
+    rng = np.random.default_rng(0)
+    successes, episodes = 0, 0
+    while episodes < 200:
+        actions = rng.integers(0, env.vocab_size, 32)
+        actions[rng.random(32) < 0.2] = env.tokenizer.eos_token_id
+        _, _, term, trunc, info = env.step(actions)
+        done = term | trunc
+        if done.any():
+            successes += int(info["metrics"]["success"][done].sum())
+            episodes += int(done.sum())
+    assert successes / episodes < 0.05
+
+
+def test_reply_that_does_not_fit_truncates():
+    env = TextVectorEnv(1, task="goal_dialogue", tokenizer="byte", max_new_tokens=10)
+    env.reset(seed=0)
+    env.step(np.array([ord("5")]))
+    _, reward, term, trunc, info = env.step(np.array([env.tokenizer.eos_token_id]))
+    assert trunc[0] and not term[0] and info["metrics"]["turns"][0] == 1.0
+    assert reward[0] == pytest.approx(-0.05)
+
+
+def test_invalid_turns_are_counted_and_max_turns_ends_the_dialogue():
+    env = TextVectorEnv(1, task=GuessNumberTask(max_turns=2), tokenizer="byte")
+    env.reset(seed=0)
+    eos = env.tokenizer.eos_token_id
+    env.step(np.array([ord("x")]))
+    _, _, term, _, _ = env.step(np.array([eos]))
+    assert not term[0]
+    _, reward, term, _, info = env.step(np.array([eos]))
+    assert term[0] and info["metrics"]["invalid_turns"][0] == 2.0 and reward[0] == pytest.approx(-0.1)
+    assert "Out of turns" in info["response"][0]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="low < high"):
+        GuessNumberTask(low=5, high=5)
+    with pytest.raises(ValueError, match=r"split='dev'"):
+        GuessNumberTask(split="dev")

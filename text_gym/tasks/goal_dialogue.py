@@ -1,0 +1,128 @@
+"""TextDialogGoal-v0: a multi-turn, goal-oriented dialogue with a rule-based user.
+
+The user has a hidden goal, a whole number in ``[low, high]``, and tells the agent so in
+the prompt. Each agent turn is a guess that ends with a stop token (the tokenizer's
+EOS); the user parses the first integer in it and replies ``Higher.``, ``Lower.``,
+``Correct!`` or asks for a number, and the env appends that reply to the window. The
+dialogue is over at the correct guess or after ``max_turns`` turns.
+
+* Spaces: those of every text_gym env. ``agent_mask`` is 1 exactly on the agent's own
+  tokens (its guesses and their stop tokens), 0 on the prompt and the user's replies:
+  the mask to put on a policy-gradient loss. ``new_span`` after a turn covers the
+  agent's stop token and the user's reply, which a KV-caching agent prefills.
+* Reward, given at the dialogue's end: ``success - turn_cost * turns``; no partial
+  credit. A binary search wins within ``ceil(log2(high - low + 1))`` turns (7 for the
+  default 1..100), so its reward is at least ``1 - 7 * turn_cost = 0.65``; a failed
+  dialogue scores ``-max_turns * turn_cost``. ``info["metrics"]`` holds ``success``,
+  ``turns`` and ``invalid_turns`` (turns with no number in them).
+* Episode end: terminated when the dialogue is over; truncated when the window
+  (``max_new_tokens``, by default room for ``max_turns`` turns) cannot hold the next
+  reply.
+* Data: generated; ``split="train"`` holds the numbers whose stable hash is not 0 mod 5,
+  ``"test"`` the others. Deterministic given the seed.
+* Version history: v0, initial version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from text_gym.tasks.base import MultiTurnTask, Sample, Scores, check_choice
+
+PROMPT = (
+    "Let's play a game. I am thinking of a whole number from {low} to {high}. Guess it, "
+    "one number per turn; after each guess I will say higher or lower.\nAgent:"
+)
+REPLY = "\nUser: {text}\nAgent:"
+_NUMBER = re.compile(r"-?\d+")
+
+
+@dataclass
+class GuessState:
+    """One dialogue: the hidden number and what has happened so far."""
+
+    secret: int
+    turns: int = 0
+    invalid_turns: int = 0
+    success: bool = False
+
+
+class GuessNumberTask(MultiTurnTask):
+    """Guess the user's hidden number in as few turns as possible.
+
+    Args:
+        split: ``"train"`` or ``"test"`` (disjoint sets of hidden numbers).
+        low, high: the range of hidden numbers (inclusive).
+        max_turns: the dialogue ends unsuccessfully after this many agent turns.
+        turn_cost: reward subtracted per agent turn.
+    """
+
+    name = "goal_dialogue"
+
+    def __init__(
+        self,
+        *,
+        split: str = "train",
+        low: int = 1,
+        high: int = 100,
+        max_turns: int = 10,
+        turn_cost: float = 0.05,
+    ) -> None:
+        check_choice("split", split, ("train", "test"))
+        if not (isinstance(low, int) and isinstance(high, int) and low < high):
+            raise ValueError(f"need integers low < high, got low={low!r}, high={high!r}")
+        if max_turns < 1 or turn_cost < 0:
+            raise ValueError(f"need max_turns >= 1 and turn_cost >= 0, got {max_turns}, {turn_cost}")
+        self._config = dict(split=split, low=low, high=high, max_turns=max_turns, turn_cost=turn_cost)  # fmt: skip
+        self.low, self.high, self.max_turns, self.turn_cost = low, high, max_turns, turn_cost
+        prompt = PROMPT.format(low=low, high=high)
+        numbers = [n for n in range(low, high + 1) if (_stable_hash(n) % 5 == 0) == (split == "test")]
+        self.samples = [Sample(prompt, (str(n),), source=str(n)) for n in numbers]
+
+    def new_dialogue(self, sample: Sample) -> GuessState:
+        return GuessState(secret=int(sample.references[0]))
+
+    def user_replies(self, dialogues: Sequence[GuessState], turns: Sequence[str]) -> list[tuple[str, bool]]:  # fmt: skip
+        replies = []
+        for state, turn in zip(dialogues, turns):
+            state.turns += 1
+            found = _NUMBER.search(turn)
+            if found is None:
+                state.invalid_turns += 1
+                text = "Please answer with a whole number."
+            elif int(found.group()) == state.secret:
+                state.success = True
+                text = "Correct!"
+            else:
+                text = "Higher." if int(found.group()) < state.secret else "Lower."
+            over = state.success or state.turns >= self.max_turns
+            if over and not state.success:
+                text += f" Out of turns: it was {state.secret}."
+            replies.append((REPLY.format(text=text), over))
+        return replies
+
+    def score(self, responses: Sequence[str], samples: Sequence[Sample], dialogues: Sequence[GuessState]) -> Scores:  # fmt: skip
+        success = np.array([d.success for d in dialogues], dtype=np.float64)
+        turns = np.array([d.turns for d in dialogues], dtype=np.float64)
+        invalid = np.array([d.invalid_turns for d in dialogues], dtype=np.float64)
+        rewards = success - self.turn_cost * turns
+        return Scores(rewards, {"success": success, "turns": turns, "invalid_turns": invalid})
+
+    def response_budget(self, encode: Any) -> int:
+        """Room for ``max_turns`` turns: the longest reply plus 16 agent tokens each."""
+        longest = max(
+            len(ids)
+            for ids in encode([REPLY.format(text=f"Lower. Out of turns: it was {-abs(self.high)}."),
+                               REPLY.format(text="Please answer with a whole number.")])
+        )  # fmt: skip
+        return self.max_turns * (longest + 16)
+
+
+def _stable_hash(value: Any) -> int:
+    return int.from_bytes(hashlib.sha256(str(value).encode()).digest()[:8], "little")
