@@ -89,3 +89,18 @@ def test_metrics_option_skips_chrf_but_keeps_the_reward():
     assert list(chrf_reward.score(["x"], task.samples[:1]).metrics) == ["chrf"]
     with pytest.raises(ValueError, match="metrics entry='bleu'"):
         TranslationTask(metrics=("bleu",))
+
+
+def test_chat_template_prompts_match_the_tokenizers_own_template():
+    env = gym.make("TextTranslate-v0", chat_template=True)
+    obs, info = env.reset(seed=0)
+    vec = env.unwrapped.vector
+    hf = vec.tokenizer.hf
+    sample = vec.task.samples[info["sample_index"]]
+    expected = hf.apply_chat_template([{"role": "user", "content": sample.prompt}], add_generation_prompt=True)  # fmt: skip
+    expected = expected["input_ids"] if isinstance(expected, dict) or hasattr(expected, "keys") else expected
+    start, end = obs["new_span"]
+    assert obs["input_ids"][start:end].tolist() == list(expected)
+    assert obs["input_ids"][start] == hf.convert_tokens_to_ids("<|im_start|>")
+    with pytest.raises(ValueError, match="has no chat template"):
+        gym.make("TextTranslate-v0", chat_template=True, tokenizer="byte")

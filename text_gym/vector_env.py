@@ -87,6 +87,10 @@ class TextVectorEnv(VectorEnv):
             read-only views of the env's buffers, valid until the next ``step``: for
             agents that consume each observation at once.
         render_mode: ``None`` or ``"ansi"``.
+        chat_template: format each prompt with the tokenizer's chat template (one user
+            message, or the task's ``sample.extra["messages"]``) and a generation
+            prompt; an error if the tokenizer has none. Multi-turn replies keep the
+            task's own format.
         env_id: name used in error messages.
         **task_kwargs: passed to the task (e.g. ``split="test"``).
     """
@@ -108,6 +112,7 @@ class TextVectorEnv(VectorEnv):
         output: str = "numpy",
         copy: bool = True,
         render_mode: str | None = None,
+        chat_template: bool = False,
         env_id: str = "TextVectorEnv",
         **task_kwargs: Any,
     ) -> None:
@@ -128,7 +133,13 @@ class TextVectorEnv(VectorEnv):
         vocab = len(self.tokenizer)
         self.vocab_size = vocab
 
-        encoded = _encode_task(self.tokenizer, self.task)
+        if chat_template and self.tokenizer.apply_chat_template([{"role": "user", "content": ""}]) is None:  # fmt: skip
+            raise ValueError(
+                f"chat_template=True, but tokenizer {self.tokenizer.name!r} has no chat "
+                "template; pass chat_template=False or a tokenizer with one"
+            )
+        encoded = _encode_task(self.tokenizer, self.task, bool(chat_template))
+        self.prompt_texts = encoded.texts
         for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens)):  # fmt: skip
             if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
                 raise ValueError(f"{name}={value!r} must be an int >= 1, or None for the default")
@@ -379,7 +390,7 @@ class TextVectorEnv(VectorEnv):
                 "responses; a task must return one finite float per response"
             )
         n = self.num_envs
-        _put_info(infos, "prompt", slots, [x.prompt for x in samples], n)
+        _put_info(infos, "prompt", slots, [self.prompt_texts[j] for j in sample_ids], n)
         _put_info(infos, "response", slots, responses, n)
         _put_info(infos, "references", slots, [x.references for x in samples], n)
         _put_info(infos, "sample_index", slots, sample_ids, n)
@@ -488,8 +499,11 @@ class TextVectorEnv(VectorEnv):
 class _EncodedTask:
     """A task's prompts as token ids, and its longest reference, for one tokenizer."""
 
-    def __init__(self, tokenizer: Tokenizer, task: Task) -> None:
-        self.prompts = tokenizer.encode_batch([s.prompt for s in task.samples])
+    def __init__(self, tokenizer: Tokenizer, task: Task, chat_template: bool) -> None:
+        self.texts = [s.prompt for s in task.samples]
+        if chat_template:
+            self.texts = [tokenizer.apply_chat_template(chat_messages(s)) for s in task.samples]
+        self.prompts = tokenizer.encode_batch(self.texts)
         self.longest_prompt = max(len(p) for p in self.prompts)
         refs = [r for s in task.samples for r in s.references]
         # A response continues the prompt, so it is tokenized with a leading space.
@@ -521,15 +535,21 @@ class _EncodedTask:
 _ENCODED: weakref.WeakKeyDictionary[Any, dict[str, _EncodedTask]] = weakref.WeakKeyDictionary()
 
 
-def _encode_task(tokenizer: Tokenizer, task: Task) -> _EncodedTask:
-    """Tokenize a task once per (tokenizer, task configuration), then reuse it."""
+def _encode_task(tokenizer: Tokenizer, task: Task, chat_template: bool) -> _EncodedTask:
+    """Tokenize a task once per (tokenizer, task configuration, prompt format), then reuse it."""
     if not task.config:
-        return _EncodedTask(tokenizer, task)
+        return _EncodedTask(tokenizer, task, chat_template)
     per_tokenizer = _ENCODED.setdefault(tokenizer, {})
-    key = task.fingerprint()
+    key = f"{task.fingerprint()}|chat={chat_template}"
     if key not in per_tokenizer:
-        per_tokenizer[key] = _EncodedTask(tokenizer, task)
+        per_tokenizer[key] = _EncodedTask(tokenizer, task, chat_template)
     return per_tokenizer[key]
+
+
+def chat_messages(sample: Sample) -> list[dict[str, str]]:
+    """A sample's prompt as chat messages: ``sample.extra["messages"]`` when the task
+    gives them (e.g. a dialogue history), else one user message with the prompt text."""
+    return sample.extra.get("messages") or [{"role": "user", "content": sample.prompt}]
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
