@@ -132,3 +132,23 @@ def test_make_works_offline_in_a_fresh_process():
     code = "import gymnasium as gym, text_gym; env = gym.make('TextTranslate-v0'); env.reset(seed=0)"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_scoring_is_batched(env_id):
+    """Slots that finish in the same step are scored by one task call."""
+    n = 8
+    envs = gym.make_vec(env_id, num_envs=n, max_new_tokens=3)
+    task = envs.unwrapped.task
+    calls: list[int] = []
+    original = task.score
+
+    def counting_score(responses, *args):
+        calls.append(len(responses))
+        return original(responses, *args)
+
+    task.score = counting_score
+    envs.reset(seed=0)
+    for _ in range(3):  # no stop token: every slot truncates on the third step
+        envs.step(np.full(n, 7, dtype=np.int64))
+    assert calls == [n]
