@@ -416,17 +416,25 @@ class TextVectorEnv(VectorEnv):
         )
         replies = self.task.user_replies([self._dialogues[i] for i in slots], turns)
         reply_ids = self.tokenizer.encode_batch([text for text, _ in replies])
-        for slot, end, ids, (_, over) in zip(slots, ends, reply_ids, replies):
-            stop = end + len(ids)
-            if stop <= L:
-                self._ids[slot, end:stop] = torch.as_tensor(ids, dtype=torch.int64, device=self.device)  # fmt: skip
-                self._attn[slot, end:stop] = 1
-                self._span[slot, 1] = stop
-                self._turn_start[slot] = stop
-            if over:
-                flags[0, slot] = True
-            elif stop >= L:
-                flags[1, slot] = True
+        over = np.array([o for _, o in replies], dtype=bool)
+        lengths = np.array([len(ids) for ids in reply_ids], dtype=np.int64)
+        stops = ends + lengths
+        fits = stops <= L
+        flags[0, slots[over]] = True
+        flags[1, slots[~over & (stops >= L)]] = True
+        if fits.any():  # write every reply that fits with one scatter per buffer
+            width = int(lengths[fits].max())
+            padded = np.zeros((len(slots), width), dtype=np.int64)
+            for row, ids in enumerate(reply_ids):
+                padded[row, : min(len(ids), width)] = ids[:width]
+            cols = ends[:, None] + np.arange(width)  # (k, width)
+            keep = (np.arange(width) < lengths[:, None]) & fits[:, None]
+            flat = torch.as_tensor((slots[:, None] * L + cols)[keep], device=self.device)
+            self._ids.view(-1).index_copy_(0, flat, torch.as_tensor(padded[keep], device=self.device))
+            self._attn.view(-1).index_fill_(0, flat, 1)
+            written = torch.as_tensor(slots[fits], device=self.device)
+            self._span[:, 1].index_copy_(0, written, torch.as_tensor(stops[fits], device=self.device))
+            self._turn_start[slots[fits]] = stops[fits]
 
     def _state(self) -> dict[str, torch.Tensor]:
         """The observation of every slot, as the env's own tensors (not copies)."""
