@@ -147,8 +147,11 @@ def test_scoring_is_batched(env_id):
         calls.append(len(responses))
         return original(responses, *args)
 
-    task.score = counting_score
-    envs.reset(seed=0)
-    for _ in range(3):  # no stop token: every slot truncates on the third step
-        envs.step(np.full(n, 7, dtype=np.int64))
+    task.score = counting_score  # tasks are shared between envs: undo this below
+    try:
+        envs.reset(seed=0)
+        for _ in range(3):  # no stop token: every slot truncates on the third step
+            envs.step(np.full(n, 7, dtype=np.int64))
+    finally:
+        del task.score
     assert calls == [n]

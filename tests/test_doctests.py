@@ -7,7 +7,15 @@ import importlib
 
 import pytest
 
-MODULES = ["text_gym.env", "text_gym.tokenizers", "text_gym.tasks.scan", "text_gym.rewards.text_metrics"]
+MODULES = [
+    "text_gym.env",
+    "text_gym.tokenizers",
+    "text_gym.tasks.scan",
+    "text_gym.rewards.text_metrics",
+    "text_gym.rewards.rouge",
+    "text_gym.tasks.summarization",
+    "text_gym.tasks.dialogue",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -216,8 +216,8 @@ def test_prompt_longer_than_window():
     assert bytes(obs["input_ids"][0, :4].tolist()) == b"6789"  # "left" keeps the end
     assert obs["new_span"][0].tolist() == [0, 4]
     right = make(1, task=task, max_prompt_tokens=4, prompt_truncation="right")
-    table = right._prompts.tolist()
-    assert bytes(table[0]) == b"0123"
+    obs, _ = right.reset(seed=seed)
+    assert bytes(obs["input_ids"][0, :4].tolist()) == b"0123"  # "right" keeps the start
     with pytest.raises(ValueError, match=r"1 prompt\(s\) are longer than max_prompt_tokens=4.*10 tokens"):  # fmt: skip
         make(1, task=task, max_prompt_tokens=4, prompt_truncation="error")
     env = make(1, task=task, max_prompt_tokens=4, max_new_tokens=1, autoreset_mode="DISABLED")

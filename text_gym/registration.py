@@ -20,6 +20,15 @@ VECTOR_ENTRY_POINT = "text_gym.vector_env:TextVectorEnv"
 # reward change.
 ENV_TABLE: dict[str, dict[str, Any]] = {
     "TextTranslate-v0": {"task": "translation", "split": "train", "scan_split": "simple"},
+    "TextSumm-v0": {"task": "summarization", "split": "train"},
+    "TextDialog-v0": {
+        "task": "dialogue",
+        "split": "train",
+        # chitchat has turns of up to ~35,000 characters: cap the window (left
+        # truncation keeps the end of the history, next to the response).
+        "max_prompt_tokens": 256,
+        "max_new_tokens": 64,
+    },
     "TextDialogGoal-v0": {"task": "goal_dialogue", "split": "train"},
 }
 

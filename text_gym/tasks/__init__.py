@@ -5,16 +5,23 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from text_gym.tasks.base import MultiTurnTask, Sample, Scores, Task
+from text_gym.tasks.dialogue import DialogueTask
 from text_gym.tasks.goal_dialogue import GuessNumberTask
+from text_gym.tasks.summarization import SummarizationTask
 from text_gym.tasks.translation import TranslationTask
 
 TASKS: dict[str, type[Task]] = {
     "translation": TranslationTask,
+    "summarization": SummarizationTask,
+    "dialogue": DialogueTask,
     "goal_dialogue": GuessNumberTask,
 }
+_BUILT: OrderedDict[str, Task] = OrderedDict()  # the last few tasks built by name
+_KEEP = 8
 
 
 def make_task(task: str | Task, env_id: str = "TextVectorEnv", **kwargs: Any) -> Task:
@@ -34,15 +41,25 @@ def make_task(task: str | Task, env_id: str = "TextVectorEnv", **kwargs: Any) ->
         raise ValueError(f"task={task!r} is not known; choose one of {sorted(TASKS)}")
     cls = TASKS[task]
     cls.check_kwargs(env_id, kwargs)
-    return cls(**kwargs)
+    # Tasks are read-only once built, so envs with the same arguments share one: a
+    # vector of single envs (or a test suite) loads and tokenizes the data once.
+    key = f"{task}:{sorted(kwargs.items())!r}"
+    if key not in _BUILT:
+        _BUILT[key] = cls(**kwargs)
+        while len(_BUILT) > _KEEP:
+            _BUILT.popitem(last=False)
+    _BUILT.move_to_end(key)
+    return _BUILT[key]
 
 
 __all__ = [
     "TASKS",
+    "DialogueTask",
     "GuessNumberTask",
     "MultiTurnTask",
     "Sample",
     "Scores",
+    "SummarizationTask",
     "Task",
     "TranslationTask",
     "make_task",
