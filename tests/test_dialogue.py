@@ -194,25 +194,18 @@ def test_unknown_arguments_and_choices_raise_listing_the_valid_ones():
             DialogueTask(history_turns=bad)
     with pytest.raises(ValueError, match="max_samples=0"):
         DialogueTask(max_samples=0)
-    with pytest.raises(TypeError, match="chat_template=42"):
-        DialogueTask(chat_template=42)
 
 
-def test_chat_template_with_the_default_tokenizer():
+def test_env_chat_template_renders_the_history_as_messages():
     tok = load_tokenizer("default")
-    plain = DialogueTask(split="test", max_samples=3)
-    task = DialogueTask(split="test", max_samples=3, chat_template=tok)
-    sample = task.samples[2]
-    turns = [line.split(": ", 1)[1] for line in plain.samples[2].prompt.split("\n")[:-1]]
+    env = TextVectorEnv(1, task=DialogueTask(split="test", max_samples=3), chat_template=True, max_new_tokens=4)  # fmt: skip
+    plain = env.task.samples[2]
+    turns = [line.split(": ", 1)[1] for line in plain.prompt.split("\n")[:-1]]
     messages = [{"role": r, "content": t} for r, t in zip(["user", "assistant", "user"], turns)]
-    assert sample.prompt == tok.apply_chat_template(messages)
-    assert sample.prompt.endswith("<|im_start|>user\n" + turns[-1] + "<|im_end|>\n<|im_start|>assistant\n")  # fmt: skip
-    assert sample.source == plain.samples[2].prompt and sample.references == plain.samples[2].references  # fmt: skip
-    assert [s.prompt for s in DialogueTask(split="test", max_samples=3, chat_template=True).samples] == [s.prompt for s in task.samples]  # fmt: skip
-    roles = DialogueTask(split="test", max_samples=3, chat_template=lambda m: "|".join(x["role"] for x in m))  # fmt: skip
-    assert [s.prompt for s in roles.samples] == ["user", "assistant|user", "user|assistant|user"]
-    with pytest.raises(ValueError, match="conversation .*, turn 1.* no chat template"):
-        DialogueTask(split="test", max_samples=3, chat_template=load_tokenizer("byte"))
+    assert plain.extra["messages"] == messages
+    text = env._encoded.text(2)
+    assert text == tok.apply_chat_template(messages)
+    assert text.endswith("<|im_start|>user\n" + turns[-1] + "<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_env_smoke_random_actions():

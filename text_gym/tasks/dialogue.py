@@ -8,8 +8,7 @@ speakers ``A`` (who opened the conversation) and ``B`` and ends with the respond
 label, so the response continues after a space: ``"A: hi\\nB: hey, you?\\nA:"``. Each
 sample's ``extra["messages"]`` holds the same history as chat messages, roles
 alternating so that the reference is the ``assistant``'s turn: the env's
-``chat_template=True`` renders them with the env's tokenizer; the task's own
-``chat_template=`` renders them with a tokenizer given to the task.
+``chat_template=True`` renders them with the env's tokenizer.
 
 ## Action and observation spaces
 
@@ -69,13 +68,14 @@ import importlib.util
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from text_gym.rewards import text_metrics
+from text_gym.rewards.rouge import rouge
 from text_gym.tasks.base import Sample, Scores, Task, check_choice
 
 logger = logging.getLogger(__name__)
@@ -95,10 +95,6 @@ class DialogueTask(Task):
             of a Hugging Face set.
         history_turns: how many turns before the response the prompt shows (>= 1;
             default 4). Earlier turns are dropped.
-        chat_template: ``False`` (default): the plain prompt; a tokenizer (with
-            ``apply_chat_template``) or a callable ``messages -> str``: render
-            ``extra["messages"]``; ``True``: with the embedded default tokenizer. A task
-            knows no tokenizer: give the env's, or use the env's ``chat_template=True``.
         dataset: ``"chitchat"`` (default), a Hugging Face dataset name, or ``"json"``
             with ``data_files``.
         dataset_config: the Hugging Face dataset's configuration name.
@@ -129,7 +125,6 @@ class DialogueTask(Task):
         *,
         split: str = "train",
         history_turns: int = 4,
-        chat_template: Any = False,
         dataset: str = "chitchat",
         dataset_config: str | None = None,
         data_files: str | dict[str, str] | None = None,
@@ -139,7 +134,7 @@ class DialogueTask(Task):
         max_samples: int | None = None,
     ) -> None:
         self._config = dict(
-            split=split, history_turns=history_turns, chat_template=chat_template,
+            split=split, history_turns=history_turns,
             dataset=dataset, dataset_config=dataset_config, data_files=data_files,
             dialog_field=dialog_field, reward=reward, metrics=tuple(metrics),
             max_samples=max_samples,
@@ -153,7 +148,6 @@ class DialogueTask(Task):
             raise ValueError(f"history_turns={history_turns!r} must be an int >= 1")
         if max_samples is not None and max_samples < 1:
             raise ValueError(f"max_samples={max_samples} must be >= 1 (or None for all)")
-        render = _chat_renderer(chat_template)
         if dataset == "chitchat":
             check_choice("split", split, SPLITS)
             conversations, skipped = load_chitchat()
@@ -162,7 +156,7 @@ class DialogueTask(Task):
         else:
             rows = _load_hf_rows(dataset, dataset_config, data_files, split)
             conversations, self.skipped = rows_to_conversations(rows, dialog_field)
-        self.samples = build_samples(conversations, history_turns, render, max_samples)
+        self.samples = build_samples(conversations, history_turns, max_samples)
         if not self.samples:
             raise ValueError(f"dataset={dataset!r} split={split!r} has no conversation of two or more turns")  # fmt: skip
 
@@ -187,14 +181,9 @@ def split_of(conversation_id: str) -> str:
 def build_samples(
     conversations: Iterable[Conversation],
     history_turns: int,
-    render: Callable[[list[dict[str, str]]], str] | None = None,
     max_samples: int | None = None,
 ) -> list[Sample]:
-    """One sample per turn after the first: the previous ``history_turns`` turns -> it.
-
-    Raises ``ValueError`` naming the conversation and turn if ``render`` fails or
-    returns no string (e.g. a tokenizer without a chat template).
-    """
+    """One sample per turn after the first: the previous ``history_turns`` turns -> it."""
     samples = []
     for cid, turns in conversations:
         # Each turn's message as the user's and as the assistant's, shared by samples.
@@ -203,10 +192,8 @@ def build_samples(
             shown = range(max(0, k - history_turns), k)
             plain = "".join(f"{SPEAKERS[j % 2]}: {turns[j]}\n" for j in shown) + f"{SPEAKERS[k % 2]}:"
             messages = [as_role[j][(k - j) % 2 == 0] for j in shown]  # ends with the user
-            where = f"conversation {cid!r}, turn {k}"
-            prompt = plain if render is None else _render(render, messages, where)
             extra = {"conversation": cid, "turn": k, "messages": messages}
-            samples.append(Sample(prompt, (turns[k],), source=plain, extra=extra))
+            samples.append(Sample(plain, (turns[k],), source=plain, extra=extra))
             if len(samples) == max_samples:
                 return samples
     return samples
@@ -293,49 +280,16 @@ def _clean(text: Any, where: str, field: str) -> str:
     return " ".join(text.split())
 
 
-def _chat_renderer(chat_template: Any) -> Callable[[list[dict[str, str]]], Any] | None:
-    if chat_template is False or chat_template is None:
-        return None
-    if chat_template is True or hasattr(chat_template, "backend_tokenizer"):
-        from text_gym.tokenizers import load_tokenizer  # HF objects get text_gym's adapter
-
-        chat_template = load_tokenizer("default" if chat_template is True else chat_template)
-    if hasattr(chat_template, "apply_chat_template"):
-        return chat_template.apply_chat_template
-    if callable(chat_template):
-        return chat_template
-    raise TypeError(f"chat_template={chat_template!r} must be False, True, a tokenizer with apply_chat_template, or a callable messages -> str")  # fmt: skip
-
-
-def _render(render: Callable[[list[dict[str, str]]], Any], messages: list, where: str) -> str:
-    try:
-        prompt = render(messages)
-    except Exception as err:
-        raise ValueError(f"chat_template failed on {where}: {err!r}") from err
-    if not isinstance(prompt, str):
-        raise ValueError(f"chat_template returned {prompt!r} on {where}, not a string (None: the tokenizer has no chat template, e.g. 'byte'); use chat_template=False")  # fmt: skip
-    return prompt
-
-
-@functools.lru_cache(maxsize=1)
-def _rouge_scorer() -> Any:
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True, split_summaries=False)
-
-
 def _rouge_l(completions: Sequence[str], references: Sequence[Sequence[str]]) -> np.ndarray:
     """ROUGE-L F-measure of each completion, best over its references, in [0, 1].
 
     Equals rouge-score's, except that a completion equal to a reference up to whitespace
     scores 1.0 even when the reference has no ROUGE tokens (``":)"``).
     """
-    scorer, norm = _rouge_scorer(), text_metrics.normalize_text
-    return np.fromiter(
-        (max(1.0 if norm(c) == norm(r) else scorer.score(r, c)["rougeL"].fmeasure for r in refs)
-         for c, refs in zip(completions, references)),
-        np.float64, len(completions),
-    )  # fmt: skip
+    scores = rouge(completions, references, ("rougeL",))["rougeL"]
+    norm = text_metrics.normalize_text
+    exact = [any(norm(c) == norm(r) for r in refs) for c, refs in zip(completions, references)]
+    return np.where(exact, 1.0, scores)
 
 
 def _load_hf_rows(dataset: str, config: str | None, data_files: Any, split: str) -> Any:
