@@ -1,6 +1,9 @@
-"""Batched reward functions: plain functions of text, importing nothing else of text_gym."""
+"""Batched reward functions: plain functions of text, importing nothing else of text_gym.
 
-from text_gym.rewards.rouge import ROUGE_TYPES, rouge
+``text_metrics`` (exact match, chrF) and ``rouge`` (ROUGE with rouge-score's exact
+numbers) each take ``(completions, references)`` and return float64 arrays.
+"""
+
 from text_gym.rewards.text_metrics import chrf, exact_match, normalize_text
 
-__all__ = ["ROUGE_TYPES", "chrf", "exact_match", "normalize_text", "rouge"]
+__all__ = ["chrf", "exact_match", "normalize_text"]
