@@ -1,9 +1,43 @@
-"""Translation: SCAN commands to action sequences, or any Hugging Face translation set.
+"""Translation (``TextTranslate-v0``): SCAN commands to action sequences, or any Hugging
+Face translation set.
 
-The default data is SCAN (see :mod:`text_gym.tasks.scan`), regenerated from its grammar,
-so the env works offline. ``dataset=`` names a Hugging Face ``datasets`` translation set
+## Description
+
+The default data is SCAN (Lake & Baroni, 2018; see :mod:`text_gym.tasks.scan`),
+regenerated from its grammar so the env works offline: the prompt asks for the action
+sequence of a command (``"...\nCommand: jump twice\nActions:"``) and the response should
+be ``" I_JUMP I_JUMP"``. ``dataset=`` names a Hugging Face ``datasets`` translation set
 instead (rows ``{"translation": {src: ..., tgt: ...}}``, as in wmt16, iwslt2017 or
 opus_books), or ``dataset="json"`` with ``data_files=`` reads local files in that format.
+
+## Action and observation spaces
+
+As every text_gym env (:class:`~text_gym.vector_env.TextVectorEnv`).
+
+## Rewards
+
+0 until the last step, then: exact match of the whitespace-normalised response with the
+reference (SCAN default, ``reward="exact_match"``) or chrF / 100 (default for natural
+language, sacrebleu's sentence chrF). ``info["metrics"]``: ``exact_match`` and ``chrf``
+(0-100); ``metrics=("exact_match",)`` skips chrF where only the reward matters.
+
+## Episode end
+
+Terminated on the stop token; truncated after ``max_new_tokens`` (default: the split's
+longest reference in tokens, plus one).
+
+## Arguments
+
+Those of :class:`TranslationTask`, passed through ``gym.make("TextTranslate-v0", ...)``.
+
+## Data and licence
+
+SCAN is BSD-licensed; it is regenerated here from the grammar in the paper, no data file
+is copied. Hugging Face sets carry their own licences.
+
+## Version history
+
+* v0: initial version.
 """
 
 from __future__ import annotations
