@@ -1,6 +1,6 @@
-"""The LM rollout backend: models (this issue's first part); the batched KV-cache
-collector comes next (see the open rollout issue)."""
+"""The LM rollout backend: batched KV-cache rollouts through a TextVectorEnv, and models."""
 
+from text_gym.rollout.collector import Rollout, RolloutCollector, WindowCache
 from text_gym.rollout.models import cache_dir, load_default_model, tiny_model
 
-__all__ = ["cache_dir", "load_default_model", "tiny_model"]
+__all__ = ["Rollout", "RolloutCollector", "WindowCache", "cache_dir", "load_default_model", "tiny_model"]

@@ -1,0 +1,114 @@
+"""The KV-cache rollout backend: greedy equals generate, log-probs equal a full forward,
+slot refill leaves every episode as it would be alone, and construction-time checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from text_gym import TextVectorEnv
+from text_gym.rollout import RolloutCollector, tiny_model
+from text_gym.tokenizers import load_tokenizer
+
+T = 8
+
+
+def make_env(n: int, **kwargs) -> TextVectorEnv:
+    kwargs.setdefault("max_new_tokens", T)
+    return TextVectorEnv(n, tokenizer="byte", output="torch", **kwargs)
+
+
+def stop_at_varied_lengths(prompt_width: int):
+    """A logits processor that forces EOS once the response reaches a length set by the
+    episode's prompt, so slots finish (and refill) at different steps."""
+
+    def process(logits: torch.Tensor, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        prompt_len = obs["attention_mask"][:, :prompt_width].sum(1)
+        first_token = obs["input_ids"].gather(1, (prompt_width - prompt_len)[:, None])[:, 0]
+        length = obs["new_span"][:, 1] - prompt_width
+        stop = length >= (first_token + prompt_len) % 5 + 1
+        return torch.where(stop[:, None] & (torch.arange(logits.shape[1]) == 256), 1e4, logits)
+
+    return process
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(load_tokenizer("byte"), seed=3)
+
+
+def test_greedy_tokens_equal_generate_and_logprobs_equal_full_forward(model):
+    env = make_env(4)
+    first_obs, _ = make_env(4).reset(seed=0)  # the same prompts the collector will see
+    batch = RolloutCollector(model, env, greedy=True).collect(T, seed=0)
+    P = env.prompt_tokens
+    prompt_ids, prompt_mask = first_obs["input_ids"][:, :P], first_obs["attention_mask"][:, :P].long()
+    generated = model.generate(
+        prompt_ids, attention_mask=prompt_mask, max_new_tokens=T, do_sample=False,
+        eos_token_id=env.tokenizer.eos_token_id, pad_token_id=env.tokenizer.pad_token_id,
+    )[:, P:]  # fmt: skip
+    for i in range(4):
+        steps = int(batch.dones[:, i].nonzero()[0]) + 1  # the first episode's length
+        assert batch.actions[:steps, i].tolist() == generated[i, :steps].tolist()
+    # log-probs of the taken actions from one forward pass over the whole sequences
+    full = torch.cat((prompt_ids, batch.actions.T), 1)
+    mask = torch.cat((prompt_mask, torch.ones_like(batch.actions.T)), 1)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(full, attention_mask=mask, position_ids=positions).logits.float(), -1)  # fmt: skip
+    expected = logp[:, P - 1 : -1].gather(2, batch.actions.T[:, :, None])[:, :, 0].T  # (steps, N)
+    first_episode = torch.cumsum(batch.dones.long(), 0) - batch.dones.long() == 0
+    assert torch.allclose(batch.logprobs[first_episode], expected[first_episode], atol=1e-4)
+
+
+def test_slot_refill_keeps_each_episode_as_it_would_be_alone(model):
+    """Slots end at different steps and refill while the others decode; each slot's whole
+    action stream equals a one-slot run with that slot's seed (s + i)."""
+    steps, n = 40, 4
+    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
+    together = RolloutCollector(model, make_env(n), greedy=True, logits_processor=stop).collect(steps, seed=10)  # fmt: skip
+    first_ends = together.dones.float().argmax(0).tolist()
+    assert together.dones.sum() > 2 * n and len(set(first_ends)) > 1  # refills at different steps
+    for i in range(n):
+        alone = RolloutCollector(model, make_env(1), greedy=True, logits_processor=stop).collect(steps, seed=10 + i)  # fmt: skip
+        assert together.actions[:, i].tolist() == alone.actions[:, 0].tolist()
+        assert together.dones[:, i].tolist() == alone.dones[:, 0].tolist()
+        assert torch.allclose(together.logprobs[:, i], alone.logprobs[:, 0], atol=1e-5)
+
+
+def test_sampling_controls_and_mask(model):
+    env = make_env(3)
+    top1 = RolloutCollector(model, env, top_k=1).collect(6, seed=1)
+    greedy = RolloutCollector(model, make_env(3), greedy=True).collect(6, seed=1)
+    assert torch.equal(top1.actions, greedy.actions)  # top-k 1 is greedy
+    assert torch.equal(top1.mask[0], torch.ones(3, dtype=torch.bool))
+    # after a slot finishes, its next step is the reset step and is masked out
+    done_rows, done_cols = greedy.dones[:-1].nonzero(as_tuple=True)
+    assert not greedy.mask[done_rows + 1, done_cols].any()
+
+
+def test_construction_checks():
+    byte_model = tiny_model(load_tokenizer("byte"))
+    with pytest.raises(ValueError, match="output='torch'"):
+        RolloutCollector(byte_model, TextVectorEnv(1, tokenizer="byte"))
+    with pytest.raises(ValueError, match="built for tokenizer 'byte'.*HuggingFaceTB"):
+        RolloutCollector(byte_model, TextVectorEnv(1, output="torch", max_new_tokens=2))
+    small = tiny_model(load_tokenizer("byte"))
+    small.config.vocab_size, small.config.text_gym_tokenizer = 100, None
+    with pytest.raises(ValueError, match=r"vocabulary \(100\) is smaller than the action space Discrete\(258\)"):  # fmt: skip
+        RolloutCollector(small, make_env(1))
+    meta = tiny_model(load_tokenizer("byte")).to("meta")
+    with pytest.raises(ValueError, match="model is on meta but the env is on cpu"):
+        RolloutCollector(meta, make_env(1))
+
+
+def test_multi_turn_user_replies_are_prefilled(model):
+    env = TextVectorEnv(2, task="goal_dialogue", tokenizer="byte", output="torch")
+    stop_soon = lambda logits, obs: logits.index_fill(1, torch.tensor([256]), 5.0)  # noqa: E731
+    batch = RolloutCollector(model, env, greedy=True, logits_processor=stop_soon).collect(30, seed=0)
+    assert batch.actions.shape == (30, 2)
+    # the window holds the agent's tokens and the user's replies; only the first are agent_mask
+    obs = RolloutCollector(model, env, greedy=True, logits_processor=stop_soon)
+    obs.collect(6, seed=0)
+    window = obs._obs
+    assert (window["attention_mask"].sum(1) > window["agent_mask"].sum(1) + env.prompt_tokens // 2).all()

@@ -1,0 +1,230 @@
+"""Batched LM rollouts through a TextVectorEnv: one forward pass per token, with KV cache.
+
+The cache is laid out like the env's window: slot ``i``'s key/value for the token in
+window column ``c`` lives at cache column ``c``. Each step the policy reads only the
+tokens the env reports as new (``new_span``), writes their keys/values into their own
+columns, and attends over the window under the env's attention mask. A slot that
+autoresets simply gets its new prompt written over columns ``[0, P)``; its stale
+response columns are masked until overwritten. So slots refill independently
+(continuous batching) and no slot waits for another's episode to end.
+
+Example:
+    >>> from text_gym import TextVectorEnv
+    >>> from text_gym.rollout import RolloutCollector, tiny_model
+    >>> env = TextVectorEnv(4, tokenizer="byte", output="torch", max_new_tokens=6)
+    >>> collector = RolloutCollector(tiny_model(env.tokenizer), env, greedy=True)
+    >>> batch = collector.collect(num_steps=10, seed=0)
+    >>> tuple(batch.actions.shape), tuple(batch.logprobs.shape)
+    ((10, 4), (10, 4))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+LogitsProcessor = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+
+
+class WindowCache:
+    """Key/value storage indexed by env window column, (N, kv_heads, L, head_dim) per layer.
+
+    Before each forward call, :meth:`select` names the batch rows being processed and
+    the window columns their new tokens occupy; ``update`` (called by every attention
+    layer) writes the new keys/values there and returns the rows' whole windows.
+    """
+
+    def __init__(self, num_rows: int, window: int) -> None:
+        self.num_rows, self.window = num_rows, window
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.rows: torch.Tensor | None = None
+        self.cols: torch.Tensor | None = None
+
+    def select(self, rows: torch.Tensor | None, cols: torch.Tensor) -> None:
+        """Process ``rows`` (None: all rows, in order) with new tokens at ``cols`` (r, q)."""
+        self.rows, self.cols = rows, cols
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        # key, value: (r, kv_heads, q, head_dim) for the selected rows' new tokens
+        if layer_idx == len(self.keys):
+            shape = (self.num_rows, key.shape[1], self.window, key.shape[3])
+            self.keys.append(key.new_zeros(shape))
+            self.values.append(value.new_zeros(shape))
+        K, V = self.keys[layer_idx], self.values[layer_idx]
+        rows = self.rows if self.rows is not None else torch.arange(self.num_rows, device=key.device)
+        r = rows[:, None].expand_as(self.cols)  # (r, q)
+        K[r, :, self.cols] = key.transpose(1, 2)  # advanced indices first: (r, q, H, D)
+        V[r, :, self.cols] = value.transpose(1, 2)
+        if self.rows is None:
+            return K, V
+        return K[self.rows], V[self.rows]
+
+
+@dataclass
+class Rollout:
+    """Tensors of shape (steps, num_envs) on the env's device.
+
+    ``mask`` is 1 where the step's action was a real agent action (0 on the steps where a
+    slot was being reset and its action was ignored, NEXT_STEP autoreset).
+    """
+
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    values: torch.Tensor | None
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    mask: torch.Tensor
+
+
+class RolloutCollector:
+    """Drive a Hugging Face causal LM through a TextVectorEnv with its KV cache.
+
+    Args:
+        model: a causal LM (``model(input_ids, attention_mask=4D, position_ids, cache)``
+            returning ``.logits``), e.g. :func:`~text_gym.rollout.tiny_model`.
+        env: a :class:`~text_gym.vector_env.TextVectorEnv` built with ``output="torch"``
+            and the default ``NEXT_STEP`` autoreset.
+        temperature, top_k, top_p, greedy: sampling controls.
+        logits_processor: ``fn(logits (N, V), obs) -> logits`` applied before sampling
+            (NLPO-style action masking, for example).
+        value_head: ``fn(hidden (N, d)) -> (N,)`` for a value estimate per step.
+
+    Raises:
+        ValueError: the model and env disagree on tokenizer, vocabulary or device.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        env: Any,
+        *,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        logits_processor: LogitsProcessor | None = None,
+        value_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        env = getattr(env, "unwrapped", env)
+        if env.output != "torch":
+            raise ValueError("the rollout needs TextVectorEnv(output='torch') so observations stay on device")  # fmt: skip
+        model_tok = getattr(model.config, "text_gym_tokenizer", None)
+        if model_tok is not None and model_tok != env.tokenizer.name:
+            raise ValueError(
+                f"model was built for tokenizer {model_tok!r} but the env uses "
+                f"{env.tokenizer.name!r}: pass tokenizer={model_tok!r} to the env"
+            )
+        if model.config.vocab_size < env.vocab_size:
+            raise ValueError(
+                f"model vocabulary ({model.config.vocab_size}) is smaller than the action "
+                f"space Discrete({env.vocab_size}): some actions have no logits"
+            )
+        model_device = next(model.parameters()).device
+        if model_device != env.device:
+            raise ValueError(f"model is on {model_device} but the env is on {env.device}: move one")  # fmt: skip
+        if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0:
+            raise ValueError(f"need temperature > 0, 0 < top_p <= 1, top_k >= 0; got {temperature}, {top_p}, {top_k}")  # fmt: skip
+        self.model, self.env = model, env
+        self.temperature, self.top_k, self.top_p, self.greedy = temperature, top_k, top_p, greedy
+        self.logits_processor, self.value_head = logits_processor, value_head
+        self.cache = WindowCache(env.num_envs, env.window)
+        self._cols = torch.arange(env.window, device=env.device)
+        self._obs: dict[str, torch.Tensor] | None = None
+        self._last: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    @torch.no_grad()
+    def collect(self, num_steps: int, seed: int | None = None) -> Rollout:
+        """Run ``num_steps`` env steps; the first call (or a ``seed``) resets the env."""
+        env, N = self.env, self.env.num_envs
+        if self._obs is None or seed is not None:
+            self._obs, _ = env.reset(seed=seed)
+            self._last = self._feed(self._obs)
+            self._done = torch.zeros(N, dtype=torch.bool, device=env.device)
+        out = {k: [] for k in ("actions", "logprobs", "values", "rewards", "dones", "mask")}
+        for _ in range(num_steps):
+            logits, hidden = self._last  # (N, V), (N, d)
+            logits = logits[:, : env.vocab_size].float()
+            if self.logits_processor is not None:
+                logits = self.logits_processor(logits, self._obs)
+            actions, logprobs = self._sample(logits)
+            acting = ~self._done  # a slot that just finished resets now, ignoring its action
+            self._obs, rewards, terminated, truncated, _ = env.step(actions)
+            self._done = terminated | truncated
+            out["actions"].append(actions)
+            out["logprobs"].append(logprobs)
+            out["values"].append(self.value_head(hidden) if self.value_head is not None else None)  # fmt: skip
+            out["rewards"].append(rewards)
+            out["dones"].append(self._done)
+            out["mask"].append(acting)
+            self._last = self._feed(self._obs)
+        values = torch.stack(out.pop("values")) if self.value_head is not None else None
+        out.pop("values", None)
+        return Rollout(values=values, **{k: torch.stack(v) for k, v in out.items()})
+
+    def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.greedy:
+            actions = logits.argmax(-1)
+            return actions, torch.log_softmax(logits, -1).gather(1, actions[:, None])[:, 0]
+        logits = logits / self.temperature
+        if self.top_k:
+            kth = logits.topk(self.top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p < 1:
+            sorted_logits, order = logits.sort(-1, descending=True)
+            cum = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cum - sorted_logits.softmax(-1) >= self.top_p  # keep the first token always
+            logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+        logp = torch.log_softmax(logits, -1)
+        actions = torch.multinomial(logp.exp(), 1)[:, 0]
+        return actions, logp.gather(1, actions[:, None])[:, 0]
+
+    def _feed(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run the model on every slot's new tokens; return next-token logits and hidden states.
+
+        Slots with one new token (the usual decode step) go in one call; slots with more
+        (a fresh prompt, or an agent token plus a user reply) in a second call over those
+        rows only. One host sync per step decides the split.
+        """
+        span = obs["new_span"]
+        many = (span[:, 1] - span[:, 0]) > 1  # (N,)
+        if not bool(many.any()):
+            return self._forward(obs, None, 1)
+        decode = torch.nonzero(~many)[:, 0]
+        prefill = torch.nonzero(many)[:, 0]
+        width = int((span[prefill, 1] - span[prefill, 0]).max())
+        logits_p, hidden_p = self._forward(obs, prefill, width)
+        if len(decode) == 0:
+            return logits_p, hidden_p
+        logits_d, hidden_d = self._forward(obs, decode, 1)
+        logits = logits_p.new_empty((self.env.num_envs, logits_p.shape[-1]))
+        logits[prefill], logits[decode] = logits_p, logits_d
+        hidden = None
+        if hidden_p is not None:
+            hidden = hidden_p.new_empty((self.env.num_envs, hidden_p.shape[-1]))
+            hidden[prefill], hidden[decode] = hidden_p, hidden_d
+        return logits, hidden
+
+    def _forward(self, obs: dict[str, torch.Tensor], rows: torch.Tensor | None, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        pick = (lambda t: t) if rows is None else (lambda t: t[rows])
+        end = pick(obs["new_span"])[:, 1]
+        cols = (end[:, None] - width + torch.arange(width, device=end.device)).clamp_(min=0)  # (r, q)
+        ids = pick(obs["input_ids"]).gather(1, cols)
+        attn = pick(obs["attention_mask"]).bool()  # (r, L)
+        P = self.env.prompt_tokens
+        first = P - attn[:, :P].sum(1)  # column of each prompt's first token
+        positions = (cols - first[:, None]).clamp_(min=0)
+        # the token in column c attends to valid columns <= c: an additive (r, 1, q, L) mask
+        allowed = attn[:, None, None, :] & (self._cols <= cols[:, None, :, None])
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=ids.device).masked_fill_(~allowed, torch.finfo(dtype).min)  # fmt: skip
+        self.cache.select(rows, cols)
+        output = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=self.cache,
+            use_cache=True, output_hidden_states=self.value_head is not None,
+        )  # fmt: skip
+        hidden = output.hidden_states[-1][:, -1] if self.value_head is not None else None
+        return output.logits[:, -1], hidden
