@@ -1,0 +1,178 @@
+"""Rollout throughput: generated tokens/s of text_gym's KV-cache rollout against baselines.
+
+Measured in one run, on the same model, batch, prompts and number of new tokens:
+
+* (a) ``text_gym``: :class:`~text_gym.rollout.RolloutCollector` stepping a
+  ``TextVectorEnv`` (env work included: token writes, EOS checks, scoring, refills);
+* (b) ``generate``: ``model.generate`` with its KV cache (no env);
+* (c) ``recompute``: a loop that runs the model over the whole sequence every step, as an
+  agent that ignores incremental observations must;
+* (d) ``rl4lms``: RL4LMs' pattern, ``generate`` then a replay of every token through the
+  policy, a value model and a reference model (three more full forward passes);
+* (a, random lengths): (a) where each episode stops at a random length (EOS forced at a
+  per-episode length), so slots finish and refill at different times.
+
+Run ``python benchmarks/rollout_throughput.py`` (add ``--quick`` for a smoke run, which
+writes nothing). Writes ``benchmarks/results/rollout_throughput.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from text_gym import TextVectorEnv
+from text_gym.rollout import RolloutCollector, load_default_model, tiny_model
+from text_gym.tokenizers import load_tokenizer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def make_env(batch: int, new_tokens: int) -> TextVectorEnv:
+    # SCAN prompts; rewards on (exact match only), never a stop token unless forced
+    return TextVectorEnv(batch, output="torch", max_new_tokens=new_tokens, metrics=("exact_match",))
+
+
+def never_stop(eos: int):
+    return lambda logits, obs: logits.index_fill(1, torch.tensor([eos]), float("-inf"))
+
+
+def random_lengths(eos: int, prompt_width: int, new_tokens: int, seed: int):
+    """Force EOS once an episode's response reaches a length drawn per episode."""
+    gen = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+
+    def process(logits: torch.Tensor, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        length = obs["new_span"][:, 1] - prompt_width
+        if "target" not in state:
+            state["target"] = torch.randint(1, new_tokens + 1, (len(length),), generator=gen)
+        fresh = length == 0
+        state["target"][fresh] = torch.randint(1, new_tokens + 1, (int(fresh.sum()),), generator=gen)
+        logits = logits.index_fill(1, torch.tensor([eos]), float("-inf"))
+        stop = (length + 1 >= state["target"])[:, None] & (torch.arange(logits.shape[1]) == eos)
+        return torch.where(stop, 1e4, logits)
+
+    return process
+
+
+def prompts_of(env: TextVectorEnv, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    obs, _ = env.reset(seed=seed)
+    P = env.prompt_tokens
+    return obs["input_ids"][:, :P], obs["attention_mask"][:, :P].long()
+
+
+@torch.no_grad()
+def run_generate(model, ids, mask, new_tokens, eos, pad) -> int:
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                         do_sample=True, top_k=0, eos_token_id=eos, pad_token_id=pad)  # fmt: skip
+    return (out.shape[1] - ids.shape[1]) * ids.shape[0]
+
+
+@torch.no_grad()
+def run_recompute(model, ids, mask, new_tokens) -> int:
+    for _ in range(new_tokens):
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        logits = model(ids, attention_mask=mask, position_ids=positions, use_cache=False).logits[:, -1]
+        nxt = torch.multinomial(logits.float().softmax(-1), 1)
+        ids, mask = torch.cat((ids, nxt), 1), torch.cat((mask, torch.ones_like(nxt)), 1)
+    return new_tokens * ids.shape[0]
+
+
+@torch.no_grad()
+def run_rl4lms(model, ids, mask, new_tokens, eos, pad) -> int:
+    """generate, then replay the full sequences through policy, value and reference models."""
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                         do_sample=True, top_k=0, eos_token_id=eos, pad_token_id=pad)  # fmt: skip
+    full_mask = torch.cat((mask, torch.ones_like(out[:, ids.shape[1]:])), 1)
+    for _ in range(3):  # policy (with grad in training), value head trunk, reference
+        model(out, attention_mask=full_mask, use_cache=False)
+    return (out.shape[1] - ids.shape[1]) * ids.shape[0]
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    tokens, start = 0, time.perf_counter()
+    for _ in range(repeats):
+        tokens += fn()
+    return tokens / (time.perf_counter() - start)
+
+
+def bench(name: str, model, batch: int, new_tokens: int, repeats: int, seed: int) -> dict:
+    tok_eos, pad = model.config.eos_token_id, model.config.pad_token_id
+    env = make_env(batch, new_tokens)
+    eos = env.tokenizer.eos_token_id
+    ids, mask = prompts_of(make_env(batch, new_tokens), seed)
+
+    def ours(processor):
+        collector = RolloutCollector(model, env, logits_processor=processor)
+        collector.collect(1, seed=seed)  # reset and prefill outside the timing
+        def run():  # noqa: E306
+            batch_out = collector.collect(new_tokens)
+            return int(batch_out.mask.sum())  # agent tokens generated
+        return run
+
+    row = {"model": name, "batch": batch, "new_tokens": new_tokens}
+    row["text_gym"] = timed(ours(never_stop(eos)), repeats)
+    row["text_gym_random_lengths"] = timed(ours(random_lengths(eos, env.prompt_tokens, new_tokens, seed)), repeats)  # fmt: skip
+    row["generate"] = timed(lambda: run_generate(model, ids, mask, new_tokens, tok_eos, pad), repeats)
+    row["recompute"] = timed(lambda: run_recompute(model, ids, mask, new_tokens), max(1, repeats // 2))
+    row["rl4lms"] = timed(lambda: run_rl4lms(model, ids, mask, new_tokens, tok_eos, pad), max(1, repeats // 2))
+    return row
+
+
+def to_markdown(rows: list[dict], meta: dict) -> str:
+    lines = [
+        f"Generated tokens/s ({meta['date']}, {meta['machine']}). (a) text_gym rollout through the env; "
+        "(b) model.generate with KV cache; (c) full recompute each step; (d) RL4LMs pattern.",
+        "",
+        "| model | batch | new tokens | (a) text_gym | (a) random lengths | (b) generate | (c) recompute | (d) rl4lms | a/b | a/c | a(random)/a |",  # fmt: skip
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['new_tokens']} | {r['text_gym']:,.0f} | "
+            f"{r['text_gym_random_lengths']:,.0f} | {r['generate']:,.0f} | {r['recompute']:,.0f} | "
+            f"{r['rl4lms']:,.0f} | {r['text_gym'] / r['generate']:.2f}x | "
+            f"{r['text_gym'] / r['recompute']:.1f}x | {r['text_gym_random_lengths'] / r['text_gym']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=["tiny", "smollm2"], choices=["tiny", "smollm2"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run, writes nothing")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.quick:
+        args.batch, args.new_tokens, args.repeats, args.models = [2], 4, 1, ["tiny"]
+    torch.manual_seed(args.seed)
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU",  # fmt: skip
+    }
+    rows = []
+    for name in args.models:
+        model = tiny_model(load_tokenizer("default"), hidden=256, layers=4, heads=8, kv_heads=4) if name == "tiny" else load_default_model()  # fmt: skip
+        for batch in args.batch:
+            rows.append(bench(name, model, batch, args.new_tokens, args.repeats, args.seed))
+            print({k: round(v, 1) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)  # fmt: skip
+    table = to_markdown(rows, meta)
+    print(table)
+    if not args.quick:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rollout_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")  # fmt: skip
+        (args.out / "rollout_throughput.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()
