@@ -38,3 +38,12 @@ def test_env_throughput_benchmark_quick():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "| 4 |" in result.stdout and "TextVectorEnv" in result.stdout
+
+
+def test_rollout_throughput_benchmark_quick():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "rollout_throughput.py"), "--quick"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "| tiny | 2 | 4 |" in result.stdout

@@ -55,13 +55,14 @@ class WindowCache:
             self.keys.append(key.new_zeros(shape))
             self.values.append(value.new_zeros(shape))
         K, V = self.keys[layer_idx], self.values[layer_idx]
-        rows = self.rows if self.rows is not None else torch.arange(self.num_rows, device=key.device)
-        r = rows[:, None].expand_as(self.cols)  # (r, q)
-        K[r, :, self.cols] = key.transpose(1, 2)  # advanced indices first: (r, q, H, D)
-        V[r, :, self.cols] = value.transpose(1, 2)
-        if self.rows is None:
-            return K, V
-        return K[self.rows], V[self.rows]
+        index = self.cols[:, None, :, None].expand_as(key)  # (r, H, q, D): each token's column
+        if self.rows is None:  # every row: write in place, attend over the whole cache
+            return K.scatter_(2, index, key), V.scatter_(2, index, value)
+        k_rows = K.index_select(0, self.rows).scatter_(2, index, key)
+        v_rows = V.index_select(0, self.rows).scatter_(2, index, value)
+        K.index_copy_(0, self.rows, k_rows)
+        V.index_copy_(0, self.rows, v_rows)
+        return k_rows, v_rows
 
 
 @dataclass
