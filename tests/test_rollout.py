@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from text_gym import TextVectorEnv
-from text_gym.rollout import RolloutCollector, tiny_model
+from text_gym.rollout import RolloutCollector, sequence_logprobs, tiny_model
 from text_gym.tokenizers import load_tokenizer
 
 T = 8
@@ -112,3 +112,21 @@ def test_multi_turn_user_replies_are_prefilled(model):
     obs.collect(6, seed=0)
     window = obs._obs
     assert (window["attention_mask"].sum(1) > window["agent_mask"].sum(1) + env.prompt_tokens // 2).all()
+
+
+def test_reference_logprobs_of_finished_windows_match_the_rollout(model):
+    """One batched pass over final windows gives the log-probs the policy sampled with."""
+    env = make_env(3, max_new_tokens=5, autoreset_mode="DISABLED")
+    collector = RolloutCollector(model, env, temperature=1.0)
+    batch = collector.collect(5, seed=4)  # exactly one episode per slot (truncated at 5)
+    assert batch.dones[-1].all()
+    window = collector._obs
+    logp = sequence_logprobs(model, window["input_ids"], window["attention_mask"])
+    agent = window["agent_mask"].bool()
+    assert torch.allclose(logp[agent].view(3, 5), batch.logprobs.T, atol=1e-4)
+
+
+def test_bfloat16_model_runs(model):
+    bf16 = tiny_model(load_tokenizer("byte"), seed=3, dtype=torch.bfloat16)
+    batch = RolloutCollector(bf16, make_env(2), greedy=True).collect(4, seed=0)
+    assert batch.logprobs.dtype == torch.float32 and torch.isfinite(batch.logprobs).all()

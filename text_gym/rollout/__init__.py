@@ -1,6 +1,14 @@
 """The LM rollout backend: batched KV-cache rollouts through a TextVectorEnv, and models."""
 
-from text_gym.rollout.collector import Rollout, RolloutCollector, WindowCache
+from text_gym.rollout.collector import Rollout, RolloutCollector, WindowCache, sequence_logprobs
 from text_gym.rollout.models import cache_dir, load_default_model, tiny_model
 
-__all__ = ["Rollout", "RolloutCollector", "WindowCache", "cache_dir", "load_default_model", "tiny_model"]
+__all__ = [
+    "Rollout",
+    "RolloutCollector",
+    "WindowCache",
+    "cache_dir",
+    "load_default_model",
+    "sequence_logprobs",
+    "tiny_model",
+]

@@ -229,3 +229,21 @@ class RolloutCollector:
         )  # fmt: skip
         hidden = output.hidden_states[-1][:, -1] if self.value_head is not None else None
         return output.logits[:, -1], hidden
+
+
+@torch.no_grad()
+def sequence_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Log-probability of every window token under ``model``, from one batched forward pass.
+
+    For a KL penalty to a frozen reference: pass finished trajectories' windows (the
+    env's ``input_ids`` and ``attention_mask``, (N, L)) and read the result where
+    ``agent_mask`` is 1. Entry ``[i, c]`` is ``log p(input_ids[i, c] | tokens before c)``;
+    column 0 and padding are 0.
+    """
+    mask = attention_mask.long()
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(2, input_ids[:, 1:, None])[:, :, 0]
+    out = torch.zeros(input_ids.shape, dtype=logp.dtype, device=input_ids.device)
+    out[:, 1:] = logp * mask[:, 1:]
+    return out
