@@ -112,7 +112,7 @@ def test_native_vector_equals_sync_with_rewards(env_id):
     obs_s, info_s = sync.reset(seed=5)
     env = native.unwrapped
     tok, task = env.tokenizer, env.task
-    answers = [tok.encode(" " + task.samples[j].references[0]) + [tok.eos_token_id] for j in info_n["sample_index"]]  # fmt: skip
+    answers = [tok.encode(task.reference_response(task.samples[j])) + [tok.eos_token_id] for j in info_n["sample_index"]]  # fmt: skip
     total = np.zeros(n)
     for t in range(max(len(a) for a in answers)):
         actions = np.array([a[min(t, len(a) - 1)] for a in answers])

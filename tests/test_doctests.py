@@ -15,6 +15,8 @@ MODULES = [
     "text_gym.rewards.rouge",
     "text_gym.tasks.summarization",
     "text_gym.tasks.dialogue",
+    "text_gym.tasks.code",
+    "text_gym.rewards.sandbox",
 ]
 
 

@@ -30,6 +30,7 @@ ENV_TABLE: dict[str, dict[str, Any]] = {
         "max_new_tokens": 64,
     },
     "TextDialogGoal-v0": {"task": "goal_dialogue", "split": "train"},
+    "TextCode-v0": {"task": "code", "dataset": "humaneval"},
 }
 
 

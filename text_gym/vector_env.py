@@ -562,9 +562,9 @@ class _EncodedTask:
 
     @property
     def longest_reference(self) -> int:
-        """Tokens in the longest reference, encoded as a continuation (leading space)."""
+        """Tokens in the longest reference response (``Task.reference_response``)."""
         if self._longest_reference is None:
-            refs = [" " + r for s in self.task.samples for r in s.references]
+            refs = [self.task.reference_response(s) for s in self.task.samples]
             self._longest_reference = max(len(r) for r in self.tokenizer.encode_batch(refs))
         return self._longest_reference
 

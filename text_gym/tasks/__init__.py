@@ -9,6 +9,7 @@ from collections import OrderedDict
 from typing import Any
 
 from text_gym.tasks.base import MultiTurnTask, Sample, Scores, Task
+from text_gym.tasks.code import CodeTask
 from text_gym.tasks.dialogue import DialogueTask
 from text_gym.tasks.goal_dialogue import GuessNumberTask
 from text_gym.tasks.summarization import SummarizationTask
@@ -19,6 +20,7 @@ TASKS: dict[str, type[Task]] = {
     "summarization": SummarizationTask,
     "dialogue": DialogueTask,
     "goal_dialogue": GuessNumberTask,
+    "code": CodeTask,
 }
 _BUILT: OrderedDict[str, Task] = OrderedDict()  # the last few tasks built by name
 _KEEP = 8
@@ -54,6 +56,7 @@ def make_task(task: str | Task, env_id: str = "TextVectorEnv", **kwargs: Any) ->
 
 __all__ = [
     "TASKS",
+    "CodeTask",
     "DialogueTask",
     "GuessNumberTask",
     "MultiTurnTask",

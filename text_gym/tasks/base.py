@@ -63,6 +63,15 @@ class Task(abc.ABC):
     def score(self, responses: Sequence[str], samples: Sequence[Sample]) -> Scores:
         """Score ``responses[i]`` against ``samples[i]`` for every ``i``, in one call."""
 
+    def reference_response(self, sample: Sample) -> str:
+        """The response text that reproduces ``sample``'s first reference.
+
+        Prompts end where the answer begins (``"...\nActions:"``), so by default the
+        response is the reference after one space. Used for the default
+        ``max_new_tokens`` and by supervised warm starts.
+        """
+        return " " + sample.references[0]
+
     def fingerprint(self) -> str:
         """A string that changes whenever the samples change (used to cache tokenization)."""
         return f"{type(self).__qualname__}:{self.config!r}"

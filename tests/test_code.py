@@ -1,0 +1,254 @@
+"""TextCode-v0's task: HumanEval split into asserts, the easy suite, MBPP-style loading, scoring."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from text_gym.tasks.base import Sample
+from text_gym.tasks.code import METRICS, REASONS, CodeTask, easy_problems, easy_split, split_check
+
+
+@pytest.fixture(scope="module")
+def humaneval():
+    return CodeTask()
+
+
+def _by_id(task, task_id):
+    return next(s for s in task.samples if s.source == task_id)
+
+
+# ---------------------------------------------------------------- splitting HumanEval's checks
+
+
+@pytest.mark.parametrize(
+    "task_id, count",
+    [("HumanEval/0", 7), ("HumanEval/32", 1), ("HumanEval/34", 1), ("HumanEval/44", 7), ("HumanEval/53", 6), ("HumanEval/151", 7)],  # fmt: skip
+)
+def test_humaneval_checks_split_into_known_counts(humaneval, task_id, count):
+    assert len(_by_id(humaneval, task_id).extra["tests"]) == count
+
+
+def test_humaneval_split_details(humaneval):
+    assert len(humaneval) == 164
+    assert sum(len(s.extra["tests"]) for s in humaneval.samples) == 1133
+    loop = _by_id(humaneval, "HumanEval/44").extra["tests"][-1]
+    assert loop.startswith("for x in range(2, 8):\n    assert candidate(x, x + 1) == str(x)")
+    he151 = _by_id(humaneval, "HumanEval/151")
+    assert "lst = list(range(-99, 100, 2))" in he151.extra["setup"]  # check's helper values
+    assert he151.extra["setup"].index("candidate = double_the_difference") < he151.extra["setup"].index("lst =")  # fmt: skip
+    # unseeded random inputs are seeded; `assert True` placeholders are dropped
+    seeded = [s.source for s in humaneval.samples if 'random").seed(0)' in s.extra["setup"]]
+    assert seeded == ["HumanEval/32", "HumanEval/38", "HumanEval/50", "HumanEval/53"]
+    assert not any(t.startswith("assert True") for s in humaneval.samples for t in s.extra["tests"])
+    s0 = humaneval.samples[0]
+    assert s0.prompt.startswith("from typing import List") and s0.references[0].startswith("    for idx")
+
+
+def test_split_check_fallbacks_and_errors():
+    setup, tests = split_check("def check(candidate):\n    r = candidate(1)\n    assert r == 2\n", "f")
+    assert tests == ("check(f)",) and "def check(candidate):" in setup
+    with pytest.raises(ValueError, match="does not parse"):
+        split_check("def check(candidate):\n    assert (\n", "f")
+    with pytest.raises(ValueError, match=r"exactly one `def check\(candidate\)`"):
+        split_check("assert f(1) == 2\n", "f")
+    with pytest.raises(ValueError, match="no assert that calls 'candidate'"):
+        split_check("def check(candidate):\n    assert True\n", "f")
+
+
+# ---------------------------------------------------------------- scoring through the sandbox
+
+
+def test_all_canonical_solutions_pass_and_stubs_fail(humaneval):
+    samples = list(humaneval.samples)
+    canonical = [s.references[0] for s in samples]
+    stubs = ["    pass\n"] * len(samples)
+    scores = humaneval.score(canonical + stubs, samples + samples)
+    rewards, n = scores.rewards, len(samples)
+    failed = {s.source: (r.reason, r.detail) for s, r, x in zip(samples, humaneval.last_runs, rewards) if x != 1.0}  # fmt: skip
+    assert failed == {}
+    assert (rewards[n:] < 1.0).all(), [s.source for s, x in zip(samples, rewards[n:]) if x == 1.0]
+    assert scores.metrics["passed_all"][:n].sum() == n and scores.metrics["reason_ok"][:n].all()
+    assert scores.metrics["num_tests"][:n].sum() == 1133
+    # the same rewards and outcomes again (a 40-problem subset, canonical and stubs)
+    pick = list(range(0, n, 4))[:40]
+    again = humaneval.score([canonical[i] for i in pick] + [stubs[i] for i in pick], [samples[i] for i in pick] * 2)  # fmt: skip
+    first = np.concatenate([rewards[pick], rewards[n:][pick]])
+    assert again.rewards.tolist() == first.tolist()
+    for key in METRICS:
+        assert again.metrics[key].tolist() == np.concatenate([scores.metrics[key][pick], scores.metrics[key][n:][pick]]).tolist()  # fmt: skip
+
+
+def test_partial_credit_metrics_and_reasons(humaneval):
+    he0 = humaneval.samples[0]  # has_close_elements: 4 of its 7 asserts expect True
+    task = CodeTask(timeout=1.0)
+    wrong = Sample("def f(x):\n", ("    return 2 * x\n",), extra={"tests": ("assert f(1) == 2", "assert f(2) == 4", "assert f(0) == 0"), "setup": ""})  # fmt: skip
+    responses = ["    return True\n", "    return x + 1\n", "    return (\n", "    while True:\n        pass\n"]  # fmt: skip
+    scores = task.score(responses, [he0, wrong, wrong, wrong])
+    assert np.allclose(scores.rewards, [4 / 7, 1 / 3, 0, 0])
+    assert list(scores.metrics) == list(METRICS) and len(METRICS) == 3 + len(REASONS)
+    assert scores.metrics["num_tests"].tolist() == [7, 3, 3, 3]
+    assert scores.metrics["passed_all"].tolist() == [0, 0, 0, 0]
+    reasons = [r.reason for r in task.last_runs]
+    assert reasons[2:] == ["syntax_error", "timeout"]
+    for i, reason in enumerate(reasons):
+        assert [scores.metrics[f"reason_{r}"][i] for r in REASONS] == [float(r == reason) for r in REASONS]  # fmt: skip
+    assert task.last_runs[1].passed == (True, False, False)
+
+
+# ---------------------------------------------------------------- the easy suite
+
+
+def test_easy_suite_is_deterministic_and_split_by_hash():
+    problems = easy_problems()
+    assert len(problems) == 394 and [s.prompt for s in problems] == [s.prompt for s in easy_problems()]
+    assert {s.extra["level"] for s in problems} == {1, 2, 3}
+    assert all(3 <= len(s.extra["tests"]) <= 8 for s in problems)
+    assert len({s.prompt for s in problems}) == len(problems)
+    train, test = CodeTask(dataset="easy"), CodeTask(dataset="easy", split="test")
+    assert len(train) + len(test) == 394 and not {s.prompt for s in train.samples} & {s.prompt for s in test.samples}  # fmt: skip
+    assert all(easy_split(s.prompt) == "test" for s in test.samples)
+    assert {s.extra["level"] for s in CodeTask(dataset="easy", level=2).samples} == {2}
+    assert problems[0].prompt.startswith("def ") and '    """' in problems[0].prompt
+
+
+def test_easy_tests_check_types_so_an_always_equal_object_scores_zero():
+    task = CodeTask(dataset="easy", max_samples=6)
+    hack = "    class Any:\n        def __eq__(self, other):\n            return True\n    return Any()\n"
+    assert task.score([hack] * 6, task.samples).rewards.tolist() == [0.0] * 6
+
+
+def test_easy_references_pass_every_test():
+    problems = easy_problems()
+    task = CodeTask(dataset="easy")
+    scores = task.score([s.references[0] for s in problems], problems)
+    bad = [(s.source, r.reason, r.passed) for s, r in zip(problems, task.last_runs) if r.fraction != 1.0]
+    assert bad == [] and scores.rewards.tolist() == [1.0] * len(problems)
+
+
+# ---------------------------------------------------------------- MBPP-style sets offline
+
+MBPP_ROWS = [
+    {"text": "Write a function to find the shared elements from the given two lists.",
+     "code": "def similar_elements(test_tup1, test_tup2):\r\n  res = tuple(set(test_tup1) & set(test_tup2))\r\n  return (res) ",  # fmt: skip
+     "test_list": ["assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))",
+                   "assert set(similar_elements((1, 2, 3, 4),(5, 4, 3, 7))) == set((3, 4))"],
+     "test_setup_code": ""},
+    {"text": 'Write a function to find words of at least 4 characters using regex """.',
+     "code": 'import re\r\ndef find_char_long(text):\r\n  return (re.findall(r"\\b\\w{4,}\\b", text))',
+     "test_list": ["assert find_char_long('Please move back to stream') == ['Please', 'move', 'back', 'stream']",
+                   "assert find_char_long(WORDS) == ['Jing', 'Tech']"],
+     "test_setup_code": "WORDS = 'Jing Eco and Tech'"},
+]  # fmt: skip
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_mbpp_style_loader_offline(tmp_path):
+    pytest.importorskip("datasets")
+    task = CodeTask(dataset="json", data_files=_jsonl(tmp_path / "mbpp.jsonl", MBPP_ROWS))
+    s0, s1 = task.samples
+    assert s0.prompt == (
+        'def similar_elements(test_tup1, test_tup2):\n    """Write a function to find the shared elements '
+        "from the given two lists.\n\n    >>> set(similar_elements((3, 4, 5, 6), (5, 7, 4, 10))) == "
+        'set((4, 5))\n    True\n    """\n'
+    )
+    assert s1.prompt.startswith("def find_char_long(text):") and r'\"\"\"' in s1.prompt
+    assert s1.references[0].startswith("    import re\n") and s1.extra["setup"] == "WORDS = 'Jing Eco and Tech'"  # fmt: skip
+    scores = task.score([s.references[0] for s in task.samples] + ["    return []\n"], [s0, s1, s1])
+    assert scores.rewards.tolist() == [1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"text": None}, r"row 1 of json/train: field 'text' is missing"),
+        ({"code": 3}, r"row 1 of json/train: field 'code' is missing or not text"),
+        ({"test_list": []}, r"row 1 of json/train: field 'test_list' must be a non-empty list"),
+        ({"test_list": "assert f(1) == 2"}, r"row 1 of json/train: field 'test_list' must be a non-empty list"),  # fmt: skip
+        ({"test_setup_code": ["import re"]}, r"row 1 of json/train: field 'test_setup_code' is a list, not text"),  # fmt: skip
+    ],
+)
+def test_mbpp_bad_rows_name_the_row_and_field(tmp_path, change, match):
+    pytest.importorskip("datasets")
+    rows = [MBPP_ROWS[0], {**MBPP_ROWS[1], **change}]
+    with pytest.raises(ValueError, match=match):
+        CodeTask(dataset="json", data_files=_jsonl(tmp_path / "bad.jsonl", rows))
+
+
+def test_mbpp_unusable_rows_are_skipped_and_counted(tmp_path, caplog):
+    pytest.importorskip("datasets")
+    bad = [
+        {**MBPP_ROWS[1], "test_list": ["assert f(1) ==", "x"]},
+        {**MBPP_ROWS[1], "test_setup_code": "x ="},
+        {**MBPP_ROWS[1], "code": "def other(x):\n  return x"},
+        {**MBPP_ROWS[1], "code": "def find_char_long(text):\nreturn 1"},
+    ]
+    with caplog.at_level("WARNING", logger="text_gym.tasks.code"):
+        task = CodeTask(dataset="json", data_files=_jsonl(tmp_path / "some.jsonl", [MBPP_ROWS[0], *bad]))
+    assert [s.extra["row"] for s in task.samples] == [0]
+    assert "skipped 4 of 5 rows: 2 with a test or setup that does not parse (first: row 1), " in caplog.text  # fmt: skip
+    assert "1 with code that defines no function the first test calls (first: row 3)" in caplog.text
+    assert "1 with code that does not parse (first: row 4)" in caplog.text
+    with pytest.raises(ValueError, match="json/train has no usable row: 2 with a test or setup"):
+        CodeTask(dataset="json", data_files=_jsonl(tmp_path / "none.jsonl", bad[:2]))
+
+
+def test_argument_checks():
+    with pytest.raises(ValueError, match="has only 'test'"):
+        CodeTask(split="train")
+    with pytest.raises(ValueError, match="level=2 applies only to dataset='easy'"):
+        CodeTask(level=2)
+    with pytest.raises(ValueError, match="level=4 is not valid"):
+        CodeTask(dataset="easy", level=4)
+    with pytest.raises(ValueError, match="timeout=0"):
+        CodeTask(timeout=0)
+    with pytest.raises(ValueError, match="max_samples=0"):
+        CodeTask(max_samples=0)
+    assert len(CodeTask(max_samples=3)) == 3
+
+
+# ---------------------------------------------------------------- the env
+
+
+def test_env_reward_for_reference_response():
+    from text_gym import TextVectorEnv
+
+    task = CodeTask(dataset="easy", max_samples=4)
+    env = TextVectorEnv(2, task=task, tokenizer="byte", max_new_tokens=64)
+    _, info = env.reset(seed=0)
+    eos = env.tokenizer.eos_token_id
+    refs = [task.samples[j].references[0].encode() for j in info["sample_index"]]
+    wrong = b"    return None\n"
+    texts = [refs[0], wrong]  # slot 0: its reference, slot 1: a wrong body
+    first = {}
+    for t in range(max(map(len, texts)) + 1):
+        _, rewards, terminated, _, info = env.step(np.array([x[t] if t < len(x) else eos for x in texts]))
+        for slot in np.flatnonzero(terminated):  # the first episode of each slot
+            first.setdefault(int(slot), (rewards[slot], info["response"][slot], info["metrics"]["passed_all"][slot]))  # fmt: skip
+    assert first == {0: (1.0, refs[0].decode(), 1.0), 1: (0.0, wrong.decode(), 0.0)}
+
+
+def test_docstring_examples():
+    import doctest
+
+    from text_gym.tasks import code
+
+    result = doctest.testmod(code)
+    assert result.failed == 0 and result.attempted > 0
+
+
+def test_sandbox_throughput_benchmark_quick():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sandbox_throughput.py"
+    result = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "| sandbox | humaneval |" in result.stdout and "| sandbox | easy |" in result.stdout

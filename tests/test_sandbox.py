@@ -1,0 +1,338 @@
+"""The code sandbox: verdicts for ordinary programs, then a battery of hostile ones.
+
+Every hostile test ends with a failing result, a clear reason, and the machine
+unharmed: no sandbox process left, no temporary directory left, the parent alive.
+"""
+
+from __future__ import annotations
+
+import doctest
+import os
+import socket
+import stat
+import tempfile
+import threading
+import time
+import tracemalloc
+
+import pytest
+
+from text_gym.rewards import sandbox
+from text_gym.rewards.sandbox import REASONS, SLOTS, Limits, TestRun, isolation, run_tests
+
+FAST = Limits(cpu_seconds=1, wall_seconds=2)
+ADD = "def add(a, b):\n    return a + b\n"
+ROOT = os.geteuid() == 0
+
+
+def leftovers() -> list[str]:
+    """Live processes run as one of this process's sandbox uids, or children of it."""
+    found, mine = [], range(sandbox._uid(0), sandbox._uid(SLOTS))
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue  # gone meanwhile
+        uid, ppid = int(fields["Uid"].split()[0]), int(fields["PPid"])
+        if (uid in mine or ppid == os.getpid()) and fields["State"].split()[0] not in "ZX":
+            found.append(f"{pid} {fields['Name'].strip()} uid={uid} ppid={ppid}")
+    return found
+
+
+def sandbox_dirs() -> set[str]:
+    mine = f"text_gym_sandbox_{os.getpid()}_"
+    return {d for d in os.listdir(tempfile.gettempdir()) if d.startswith(mine)}
+
+
+@pytest.fixture
+def unharmed():
+    """Check, after the test, that no process or temporary directory was left behind."""
+    dirs = sandbox_dirs()
+    yield
+    deadline = time.monotonic() + 2  # killed processes may take a moment to go
+    while leftovers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert leftovers() == []
+    assert sandbox_dirs() <= dirs
+
+
+def run_one(program: str, tests=("assert add(1, 2) == 3",), limits=FAST, **kw) -> TestRun:
+    run = run_tests([program], [list(tests)], limits=limits, **kw)[0]
+    assert run.reason in REASONS
+    return run
+
+
+def assert_failed(run: TestRun, reason: str, *words: str) -> None:
+    assert run.reason == reason, run
+    assert not any(run.passed) and run.fraction == 0.0, run
+    for word in words:
+        assert word in run.detail, run
+
+
+# --- ordinary programs -------------------------------------------------------------
+
+
+def test_doctests():
+    result = doctest.testmod(sandbox)
+    assert result.failed == 0 and result.attempted > 0
+
+
+def test_pass_fail_and_partial():
+    tests = [["assert add(1, 2) == 3", "assert add(2, 2) == 4"],
+             ["assert add(1, 2) == 3", "assert add(1, 1) == 3", "assert add(0, 0) == 0"],
+             ["assert add(1, 1) == 3"]]
+    runs = run_tests([ADD] * 3, tests, limits=FAST)
+    assert [r.passed for r in runs] == [(True, True), (True, False, True), (False,)]
+    assert [r.fraction for r in runs] == [1.0, 2 / 3, 0.0]
+    assert [r.reason for r in runs] == ["ok"] * 3
+    assert runs[0].detail == "" and runs[1].detail == "test 1: AssertionError"
+
+
+def test_setup_binds_candidate_and_tests_share_globals():
+    runs = run_tests([ADD, ADD], [["assert candidate(2, 3) == 5", "y = 1", "assert y == 1"]] * 2,
+                     setup=["candidate = add", "candidate = missing"], limits=FAST)
+    assert runs[0].passed == (True, True, True) and runs[0].reason == "ok"
+    assert_failed(runs[1], "exception", "setup: NameError")
+
+
+def test_no_tests_and_output_capture():
+    run = run_one("import sys\nprint('out')\nprint('err', file=sys.stderr)", tests=())
+    assert (run.passed, run.fraction, run.reason) == ((), 0.0, "ok")
+    assert (run.stdout, run.stderr) == ("out\n", "err\n")
+
+
+def test_syntax_error_and_exception():
+    assert_failed(run_one("def add(a, b) return a"), "syntax_error", "SyntaxError")
+    assert_failed(run_one(ADD + "raise ValueError('boom')"), "exception", "ValueError: boom")
+    run = run_one(ADD, tests=["assert add(1, 2) == 3", "def (", "1 / 0"])
+    assert run.passed == (True, False, False) and run.reason == "ok"
+
+
+def test_order_workers_and_determinism():
+    """Batch results do not depend on workers; set order is fixed (PYTHONHASHSEED=0)."""
+    programs = [f"print(sorted({{{i}}}), list({{'apple', 'pear', 'fig', 'kiwi'}}))"
+                for i in range(6)]
+    tests = [[f"assert {i} % 2 == 0"] for i in range(6)]
+    one, two = (run_tests(programs, tests, limits=FAST, workers=w) for w in (1, 2))
+    key = [(r.passed, r.reason, r.stdout) for r in one]
+    assert key == [(r.passed, r.reason, r.stdout) for r in two]
+    assert [r.passed for r in one] == [(i % 2 == 0,) for i in range(6)]
+    assert len({r.stdout.split("] ")[1] for r in one}) == 1
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="2 programs, 1 test lists"):
+        run_tests(["", ""], [[]])
+    with pytest.raises(TypeError, match=r"tests\[0\] must be a sequence"):
+        run_tests([""], ["assert True"])
+    with pytest.raises(TypeError, match="must be str"):
+        run_tests([b"x = 1"], [[]])
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        run_tests([""], [[]], workers=0)
+    with pytest.raises(ValueError, match="Limits.wall_seconds must be > 0"):
+        Limits(wall_seconds=0)
+    assert run_tests([], []) == []
+
+
+def test_isolation_report():
+    info = isolation()
+    assert set(info) == {"uid_switch", "network", "pid_namespace", "no_new_privs"}
+    assert sandbox.network_isolated() == info["network"]
+    run = run_one("import os\nprint(os.getuid(), os.getgid(), os.getgroups())", tests=())
+    if ROOT:
+        uid = int(run.stdout.split()[0])
+        assert uid in range(sandbox._uid(0), sandbox._uid(SLOTS)) and f" {uid} " in run.stdout
+        assert run.stdout.endswith("[]\n")
+
+
+# --- hostile programs ----------------------------------------------------------------
+
+
+def test_infinite_loop_times_out(unharmed):
+    assert_failed(run_one("while True:\n    pass"), "timeout", "CPU limit")
+    run = run_one("import time\ntime.sleep(60)", limits=Limits(wall_seconds=1))
+    assert_failed(run, "timeout", "wall-clock")
+    assert run.seconds < 3
+
+
+def test_timeout_in_a_test_keeps_earlier_results(unharmed):
+    run = run_one(ADD, tests=["assert add(1, 2) == 3", "while True: pass", "pass"])
+    assert run.passed == (True, False, False) and run.reason == "timeout"
+
+
+def test_fork_and_threads_refused(unharmed):
+    assert_failed(run_one("import os\nos.fork()"), "exception", "BlockingIOError")
+    run = run_one("import threading\nthreading.Thread(target=print).start()")
+    assert_failed(run, "exception", "can't start new thread")
+
+
+def test_fork_bomb_is_bounded(unharmed):
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    run = run_one(bomb, limits=Limits(cpu_seconds=1, wall_seconds=1.5, processes=3))
+    assert_failed(run, "timeout")
+
+
+def test_memory_hog(unharmed):
+    assert_failed(run_one("x = bytearray(10 * 2**30)"), "memory", "MemoryError")
+
+
+def test_huge_file(unharmed):
+    program = ("with open('big', 'wb') as f:\n    for _ in range(10 * 1024):\n"
+               "        f.write(bytes(2**20))")
+    assert_failed(run_one(program), "exception", "File too large")
+
+
+@pytest.mark.skipif(not ROOT, reason="without root the sandbox runs as the caller's uid")
+@pytest.mark.parametrize("attack", [
+    "open({canary!r}, 'w').write('pwned')",
+    "import os\nos.remove({canary!r})",
+    "open({canary!r} + '.new', 'w')",
+    "import shutil\nshutil.rmtree({home!r})",
+])
+def test_files_outside_are_safe(tmp_path, attack, unharmed):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    (canary := home / "canary.txt").write_text("intact")
+    run = run_one(attack.format(canary=str(canary), home=str(home)))
+    assert_failed(run, "exception", "PermissionError")
+    assert canary.read_text() == "intact" and os.listdir(home) == ["canary.txt"]
+
+
+@pytest.mark.skipif(not ROOT, reason="without root the sandbox runs as the caller's uid")
+def test_secret_files_unreadable(tmp_path, monkeypatch, unharmed):
+    ssh = tmp_path / "home" / ".ssh"
+    ssh.mkdir(parents=True)
+    key = ssh / "id_ed25519"
+    key.write_text("SECRET-KEY-42")
+    key.chmod(stat.S_IRUSR)
+    ssh.chmod(stat.S_IRWXU)
+    (tmp_path / "home").chmod(0o755)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    run = run_one(f"print(open({str(key)!r}).read())")
+    assert_failed(run, "exception", "PermissionError")
+    run = run_one("import os\nprint(open(os.path.expanduser('~/.ssh/id_ed25519')).read())")
+    assert_failed(run, "exception", "FileNotFoundError")
+    assert "SECRET" not in run.stdout + run.stderr
+
+
+def test_parent_environment_hidden(monkeypatch, unharmed):
+    monkeypatch.setenv("TEXT_GYM_SECRET", "hunter2")
+    run = run_one("import os\nprint(dict(os.environ))\nprint(open('/proc/self/environ').read())\n"
+                  f"print(open('/proc/{os.getpid()}/environ').read())")
+    assert "hunter2" not in run.stdout + run.stderr and "PATH" in run.stdout
+    assert_failed(run, "exception", "Error")
+
+
+def test_network_blocked(unharmed):
+    if not sandbox.network_isolated():
+        pytest.skip("no network namespace here (unshare refused): network is not isolated")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        run = run_one(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)")
+        server.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            server.accept()
+    assert_failed(run, "exception", "Network is unreachable")
+
+
+def test_sysv_ipc_stays_inside(unharmed):
+    if not isolation()["network"]:  # the same unshare call makes the IPC namespace
+        pytest.skip("no namespaces here (unshare refused)")
+    key = 0x7E57_0000 + os.getpid() % 0xFFFF
+    program = (f"import ctypes\nid = ctypes.CDLL(None).shmget({key}, 4096, 0o1666)\n"
+               "assert id >= 0\nraise RuntimeError('made shm %d' % id)")
+    assert_failed(run_one(program), "exception", "made shm")
+    with open("/proc/sysvipc/shm") as f:
+        assert str(key) not in [line.split()[0] for line in f.readlines()[1:]]
+
+
+def test_kill_parent_refused(unharmed):
+    run = run_one(f"import os, signal\nos.kill({os.getpid()}, signal.SIGKILL)")
+    assert_failed(run, "exception")
+    assert run.detail.startswith(("ProcessLookupError", "PermissionError")), run
+
+
+@pytest.mark.parametrize("program, reason", [
+    ("import sys\nsys.exit(0)", "exit"),
+    ("import os\nos._exit(0)", "exit"),
+    ("import sys\nprint('S\\nP\\nR ok ')\nraise SystemExit", "exit"),
+    ("import os\nfor fd in range(3, 1024):\n    try:\n        os.write(fd, b'S\\nP\\nR ok \\n')\n"
+     "    except OSError:\n        pass\nos._exit(0)", "exit"),
+])
+def test_exit_before_tests_never_passes(program, reason, unharmed):
+    assert_failed(run_one(program), reason)
+
+
+def test_exit_during_tests_stops_there(unharmed):
+    run = run_one(ADD + "import sys", tests=["assert add(1, 2) == 3", "sys.exit(0)", "pass"])
+    assert run.passed == (True, False, False) and run.reason == "exit"
+    run = run_one(ADD + "import os", tests=["os._exit(0)", "pass"])
+    assert_failed(run, "exit", "after reporting 0 of 2")
+
+
+def test_overwritten_builtins_and_modules_fake_nothing(unharmed):
+    program = ("import builtins, os, sys\n"
+               "for name in ('exec', 'compile', 'str', 'type', 'BaseException', 'Exception',\n"
+               "             'AssertionError', 'print', 'len', 'enumerate'):\n"
+               "    setattr(builtins, name, None)\n"
+               "os.write = os.fstat = os.getpid = os._exit = lambda *a: None\n"
+               "sys.modules.clear()\n"
+               "sys.settrace(lambda *a: None)\n")
+    run = run_one(program, tests=["assert 1 == 2", "pass", "raise SystemExit(0)", "pass"])
+    assert run.passed == (False, True, False, False) and run.reason == "exit", run
+    assert run.detail == "test 2: SystemExit: 0", run
+
+
+def test_print_flood(unharmed):
+    tracemalloc.start()
+    try:
+        run = run_one("import sys\nfor _ in range(100):\n    sys.stdout.write('x' * 2**20)")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert_failed(run, "output_limit")
+    assert len(run.stdout) <= sandbox.TAIL_BYTES and peak < 4 << 20
+
+
+def test_deep_recursion(unharmed):
+    run = run_one("def f(n):\n    return f(n + 1)\nf(0)")
+    assert_failed(run, "exception", "RecursionError")
+    run = run_one("import sys\nsys.setrecursionlimit(10**8)\ndef f(n):\n    return f(n + 1)\nf(0)")
+    assert not any(run.passed) and run.reason in ("crash", "memory", "timeout", "exception"), run
+
+
+def test_closed_stdout_and_stderr(unharmed):
+    run = run_one("import os\nos.close(1)\nos.close(2)\n" + ADD)
+    assert run.passed == (True,) and run.reason == "ok"
+
+
+def test_ctypes_crash(unharmed):
+    assert_failed(run_one("import ctypes\nctypes.string_at(0)"), "crash", "SIGSEGV")
+
+
+@pytest.mark.parametrize("killer", ["os.kill(os.getpid(), 9)", "os.kill(-1, 9)",
+                                    "os.killpg(0, 9)"])
+def test_death_mid_batch_spares_others(killer, unharmed):
+    programs = [ADD] * 3 + [ADD + "import os\n" + killer] + [ADD] * 3
+    runs = run_tests(programs, [["assert add(1, 2) == 3"]] * 7, limits=FAST, workers=2)
+    assert [r.reason for r in runs[:3] + runs[4:]] == ["ok"] * 6
+    assert all(r.passed == (True,) for r in runs[:3] + runs[4:])
+    assert runs[3].passed == (False,) and runs[3].reason in ("crash", "exception"), runs[3]
+
+
+def test_concurrent_calls_share_nothing(unharmed):
+    """Two threads scoring batches at once get their own slots (uids) and results."""
+    out = {}
+
+    def score(key):
+        out[key] = run_tests([ADD + f"print({key})"] * 4, [["assert add(1, 2) == 3"]] * 4,
+                             limits=FAST, workers=2)
+
+    threads = [threading.Thread(target=score, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for key, runs in out.items():
+        assert [(r.passed, r.stdout) for r in runs] == [((True,), f"{key}\n")] * 4

@@ -1,0 +1,460 @@
+"""Run untrusted Python programs against unit tests, each in a fresh, confined process.
+
+Threat model: generated code is hostile. It may loop, fork, allocate, write or print
+without end, crash its interpreter, read secrets, reach the network, signal other
+processes or fake its own results. ``run_tests`` never runs it in the library's
+process: each program gets a new ``python -S -s -P`` (stdlib only) with an
+environment built from scratch (PATH, LANG, HOME = TMPDIR = its own temporary
+directory, removed afterwards; ``PYTHONHASHSEED=0`` for determinism), in a new
+session, under ``setpriv --no-new-privs`` and ``unshare --net --ipc --pid`` where
+allowed (``isolation()`` says what is active). There a monitor (pid 1 of the pid
+namespace; runs no user code) forks the worker, which sets rlimits, drops to a uid of
+its own when we are root, then runs the program, the setup snippet and each test
+snippet (a test passes if it raises nothing).
+
+Protected (each tested in ``tests/test_sandbox.py``):
+
+* time and processes: RLIMIT_CPU; a wall-clock deadline, then SIGKILL to the process
+  group; RLIMIT_NPROC = 1 + ``processes`` (exact: it counts per uid and each running
+  worker has its own, see ``_uid``); the pid namespace's end takes every process along;
+* memory, file size, open files, core dumps (RLIMIT_AS, _FSIZE, _NOFILE, _CORE = 0);
+  stdout and stderr, read as they come and killed past ``output_bytes`` (a tail kept);
+* the network: a new, empty network namespace (not even loopback is up), and SysV IPC
+  (a new IPC namespace);
+* the parent: its files (the worker's uid owns only its directory), its environment,
+  its process (``kill`` reaches nothing outside the pid namespace, though ``/proc``
+  lists it); setuid binaries grant nothing (no_new_privs);
+* the verdict: records go over a pipe the harness moved to a high fd, tagged with a
+  per-run nonce; the harness binds all it calls before user code runs; a test counts
+  only if its record arrives, and the monitor says how the worker ended. Closing
+  stdout, printing or spraying fake records, replacing builtins or ``sys.modules``,
+  ``sys.exit`` and ``os._exit`` never turn a test into a pass.
+
+Not protected: a program that digs the nonce out of its own interpreter (``gc``,
+frames) can forge records, and an object whose ``__eq__`` is always true passes
+``==`` tests (compare types too). World-readable files stay readable; world-writable
+directories (``/tmp``, ``/dev/shm``) stay writable and what is left there stays. The
+worker reaches the stdlib through directory fds opened before the uid switch
+(``/proc/self/fd/N`` on ``sys.path``), so an interpreter under ``/root`` works.
+Without root: no uid switch (the caller's files are readable; RLIMIT_NPROC counts all
+the caller's processes). Without namespaces: the network is reachable and, with
+``processes > 0``, a child that calls ``setsid`` can outlive the group kill. Linux
+only (pidfd: kernel >= 5.3).
+
+>>> [r.passed for r in run_tests(["def f(x):\\n    return 2 * x"],
+...                               [["assert f(2) == 4", "assert f(3) == 5"]])]
+[(True, False)]
+"""
+
+from __future__ import annotations
+
+import marshal
+import math
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from time import monotonic
+
+__all__ = ["REASONS", "Limits", "TestRun", "run_tests", "isolation", "network_isolated"]
+
+REASONS = ("ok", "syntax_error", "exception", "timeout", "memory", "output_limit", "exit",
+           "crash", "sandbox_error")
+UID_BASE = 1_800_000_000  # workers run as uids from here on (a range nothing else uses)
+SLOTS = 64  # programs one process runs at once, each as its own uid (see _uid)
+TAIL_BYTES = 4096  # how much of stdout and of stderr a TestRun keeps (the end)
+
+# ``python -c _HARNESS <report fd>``; the job comes on stdin. Everything the harness
+# calls after user code has run is bound before (default arguments), beyond its reach.
+_HARNESS = r"""
+import builtins, marshal, os, resource as R, sys
+def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, str=str,
+         type=type, exec=exec, compile=compile, enumerate=enumerate, BE=BaseException,
+         SE=SystemExit, ME=MemoryError, OE=OSError, settrace=sys.settrace,
+         setprofile=sys.setprofile, streams=(sys.stdout, sys.stderr)):
+    program, setup, tests, uid, limits, nonce = marshal.loads(sys.stdin.buffer.read())
+    rep = min(R.getrlimit(R.RLIMIT_NOFILE)[0], 1024) - 1  # out of the way of os.close(3)
+    if rep != rfd:
+        os.dup2(rfd, rep, False), os.close(rfd)
+    pid = os.fork()
+    if pid:  # the monitor: says how the worker ended, runs nothing of the user's
+        _, status, ru = os.wait4(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        write(rep, b"%s X %d %d %.3f\n" % (nonce, max(code, 0), max(-code, 0),
+                                           ru.ru_utime + ru.ru_stime))
+        exit(0)
+    pid, ino = getpid(), fstat(rep).st_ino
+    if uid >= 0:  # reach the stdlib through fds: its path may be closed to the new uid
+        fds = {p: "/proc/self/fd/%d" % os.open(p, os.O_RDONLY | os.O_DIRECTORY)
+               for p in sys.path if os.path.isdir(p)}
+        sys.path[:] = fds.values()
+        for m in list(sys.modules.values()):  # packages already imported (encodings)
+            if type(getattr(m, "__path__", None)) is list:
+                m.__path__[:] = [next((f + p[len(d):] for d, f in fds.items()
+                                       if (p + "/").startswith(d + "/")), p) for p in m.__path__]
+    for lim, val in zip((R.RLIMIT_CORE, R.RLIMIT_CPU, R.RLIMIT_AS, R.RLIMIT_FSIZE,
+                         R.RLIMIT_NPROC, R.RLIMIT_NOFILE), (0, *limits)):
+        R.setrlimit(lim, (val, val + (lim == R.RLIMIT_CPU)))  # SIGXCPU, then SIGKILL
+    if uid >= 0:
+        os.setgroups([]), os.setgid(uid), os.setuid(uid)
+    os.umask(0o077)
+
+    def say(line):
+        if getpid() != pid:  # a fork of the worker never speaks for it
+            exit(0)
+        try:
+            if fstat(rep).st_ino != ino:  # the report pipe was closed or replaced
+                exit(113)
+            write(rep, nonce + b" " + str.encode(line, "utf-8", "replace")[:300] + b"\n")
+        except OE:
+            exit(113)
+
+    def describe(e, where):
+        try:
+            name, msg = type(e).__name__, str(e)
+            return str.replace("%s%s: %s" % (where, name, msg) if msg else where + name,
+                               "\n", " ")[:200]
+        except BE:
+            return where + "unprintable exception"
+
+    def run(source, name):  # -> None, or (reason, exception)
+        try:
+            code = compile(source, name, "exec")
+        except BE as e:
+            return "syntax_error", e
+        try:
+            exec(code, g)
+        except SE as e:
+            return "exit", e
+        except ME as e:
+            return "memory", e
+        except BE as e:
+            return "exception", e
+        finally:  # drop tracers the code installed before the harness goes on
+            settrace(None), setprofile(None)
+
+    def finish(reason, detail):
+        for f in streams:
+            try:
+                f.flush()
+            except BE:
+                pass
+        say("R %s %s" % (reason, detail))
+        exit(0)
+
+    g = {"__name__": "__main__", "__builtins__": builtins}
+    say("S")
+    bad = run(program, "<program>")
+    if bad:
+        finish(bad[0], describe(bad[1], ""))
+    bad = setup is not None and run(setup, "<setup>")
+    if bad:
+        finish("exception" if bad[0] == "syntax_error" else bad[0], describe(bad[1], "setup: "))
+    first = ""
+    for i, test in enumerate(tests):
+        bad = run(test, "<test %d>" % i)
+        say("F" if bad else "P")
+        if bad:
+            first = first or describe(bad[1], "test %d: " % i)
+            if bad[0] in ("exit", "memory"):
+                finish(bad[0], describe(bad[1], "test %d: " % i))
+    finish("ok", first)
+main(int(sys.argv[1]))
+"""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits for each program (the module docstring says how each is enforced).
+
+    Attributes:
+        cpu_seconds: CPU time (RLIMIT_CPU, rounded up to whole seconds).
+        wall_seconds: Wall-clock time, start-up included; then the group is killed.
+        memory_bytes: Address space (RLIMIT_AS).
+        file_bytes: Size of any file the program writes (RLIMIT_FSIZE).
+        processes: Processes or threads the program may start besides itself.
+        open_files: File descriptors (RLIMIT_NOFILE).
+        output_bytes: stdout and stderr together; more kills the program.
+    """
+
+    cpu_seconds: float = 5.0
+    wall_seconds: float = 10.0
+    memory_bytes: int = 1 << 30
+    file_bytes: int = 1 << 20
+    processes: int = 0
+    open_files: int = 64
+    output_bytes: int = 64 * 1024
+
+    def __post_init__(self):
+        for name, low in (("cpu_seconds", 0), ("wall_seconds", 0), ("memory_bytes", 0),
+                          ("file_bytes", 0), ("processes", -1), ("open_files", 7),
+                          ("output_bytes", -1)):
+            if not getattr(self, name) > low:
+                raise ValueError(f"Limits.{name} must be > {low}, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class TestRun:
+    """One program's outcome against its tests.
+
+    ``reason`` is one of ``REASONS``. "ok": every test ran, ``passed`` says which passed
+    and ``detail`` names the first failure. Anything else: the run stopped early
+    (``detail`` says how), and tests without a result count as failed.
+    """
+
+    __test__ = False  # not a pytest test class
+    passed: tuple[bool, ...]
+    reason: str
+    detail: str
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def fraction(self) -> float:
+        """Share of tests passed, 0.0 when there are none.
+
+        >>> TestRun((True, False, True, True), "ok", "", "", "", 0.1).fraction
+        0.75
+        """
+        return sum(self.passed) / len(self.passed) if self.passed else 0.0
+
+
+@lru_cache(maxsize=None)
+def _isolation() -> tuple[tuple[str, ...], dict[str, bool]]:
+    """The command prefix that works here, and what it isolates (probed once)."""
+    def works(cmd: list[str]) -> bool:
+        try:
+            return subprocess.run([*cmd, "true"], capture_output=True, timeout=10).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return False
+    root = os.geteuid() == 0
+    nnp = ["setpriv", "--no-new-privs"] if works(["setpriv", "--no-new-privs"]) else []
+    ns = ["unshare", *([] if root else ["--user"]), "--net", "--ipc", "--pid", "--fork",
+          "--kill-child"]
+    ns = ns if works(ns) else []
+    return (*nnp, *ns), {"uid_switch": root, "network": bool(ns), "pid_namespace": bool(ns),
+                         "no_new_privs": bool(nnp)}
+
+
+def isolation() -> dict[str, bool]:
+    """Which protections are active here: ``uid_switch`` (needs root), ``network``
+    (a new network namespace), ``pid_namespace`` and ``no_new_privs``. Probed once."""
+    return dict(_isolation()[1])
+
+
+def network_isolated() -> bool:
+    """Whether sandboxed programs run without network access."""
+    return _isolation()[1]["network"]
+
+
+_slots, _busy = threading.Condition(), set()
+
+
+def _uid(slot: int) -> int:
+    """The uid of a slot of this process: unique among live processes and running programs."""
+    return UID_BASE + (os.getpid() % (1 << 22)) * SLOTS + slot  # < 2**31 for any pid_max
+
+
+def _collect(proc: subprocess.Popen, rfd: int, limits: Limits, deadline: float,
+             report_cap: int) -> tuple[str | None, list[bytearray]]:
+    """Read stdout, stderr and the report until the sandbox ends or breaks a limit.
+
+    A sandbox that breaks a limit is killed, then given up to a second for all its
+    processes (which hold the pipes) to be gone. Returns the limit broken (or None),
+    the stdout and stderr tails and the report.
+    """
+    bufs, used, why, grace = [bytearray(), bytearray(), bytearray()], 0, None, None
+    sel, pidfd = selectors.DefaultSelector(), os.pidfd_open(proc.pid)
+    try:
+        for i, fd in enumerate((proc.stdout.fileno(), proc.stderr.fileno(), rfd, pidfd)):
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ, i)
+        while len(sel.get_map()) > (grace is None):  # until only the pidfd is left
+            now = monotonic()
+            why = why or ("timeout" if now >= deadline else None)
+            if why and grace is None:  # kill; pgid == pid (start_new_session), unreaped
+                os.killpg(proc.pid, signal.SIGKILL)
+                sel.unregister(pidfd)
+                grace = now + 1.0
+            if grace and now >= grace:
+                break
+            events = [key for key, _ in sel.select((grace or deadline) - now)]
+            exited = grace is None and any(key.data == 3 for key in events)
+            for key in list(sel.get_map().values()) if exited else events:
+                while key.data < 3:  # after the exit, read what is left
+                    try:
+                        chunk = os.read(key.fd, 65536)
+                    except BlockingIOError:
+                        break
+                    if not chunk:
+                        sel.unregister(key.fd)
+                        break
+                    if why:
+                        continue  # killed: only wait for the end
+                    buf = bufs[key.data]
+                    buf += chunk
+                    if key.data == 2:
+                        why = "sandbox_error" if len(buf) > report_cap else None
+                    else:
+                        used += len(chunk)
+                        del buf[:-TAIL_BYTES]
+                        why = "output_limit" if used > limits.output_bytes else None
+            if exited:
+                break
+    finally:
+        sel.close()
+        os.close(pidfd)
+    return why, bufs
+
+
+def _verdict(report: bytes, nonce: bytes, why: str | None, status: int, n: int,
+             limits: Limits, err: str) -> tuple[tuple[bool, ...], str, str]:
+    """Turn the report's records (or their absence) into ``(passed, reason, detail)``."""
+    passed, started, reason, detail, end = [], False, None, "", None
+    for line in report.splitlines():
+        if line.startswith(nonce + b" "):  # else not written by the harness
+            tag, _, rest = line[len(nonce) + 1:].decode("utf-8", "replace").partition(" ")
+            started |= tag == "S"
+            if tag in ("P", "F") and started and reason is None and len(passed) < n:
+                passed.append(tag == "P")
+            elif tag == "R" and started and reason is None:
+                reason, _, detail = rest.partition(" ")
+            elif tag == "X" and len(rest.split()) == 3:
+                end = rest.split()
+    if why:
+        reason, detail = why, {
+            "timeout": f"wall-clock limit of {limits.wall_seconds} s exceeded",
+            "output_limit": f"stdout+stderr exceeded {limits.output_bytes} bytes",
+            "sandbox_error": "the report pipe was flooded (by the program?)"}[why]
+    elif not started:
+        last = (err.strip().splitlines() or [""])[-1]
+        reason, detail = "sandbox_error", f"the sandbox did not start (status {status}): {last}"
+    elif reason not in REASONS:  # the worker died before it could say why
+        code, sig, cpu = (int(end[0]), int(end[1]), float(end[2])) if end else (
+            max(status, 0), max(-status, 0), 0.0)
+        if sig == signal.SIGXCPU or sig == signal.SIGKILL and cpu >= limits.cpu_seconds:
+            reason, detail = "timeout", f"CPU limit of {limits.cpu_seconds} s exceeded"
+        elif sig:
+            reason, detail = "crash", f"killed by {signal.Signals(sig).name}"
+        else:
+            reason, detail = "exit", (f"exited with status {code} after reporting "
+                                      f"{len(passed)} of {n} test results")
+    return (*passed, *[False] * (n - len(passed))), reason, detail
+
+
+def _run_one(program: str, setup: str | None, tests: Sequence[str], limits: Limits,
+             slot: int) -> TestRun:
+    """Run one program in a fresh sandbox (see the module docstring)."""
+    start, (prefix, info) = monotonic(), _isolation()
+    uid = _uid(slot) if info["uid_switch"] else -1
+    tmp = tempfile.mkdtemp(prefix=f"text_gym_sandbox_{os.getpid()}_")
+    (rfd, wfd), proc, nonce = os.pipe(), None, os.urandom(8).hex().encode()
+    try:
+        if uid >= 0:
+            os.chown(tmp, uid, uid)
+        proc = subprocess.Popen(
+            [*prefix, sys.executable, "-S", "-s", "-P", "-c", _HARNESS, str(wfd)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            pass_fds=(wfd,), cwd=tmp, start_new_session=True,
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": tmp,
+                 "TMPDIR": tmp, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"})
+        os.close(wfd)
+        wfd = -1
+        limit_values = (max(1, math.ceil(limits.cpu_seconds)), limits.memory_bytes,
+                        limits.file_bytes, limits.processes + (1 if uid >= 0 else 2),
+                        limits.open_files)
+        try:
+            job = (str(program), None if setup is None else str(setup), tuple(map(str, tests)))
+            proc.stdin.write(marshal.dumps((*job, uid, limit_values, nonce)))  # exact strs only
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        why, (out, err, report) = _collect(proc, rfd, limits, start + limits.wall_seconds,
+                                           1024 + 32 * len(tests))
+    finally:
+        if proc is not None:
+            try:  # a no-op unless _collect failed; the unreaped leader keeps the pgid
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait()
+            for f in (proc.stdin, proc.stdout, proc.stderr):
+                f.close()
+        for fd in (rfd, wfd):
+            if fd >= 0:
+                os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
+    out, err = (b.decode("utf-8", "replace") for b in (out, err))
+    verdict = _verdict(bytes(report), nonce, why, proc.returncode, len(tests), limits, err)
+    return TestRun(*verdict, out, err, monotonic() - start)
+
+
+def run_tests(programs: Sequence[str], tests: Sequence[Sequence[str]], *,
+              setup: Sequence[str | None] | None = None, limits: Limits = Limits(),
+              workers: int | None = None) -> list[TestRun]:
+    """Run each program, then its setup snippet, then each of its test snippets, sandboxed.
+
+    Programs run in up to ``workers`` sandboxes at once; one program's failure (even a
+    crash of its interpreter) never affects another's result.
+
+    Args:
+        programs: Python sources, e.g. a HumanEval prompt plus its completion.
+        tests: For each program, its test snippets, e.g. ``["assert candidate(1) == 2"]``.
+        setup: For each program, a snippet run after it and before its tests (e.g.
+            ``"candidate = add"``), or None.
+        limits: Limits for every program.
+        workers: Programs run at once (default: the CPUs this process may use).
+
+    Returns:
+        One ``TestRun`` per program, in order.
+
+    Raises:
+        ValueError: On mismatched lengths or ``workers < 1``.
+        TypeError: If a program, setup or test is not a str.
+
+    >>> run = run_tests(["import sys\\nsys.exit(0)"], [["pass"]])[0]
+    >>> run.passed, run.reason, run.fraction
+    ((False,), 'exit', 0.0)
+    """
+    setup = [None] * len(programs) if setup is None else setup
+    if not len(programs) == len(tests) == len(setup):
+        raise ValueError(f"got {len(programs)} programs, {len(tests)} test lists and "
+                         f"{len(setup)} setup snippets; pass one of each per program")
+    for i, (p, ts, s) in enumerate(zip(programs, tests, setup)):
+        if isinstance(ts, str):
+            raise TypeError(f"tests[{i}] must be a sequence of snippets, not a str; "
+                            f"wrap it: [{ts[:40]!r}]")
+        if not all(isinstance(x, str) for x in (p, *ts)) or not isinstance(s, (str, type(None))):
+            raise TypeError(f"program {i}, its setup and its tests must be str")
+    workers = len(os.sched_getaffinity(0)) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+
+    def one(i: int) -> TestRun:
+        with _slots:  # the lowest free slot; wait if all are busy
+            _slots.wait_for(lambda: len(_busy) < SLOTS)
+            slot = min(set(range(SLOTS)) - _busy)
+            _busy.add(slot)
+        try:
+            return _run_one(programs[i], setup[i], tests[i], limits, slot)
+        except Exception as e:  # a broken sandbox fails this program only
+            return TestRun((False,) * len(tests[i]), "sandbox_error", f"{type(e).__name__}: {e}",
+                           "", "", 0.0)
+        finally:
+            with _slots:
+                _busy.discard(slot)
+                _slots.notify()
+
+    if workers == 1 or len(programs) <= 1:
+        return [one(i) for i in range(len(programs))]
+    with ThreadPoolExecutor(min(workers, len(programs))) as pool:
+        return list(pool.map(one, range(len(programs))))
