@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 import text_gym  # noqa: F401  (registers the env ids)
+from readme_tables import publish
 from text_gym import TextVectorEnv
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -219,14 +220,7 @@ def main() -> None:
 
 
 def write_tables(table: str, out: Path) -> None:
-    """Write the Markdown table, and put it into the README between its markers."""
-    (out / "env_throughput.md").write_text(table)
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    start, end = "<!-- env_throughput:start -->", "<!-- env_throughput:end -->"
-    text = readme.read_text()
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        readme.write_text(f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}")
+    publish("env_throughput", table, out)
 
 
 def _cpu_count() -> int:

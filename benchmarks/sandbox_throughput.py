@@ -29,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from readme_tables import publish
 from text_gym.rewards.sandbox import isolation
 from text_gym.tasks.code import CodeTask, easy_problems, humaneval_samples
 
@@ -109,7 +110,7 @@ def main() -> None:
     if not args.quick:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "sandbox_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")  # fmt: skip
-        (args.out / "sandbox_throughput.md").write_text(table)
+        publish("sandbox_throughput", table, args.out)
 
 
 def to_markdown(rows: list[dict], meta: dict) -> str:

