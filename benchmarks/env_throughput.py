@@ -38,7 +38,6 @@ import torch
 
 import text_gym  # noqa: F401  (registers the env ids)
 from readme_tables import publish
-from text_gym import TextVectorEnv
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -193,7 +192,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.from_json:
         saved = json.loads((args.out / "env_throughput.json").read_text())
-        write_tables(to_markdown(saved["rows"], saved["meta"]), args.out)
+        publish("env_throughput", to_markdown(saved["rows"], saved["meta"]), args.out, saved["meta"], saved["rows"])  # fmt: skip
         return
     if args.quick:
         args.num_envs, args.steps, args.min_seconds = [4], 30, 0.2
@@ -214,13 +213,7 @@ def main() -> None:
     table = to_markdown(rows, meta)
     print(table)
     if not args.quick:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "env_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")  # fmt: skip
-        write_tables(table, args.out)
-
-
-def write_tables(table: str, out: Path) -> None:
-    publish("env_throughput", table, out)
+        publish("env_throughput", table, args.out, meta, rows)
 
 
 def _cpu_count() -> int:

@@ -1,14 +1,19 @@
-"""Publish a benchmark's Markdown table: ``results/<name>.md`` and the README section
-between ``<!-- <name>:start -->`` and ``<!-- <name>:end -->``, so no table is pasted by hand."""
+"""Publish a benchmark's results: ``results/<name>.json`` (meta and rows),
+``results/<name>.md``, and the README section between ``<!-- <name>:start -->`` and
+``<!-- <name>:end -->``, so no table is pasted by hand."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def publish(name: str, table: str, out: Path) -> None:
+def publish(name: str, table: str, out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     (out / f"{name}.md").write_text(table)
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = README.read_text()

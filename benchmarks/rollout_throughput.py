@@ -19,7 +19,6 @@ writes nothing). Writes ``benchmarks/results/rollout_throughput.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -171,9 +170,7 @@ def main() -> None:
     table = to_markdown(rows, meta)
     print(table)
     if not args.quick:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "rollout_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")  # fmt: skip
-        publish("rollout_throughput", table, args.out)
+        publish("rollout_throughput", table, args.out, meta, rows)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Writes ``benchmarks/results/sandbox_throughput.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -108,9 +107,7 @@ def main() -> None:
     table = to_markdown(rows, meta)
     print(table)
     if not args.quick:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "sandbox_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")  # fmt: skip
-        publish("sandbox_throughput", table, args.out)
+        publish("sandbox_throughput", table, args.out, meta, rows)
 
 
 def to_markdown(rows: list[dict], meta: dict) -> str:

@@ -128,3 +128,30 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
     """Raise ``ValueError`` naming ``value`` and listing ``choices`` if it is not one of them."""
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {list(choices)}")
+
+
+def load_hf_rows(
+    dataset: str, config: str | None, data_files: Any, split: str, limit: int | None = None
+) -> Any:
+    """A Hugging Face ``datasets`` split by name (or ``"json"`` etc. with ``data_files``).
+
+    ``data_files`` may be one path (used for ``split``) or ``{split: path}``; ``limit``
+    keeps the first rows. Unreadable files raise ``ValueError`` naming the dataset and the
+    files, with the underlying cause.
+    """
+    try:
+        import datasets
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ImportError(
+            f"dataset={dataset!r} needs the Hugging Face `datasets` package: "
+            "pip install 'text_gym[hf]'"
+        ) from err
+    files = {split: data_files} if isinstance(data_files, str) else data_files
+    try:
+        rows = datasets.load_dataset(dataset, config, data_files=files, split=split)
+    except (datasets.exceptions.DatasetGenerationError, UnicodeDecodeError, ValueError) as err:
+        cause = err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise ValueError(f"dataset={dataset!r}, data_files={files!r} could not be read: {cause}") from err  # fmt: skip
+    return rows.select(range(min(limit, len(rows)))) if limit else rows

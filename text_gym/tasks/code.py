@@ -98,7 +98,7 @@ from typing import Any
 import numpy as np
 
 from text_gym.rewards.sandbox import REASONS, Limits, TestRun, run_tests
-from text_gym.tasks.base import Sample, Scores, Task, check_choice
+from text_gym.tasks.base import Sample, Scores, Task, check_choice, load_hf_rows
 
 METRICS = ("pass_fraction", "passed_all", "num_tests", *(f"reason_{r}" for r in REASONS))
 LEVELS = (None, 1, 2, 3)
@@ -165,7 +165,7 @@ class CodeTask(Task):
             check_choice("split", split or "train", ("train", "test"))
             samples = [s for s in easy_problems(level) if easy_split(s.prompt) == (split or "train")]
         else:
-            rows = _load_rows(dataset, dataset_config, data_files, split or "train", max_samples)
+            rows = load_hf_rows(dataset, dataset_config, data_files, split or "train", max_samples)
             samples = mbpp_samples(rows, f"{dataset}/{split or 'train'}")
         self.samples = samples[:max_samples]
         self.limits = Limits(cpu_seconds=float(timeout), wall_seconds=2.0 * timeout)
@@ -320,17 +320,6 @@ def _mbpp_function(code: str, tests: Sequence[str], setup: str) -> tuple[str, as
     first = parsed[0].body[0] if parsed[0].body else None
     example = f">>> {ast.unparse(first.test)}\n    True" if isinstance(first, ast.Assert) else tests[0]  # fmt: skip
     return name, defs[name], module, example
-
-
-def _load_rows(dataset: str, config: str | None, files: Any, split: str, limit: int | None) -> Any:
-    import datasets  # the `hf` extra: pip install 'text_gym[hf]'
-
-    files = {split: files} if isinstance(files, str) else files
-    try:
-        rows = datasets.load_dataset(dataset, config, data_files=files, split=split)
-    except (datasets.exceptions.DatasetGenerationError, ValueError) as err:  # ArrowInvalid is a ValueError
-        raise ValueError(f"dataset={dataset!r}, data_files={files!r} could not be read: {err.__cause__ or err}") from err  # fmt: skip
-    return rows.select(range(min(limit, len(rows)))) if limit else rows
 
 
 # ---------------------------------------------------------------------------- the easy suite

@@ -76,7 +76,7 @@ import numpy as np
 
 from text_gym.rewards import text_metrics
 from text_gym.rewards.rouge import rouge
-from text_gym.tasks.base import Sample, Scores, Task, check_choice
+from text_gym.tasks.base import Sample, Scores, Task, check_choice, load_hf_rows
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class DialogueTask(Task):
             self.skipped = dict(skipped)
             conversations = [c for c in conversations if split_of(c[0]) == split]
         else:
-            rows = _load_hf_rows(dataset, dataset_config, data_files, split)
+            rows = load_hf_rows(dataset, dataset_config, data_files, split)
             conversations, self.skipped = rows_to_conversations(rows, dialog_field)
         self.samples = build_samples(conversations, history_turns, max_samples)
         if not self.samples:
@@ -290,13 +290,3 @@ def _rouge_l(completions: Sequence[str], references: Sequence[Sequence[str]]) ->
     norm = text_metrics.normalize_text
     exact = [any(norm(c) == norm(r) for r in refs) for c, refs in zip(completions, references)]
     return np.where(exact, 1.0, scores)
-
-
-def _load_hf_rows(dataset: str, config: str | None, data_files: Any, split: str) -> Any:
-    try:
-        import datasets
-    except ImportError as err:  # pragma: no cover - depends on the install
-        raise ImportError(f"dataset={dataset!r} needs the Hugging Face `datasets` package: pip install 'text_gym[hf]'") from err  # fmt: skip
-    if isinstance(data_files, str):
-        data_files = {split: data_files}
-    return datasets.load_dataset(dataset, config, data_files=data_files, split=split)

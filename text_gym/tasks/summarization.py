@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import Any
 
 from text_gym.rewards.rouge import ROUGE_TYPES, rouge, scorable
-from text_gym.tasks.base import Sample, Scores, Task, check_choice
+from text_gym.tasks.base import Sample, Scores, Task, check_choice, load_hf_rows
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class SummarizationTask(Task):
         else:
             base = dataset.rsplit("/", 1)[-1]
             fields = resolve_fields(dataset, fields_like, text_field, summary_field)
-            rows = _load_rows(dataset, dataset_config or CONFIGS.get(base), data_files, split, max_samples)  # fmt: skip
+            rows = load_hf_rows(dataset, dataset_config or CONFIGS.get(base), data_files, split, max_samples)  # fmt: skip
             samples = [
                 Sample(TEXT_PROMPT.format(text=text), (summary,), source=text, extra={"row": i})
                 for i, (text, summary) in clean_rows(rows, fields, f"{dataset}/{split}")
@@ -263,21 +263,6 @@ def resolve_fields(dataset: str, like: str | None, text: str | None, summary: st
             f"(the columns of the text and its summary), or fields_like= one of {sorted(FIELDS)}"
         )
     return text, summary
-
-
-def _load_rows(dataset: str, config: str | None, files: Any, split: str, limit: int | None) -> Any:
-    """A Hugging Face split (its first ``limit`` rows); unreadable files raise ValueError."""
-    import datasets  # the `hf` extra: pip install 'text_gym[hf]'
-
-    files = {split: files} if isinstance(files, str) else files
-    try:
-        rows = datasets.load_dataset(dataset, config, data_files=files, split=split)
-    except (datasets.exceptions.DatasetGenerationError, UnicodeDecodeError) as err:
-        cause = err
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        raise ValueError(f"dataset={dataset!r}, data_files={files!r} could not be read: {cause}") from err  # fmt: skip
-    return rows.select(range(min(limit, len(rows)))) if limit else rows
 
 
 def aclsum_samples(split: str, aspect: str) -> list[Sample]:

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from text_gym.rewards import text_metrics
-from text_gym.tasks.base import Sample, Scores, Task, check_choice
+from text_gym.tasks.base import Sample, Scores, Task, check_choice, load_hf_rows
 from text_gym.tasks import scan
 
 SCAN_PROMPT = "Translate the command into actions.\nCommand: {command}\nActions:"
@@ -117,7 +117,7 @@ class TranslationTask(Task):
                 for c, a in scan.scan_split(scan_split, split, scan_seed)
             ]
         else:
-            rows = _load_hf_rows(dataset, dataset_config, data_files, split, max_samples)
+            rows = load_hf_rows(dataset, dataset_config, data_files, split, max_samples)
             samples = rows_to_samples(rows, source_lang, target_lang)
         if max_samples is not None:
             if max_samples < 1:
@@ -164,21 +164,3 @@ def rows_to_samples(
         prompt = TEXT_PROMPT.format(src_name=src_name, tgt_name=tgt_name, text=pair[source_lang])
         samples.append(Sample(prompt, (pair[target_lang],), source=pair[source_lang]))
     return samples
-
-
-def _load_hf_rows(
-    dataset: str, config: str | None, data_files: Any, split: str, max_samples: int | None
-) -> Sequence[dict[str, Any]]:
-    try:
-        import datasets
-    except ImportError as err:  # pragma: no cover - depends on the install
-        raise ImportError(
-            f"dataset={dataset!r} needs the Hugging Face `datasets` package: "
-            "pip install 'text_gym[hf]'"
-        ) from err
-    if isinstance(data_files, str):
-        data_files = {split: data_files}
-    rows = datasets.load_dataset(dataset, config, data_files=data_files, split=split)
-    if max_samples is not None and max_samples >= 1:
-        rows = rows.select(range(min(max_samples, len(rows))))
-    return rows
