@@ -28,6 +28,8 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/env_throughput.py
+	$(BIN)/python benchmarks/sandbox_throughput.py
+	$(BIN)/python benchmarks/rollout_throughput.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

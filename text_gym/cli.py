@@ -64,7 +64,8 @@ def render_episode(env_id: str, seed: int, p_eos: float) -> str:
             break
     text = env.render()
     env.close()
-    return f"{text}reward={reward} metrics={info['metrics']} references={info['references']}"
+    metrics = {k: round(float(v), 4) for k, v in info["metrics"].items()}
+    return f"{text}reward={reward:.4g} metrics={metrics} references={info['references']}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
