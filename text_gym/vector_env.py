@@ -315,7 +315,7 @@ class TextVectorEnv(VectorEnv):
     def _check_actions(self, actions: Any) -> torch.Tensor:
         N, V = self.num_envs, self.vocab_size
         if isinstance(actions, torch.Tensor):
-            if actions.dtype.is_floating_point or actions.dtype in (torch.bool, torch.complex64):
+            if actions.is_floating_point() or actions.is_complex() or actions.dtype == torch.bool:
                 raise ValueError(
                     f"actions must be integer token ids, got a {actions.dtype} tensor "
                     f"{actions.flatten()[:8].tolist()}; cast with .long()"
