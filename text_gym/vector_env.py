@@ -184,9 +184,6 @@ class TextVectorEnv(VectorEnv):
 
         # Device state: the prompt table and every slot's window.
         dev, N = self.device, self.num_envs
-        self._cols = torch.arange(P, device=dev)
-        self._pad_tail = torch.full((1, L - P), self.tokenizer.pad_token_id, dtype=torch.int64, device=dev)  # fmt: skip
-        self._zero_tail = torch.zeros((1, L - P), dtype=_MASK_DTYPE, device=dev)
         self._stops = torch.as_tensor(stops, dtype=torch.int64, device=dev)
         self._ids = torch.full((N, L), self.tokenizer.pad_token_id, dtype=torch.int64, device=dev)
         self._attn = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)
@@ -362,22 +359,24 @@ class TextVectorEnv(VectorEnv):
             self._turn_start[slots] = self.prompt_tokens
             for slot, j in zip(slots, samples):
                 self._dialogues[slot] = self.task.new_dialogue(self.task.samples[j])
-        P, k = self.prompt_tokens, len(slots)
-        # Left-pad each prompt (cut by the truncation rule) into a (k, P) block on the host.
-        block = np.full((k, P), self.tokenizer.pad_token_id, dtype=np.int64)
+        P, L, k = self.prompt_tokens, self.window, len(slots)
+        # Build the k new rows on the host (prompt left-padded and cut by the truncation
+        # rule, masks, spans) and send each buffer's rows in one copy.
+        rows = np.full((k, L), self.tokenizer.pad_token_id, dtype=np.int64)
         lengths = np.empty(k, dtype=np.int64)
         for row, ids in enumerate(self._encoded.ids(samples)):
             kept = ids[-P:] if self.prompt_truncation == "left" else ids[:P]
             lengths[row] = len(kept)
-            block[row, P - len(kept) :] = kept
+            rows[row, P - len(kept) : P] = kept
         self._prompt_len_np[slots] = lengths
+        cols = np.arange(L)
+        masks = ((cols >= P - lengths[:, None]) & (cols < P)).astype(np.int8)
+        spans = np.stack((P - lengths, np.full(k, P)), 1)
         s = torch.as_tensor(slots, device=self.device)
-        plen = torch.as_tensor(lengths, device=self.device)
-        in_prompt = self._cols >= P - plen[:, None]  # (k, P)
-        self._ids.index_copy_(0, s, torch.cat((torch.as_tensor(block, device=self.device), self._pad_tail.expand(k, -1)), 1))  # fmt: skip
-        self._attn.index_copy_(0, s, torch.cat((in_prompt.to(_MASK_DTYPE), self._zero_tail.expand(k, -1)), 1))  # fmt: skip
+        self._ids.index_copy_(0, s, torch.as_tensor(rows, device=self.device))
+        self._attn.index_copy_(0, s, torch.as_tensor(masks, device=self.device))
         self._agent.index_fill_(0, s, 0)
-        self._span.index_copy_(0, s, torch.stack((P - plen, torch.full_like(plen, P)), 1))
+        self._span.index_copy_(0, s, torch.as_tensor(spans, device=self.device))
         _put_info(infos, "sample_index", slots, samples, self.num_envs)
 
     def _score(self, slots: np.ndarray, infos: dict[str, Any], terminated: np.ndarray) -> np.ndarray:
