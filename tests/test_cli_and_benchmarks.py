@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from text_gym import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,19 +33,20 @@ def test_list_prints_ids(capsys):
     assert "TextTranslate-v0" in capsys.readouterr().out
 
 
-def test_env_throughput_benchmark_quick():
+@pytest.mark.parametrize(
+    "script, expected",
+    [
+        ("env_throughput.py", ["| 4 |", "TextVectorEnv"]),
+        ("rollout_throughput.py", ["| tiny | 2 | 4 |"]),
+        ("sandbox_throughput.py", ["| sandbox | humaneval |", "| sandbox | easy |"]),
+    ],
+)
+def test_benchmark_scripts_quick(script, expected):
+    """Each benchmark runs end to end in its --quick mode (which writes nothing)."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "env_throughput.py"), "--quick"],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "| 4 |" in result.stdout and "TextVectorEnv" in result.stdout
-
-
-def test_rollout_throughput_benchmark_quick():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "rollout_throughput.py"), "--quick"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "| tiny | 2 | 4 |" in result.stdout
+    for text in expected:
+        assert text in result.stdout

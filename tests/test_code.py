@@ -241,14 +241,3 @@ def test_docstring_examples():
 
     result = doctest.testmod(code)
     assert result.failed == 0 and result.attempted > 0
-
-
-def test_sandbox_throughput_benchmark_quick():
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sandbox_throughput.py"
-    result = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "| sandbox | humaneval |" in result.stdout and "| sandbox | easy |" in result.stdout

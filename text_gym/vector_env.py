@@ -25,7 +25,6 @@ from text_gym.tokenizers import Tokenizer, load_tokenizer
 
 OUTPUTS = ("numpy", "torch")
 TRUNCATIONS = ("left", "right", "error")
-OBS_KEYS = ("input_ids", "attention_mask", "agent_mask", "new_span")
 _MASK_DTYPE = torch.int8
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 

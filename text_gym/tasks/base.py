@@ -155,3 +155,19 @@ def load_hf_rows(
             cause = cause.__cause__
         raise ValueError(f"dataset={dataset!r}, data_files={files!r} could not be read: {cause}") from err  # fmt: skip
     return rows.select(range(min(limit, len(rows)))) if limit else rows
+
+
+def report_skipped_rows(
+    where: str, kept: Sequence[Any], skipped: dict[str, int], first: dict[str, int], logger: Any
+) -> None:
+    """After a load that skipped some rows: raise if none was kept, else log the counts.
+
+    ``skipped`` counts rows per reason and ``first`` gives the first row skipped for each,
+    so the message says what to look at.
+    """
+    why = ", ".join(f"{n} with {r} (first: row {first[r]})" for r, n in skipped.items())
+    if not kept:
+        raise ValueError(f"{where} has no usable row: {why or 'it is empty'}")
+    if skipped:
+        total = len(kept) + sum(skipped.values())
+        logger.warning("%s: skipped %d of %d rows: %s", where, sum(skipped.values()), total, why)

@@ -98,7 +98,7 @@ from typing import Any
 import numpy as np
 
 from text_gym.rewards.sandbox import REASONS, Limits, TestRun, run_tests
-from text_gym.tasks.base import Sample, Scores, Task, check_choice, load_hf_rows
+from text_gym.tasks.base import Sample, Scores, Task, check_choice, load_hf_rows, report_skipped_rows
 
 METRICS = ("pass_fraction", "passed_all", "num_tests", *(f"reason_{r}" for r in REASONS))
 LEVELS = (None, 1, 2, 3)
@@ -294,11 +294,7 @@ def mbpp_samples(rows: Any, where: str) -> list[Sample]:
         body = [n for n in module.body if n is not fn] + fn.body
         reference = "".join(f"    {line}\n" for s in body for line in ast.unparse(s).splitlines())
         samples.append(Sample(prompt, (reference,), source=text, extra={"tests": tuple(tests), "setup": setup, "code": code, "row": i}))  # fmt: skip
-    why = ", ".join(f"{n} with {r} (first: row {first[r]})" for r, n in skipped.items())
-    if not samples:
-        raise ValueError(f"{where} has no usable row: {why or 'it is empty'}")
-    if skipped:
-        logger.warning("%s: skipped %d of %d rows: %s", where, sum(skipped.values()), i + 1, why)
+    report_skipped_rows(where, samples, skipped, first, logger)
     return samples
 
 

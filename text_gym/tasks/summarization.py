@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import Any
 
 from text_gym.rewards.rouge import ROUGE_TYPES, rouge, scorable
-from text_gym.tasks.base import Sample, Scores, Task, check_choice, load_hf_rows
+from text_gym.tasks.base import Sample, Scores, Task, check_choice, load_hf_rows, report_skipped_rows
 
 logger = logging.getLogger(__name__)
 
@@ -218,11 +218,7 @@ def clean_rows(rows: Any, fields: Sequence[str], where: str) -> list[tuple[int, 
             first.setdefault(reason, i)
             continue
         kept.append((i, values))
-    why = ", ".join(f"{n} with {r} (first: row {first[r]})" for r, n in skipped.items())
-    if not kept:
-        raise ValueError(f"{where} has no usable row: {why or 'it is empty'}")
-    if skipped:
-        logger.warning("%s: skipped %d of %d rows: %s", where, sum(skipped.values()), i + 1, why)
+    report_skipped_rows(where, kept, skipped, first, logger)
     return kept
 
 
