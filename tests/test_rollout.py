@@ -144,3 +144,34 @@ def test_backend_runs_on_every_registered_env(env_id):
     batch = collector.collect(8, seed=0)
     assert batch.actions.shape == (8, 2) and batch.dones.any()
     assert torch.isfinite(batch.logprobs).all() and (batch.logprobs <= 0).all()
+
+
+def test_collect_episodes_returns_each_slots_first_episode(model):
+    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
+    env = make_env(4)
+    batch = RolloutCollector(model, make_env(4), greedy=True, logits_processor=stop).collect(3 * T, seed=5)  # fmt: skip
+    episodes = RolloutCollector(model, env, greedy=True, logits_processor=stop).collect_episodes(seed=5)
+    P = env.prompt_tokens
+    for i in range(4):
+        steps = int(batch.dones[:, i].nonzero()[0]) + 1
+        assert episodes.agent_mask[i].sum() == steps
+        assert episodes.input_ids[i, P : P + steps].tolist() == batch.actions[:steps, i].tolist()
+        assert episodes.rewards[i] == batch.rewards[steps - 1, i]
+        assert bool(episodes.terminated[i]) == (batch.actions[steps - 1, i] == env.tokenizer.eos_token_id)  # fmt: skip
+    response = env.tokenizer.decode_batch([episodes.input_ids[0, P:][episodes.agent_mask[0, P:].bool()].tolist()])  # fmt: skip
+    sample = env.task.samples[int(episodes.sample_index[0])]
+    assert episodes.rewards[0] == env.task.score(response, [sample]).rewards[0]
+
+
+def test_pinned_samples_groups_and_evaluate(model):
+    env = make_env(4)
+    collector = RolloutCollector(model, env)  # sampling: a group's answers differ
+    episodes = collector.collect_episodes(seed=0, sample_index=[2, 2, 2, 9])
+    assert episodes.sample_index.tolist() == [2, 2, 2, 9]
+    P = env.prompt_tokens
+    assert (episodes.input_ids[:3, :P] == episodes.input_ids[0, :P]).all()
+    greedy = RolloutCollector(model, make_env(4), greedy=True)
+    scores = greedy.evaluate(range(6))
+    assert scores.shape == (6,)
+    alone = RolloutCollector(model, make_env(1), greedy=True)
+    assert scores.tolist() == [float(alone.evaluate([j])[0]) for j in range(6)]

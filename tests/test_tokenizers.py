@@ -66,3 +66,26 @@ def test_shipped_tokenizer_is_what_the_build_script_makes():
 
     for name, data in build_tokenizer.build_files().items():
         assert (SMOLLM2_DIR / name).read_bytes() == data, f"{name} is stale: rerun the build"
+
+
+def test_word_tokenizer_round_trips_scan_and_saves(tmp_path):
+    import gymnasium as gym
+
+    from text_gym import WordTokenizer
+
+    task = gym.make("TextTranslate-v0", tokenizer="byte").unwrapped.task
+    texts = [s.prompt for s in task.samples] + [task.reference_response(s) for s in task.samples]
+    tok = WordTokenizer.from_texts(texts)
+    assert len(tok) < 40  # SCAN: the prompt words, 13 command words, 6 actions, specials
+    assert tok.decode_batch(tok.encode_batch(texts)) == texts
+    answer = tok.encode(task.reference_response(task.samples[0]))
+    assert len(answer) == len(task.reference_response(task.samples[0]).split())
+    path = tmp_path / "words.json"
+    tok.save(path)
+    again = load_tokenizer(str(path))
+    assert again.name == tok.name and again.encode_batch(texts[:50]) == tok.encode_batch(texts[:50])
+    assert WordTokenizer.from_texts(["a b"]).name != tok.name
+    assert tok.decode_batch([tok.encode(" jump sideways")]) == [" jump <unk>"]
+    env = gym.make("TextTranslate-v0", tokenizer=tok)
+    obs, _ = env.reset(seed=0)
+    assert obs["input_ids"].max() < len(tok)

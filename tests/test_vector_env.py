@@ -127,6 +127,19 @@ def test_reset_mask_resets_only_masked_slots():
     assert obs["agent_mask"][1].sum() == 0
 
 
+def test_reset_sample_index_pins_prompts():
+    env = make(3, max_new_tokens=2)
+    obs, info = env.reset(seed=0, options={"sample_index": np.array([2, 2, 1])})
+    assert info["sample_index"].tolist() == [2, 2, 1]
+    assert (obs["input_ids"][0] == obs["input_ids"][1]).all()
+    assert env.render_slot(2).startswith(env.task.samples[1].prompt)
+    single = gym.make("TextTranslate-v0", tokenizer="byte").unwrapped
+    assert single.reset(options={"sample_index": 9})[1]["sample_index"] == 9
+    for bad in (np.array([0, 1]), np.array([0.0, 1.0, 2.0]), np.array([0, 1, len(env.task)])):
+        with pytest.raises(ValueError, match="sample_index"):
+            env.reset(options={"sample_index": bad})
+
+
 def test_seed_streams_and_reset_without_seed_continues():
     a, b = make(3), make(1)
     _, info_a = a.reset(seed=7)

@@ -63,6 +63,8 @@ class TextEnv(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         super().reset(seed=seed)
+        if options and "sample_index" in options:  # one slot: accept a plain int
+            options = {**options, "sample_index": np.atleast_1d(options["sample_index"])}
         obs, infos = self.vector.reset(seed=seed, options=options)
         self._done = False
         return _unbatch(obs), _unbatch_info(infos)

@@ -6,7 +6,9 @@ Three kinds of tokenizer satisfy :class:`Tokenizer`:
   a hub name or a local folder);
 * the embedded default, SmolLM2-135M-Instruct's 49,152-token tokenizer, shipped inside
   the package (``text_gym/assets/smollm2``) so that it loads with no network;
-* :class:`ByteTokenizer`, 256 byte values plus ``<eos>`` and ``<pad>``, for fast tests.
+* :class:`ByteTokenizer`, 256 byte values plus ``<eos>`` and ``<pad>``, for fast tests;
+* :class:`WordTokenizer`, a closed word vocabulary built from a task's texts, so that a
+  small model trained from scratch sees SCAN's answers as a few tokens, not 170 bytes.
 
 A tokenizer that is passed in is never mutated: a missing pad token falls back to the
 EOS id inside the adapter, not by setting it on the caller's object.
@@ -26,8 +28,11 @@ from __future__ import annotations
 import functools
 import json
 import lzma
+import hashlib
 import random
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from text_gym.assets import SMOLLM2_DIR
@@ -209,6 +214,76 @@ class ByteTokenizer(_EncodeMixin):
         return "ByteTokenizer()"
 
 
+class WordTokenizer(_EncodeMixin):
+    """A closed vocabulary of words, each token a word with the whitespace before it.
+
+    Ids 0-2 are ``<eos>``, ``<pad>`` and ``<unk>``; the rest are the chunks (whitespace
+    run + non-whitespace run) seen in the texts given to :meth:`from_texts`, sorted, so
+    the same texts always give the same ids. Decoding concatenates the chunks, so every
+    text made of known chunks round-trips exactly. A chunk outside the vocabulary encodes
+    to ``<unk>``, which decodes to ``" <unk>"`` (the documented fallback: it cannot match a
+    reference). ``name`` hashes the vocabulary, so a model and an env built from
+    different vocabularies are told apart. Saved and loaded as JSON (``load_tokenizer``
+    accepts the file's path).
+
+    Example:
+        >>> tok = WordTokenizer.from_texts(["jump twice", " I_JUMP I_JUMP"])
+        >>> ids = tok.encode(" I_JUMP I_JUMP")
+        >>> ids, tok.decode_batch([ids + [tok.eos_token_id]])
+        ([3, 3], [' I_JUMP I_JUMP'])
+        >>> tok.decode_batch([tok.encode("jump thrice")])
+        ['jump <unk>']
+    """
+
+    eos_token_id = 0
+    pad_token_id = 1
+    unk_token_id = 2
+    _SPECIAL = ("<eos>", "<pad>", "<unk>")
+    _CHUNK = re.compile(r"\s*\S+|\s+")
+
+    def __init__(self, chunks: Sequence[str]) -> None:
+        if len(set(chunks)) != len(chunks) or any(not c for c in chunks):
+            raise ValueError("WordTokenizer chunks must be distinct non-empty strings")
+        self.chunks = list(chunks)
+        self._ids = {c: i + len(self._SPECIAL) for i, c in enumerate(self.chunks)}
+        self._text = ["", "", " <unk>", *self.chunks]
+        digest = hashlib.sha256("\0".join(self.chunks).encode("utf-8")).hexdigest()[:12]
+        self.name = f"words-{digest}"
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> WordTokenizer:
+        """The vocabulary of every chunk in ``texts``."""
+        return cls(sorted({c for t in texts for c in cls._CHUNK.findall(t)}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> WordTokenizer:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if data.get("type") != "text_gym.WordTokenizer":
+            raise ValueError(f"{path} is not a saved WordTokenizer (no type 'text_gym.WordTokenizer')")  # fmt: skip
+        return cls(data["chunks"])
+
+    def save(self, path: str | Path) -> None:
+        payload = {"type": "text_gym.WordTokenizer", "chunks": self.chunks}
+        Path(path).write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+
+    def __len__(self) -> int:
+        return len(self._text)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        get, unk = self._ids.get, self.unk_token_id
+        return [[get(c, unk) for c in self._CHUNK.findall(t)] for t in texts]
+
+    def decode_batch(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        text = self._text
+        return ["".join(text[i] for i in x) for x in ids]
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"WordTokenizer({self.name!r}, len={len(self)})"
+
+
 @functools.lru_cache(maxsize=1)
 def default_tokenizer() -> HFTokenizer:
     """SmolLM2-135M-Instruct's tokenizer, loaded from the files shipped in text_gym.
@@ -238,7 +313,8 @@ def load_tokenizer(spec: Any = DEFAULT_TOKENIZER) -> Tokenizer:
 
     Args:
         spec: ``None``/``"default"``/``"smollm2"`` for the embedded SmolLM2 tokenizer;
-            ``"byte"`` for :class:`ByteTokenizer`; any other string is a Hugging Face hub
+            ``"byte"`` for :class:`ByteTokenizer`; the path of a saved
+            :class:`WordTokenizer` (``.json``); any other string is a Hugging Face hub
             name or local folder (``AutoTokenizer.from_pretrained``); a Hugging Face
             tokenizer object is wrapped; a :class:`Tokenizer` is returned as is.
 
@@ -250,10 +326,12 @@ def load_tokenizer(spec: Any = DEFAULT_TOKENIZER) -> Tokenizer:
     if isinstance(spec, str):
         if spec == "byte":
             return ByteTokenizer()
+        if spec.endswith(".json") and Path(spec).is_file():
+            return WordTokenizer.load(spec)
         from transformers import AutoTokenizer
 
         return HFTokenizer(AutoTokenizer.from_pretrained(spec), name=spec)
-    if isinstance(spec, (HFTokenizer, ByteTokenizer)):
+    if isinstance(spec, (HFTokenizer, ByteTokenizer, WordTokenizer)):
         return spec
     if hasattr(spec, "backend_tokenizer") or hasattr(spec, "batch_decode"):
         return HFTokenizer(spec)

@@ -216,13 +216,17 @@ class TextVectorEnv(VectorEnv):
             seed: ``None`` (continue each slot's sample stream), an int ``s`` (slot ``i``
                 gets ``s + i``), or a list of per-slot seeds (``None`` entries continue).
             options: ``{"reset_mask": bool array (num_envs,)}`` to reset only some slots
-                (used with ``autoreset_mode=DISABLED``). No other option exists.
+                (used with ``autoreset_mode=DISABLED``); ``{"sample_index": int array
+                (num_envs,)}`` to start the reset slots on those task samples instead of
+                seeded draws (evaluation on a fixed set, or several slots on one prompt);
+                later autoresets draw from the seeded streams as usual.
         """
         N = self.num_envs
         options = dict(options or {})
         mask = options.pop("reset_mask", None)
+        pinned = options.pop("sample_index", None)
         if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; the only one is 'reset_mask'")
+            raise ValueError(f"unknown reset options {sorted(options)}; valid: 'reset_mask', 'sample_index'")  # fmt: skip
         if mask is None:
             mask = np.ones(N, dtype=bool)
         mask = np.asarray(mask)
@@ -243,8 +247,16 @@ class TextVectorEnv(VectorEnv):
         if seed is not None and isinstance(seed, (int, np.integer)):
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(int(seed))
         slots = np.flatnonzero(mask)
+        if pinned is not None:
+            pinned = np.asarray(pinned)
+            if pinned.shape != (N,) or pinned.dtype.kind not in "iu" or not ((pinned >= 0) & (pinned < len(self.task))).all():  # fmt: skip
+                raise ValueError(
+                    f"options['sample_index'] must be ints in [0, {len(self.task)}) of shape ({N},) "
+                    f"(one per slot; entries of slots not reset are ignored); got {pinned!r}"
+                )
+            pinned = pinned[slots]
         infos: dict[str, Any] = {}
-        self._refill(slots, infos)
+        self._refill(slots, infos, pinned)
         self._pending[slots] = False
         self._started = True
         return self._observe(), infos
@@ -345,13 +357,14 @@ class TextVectorEnv(VectorEnv):
             f"Discrete({self.vocab_size}) for tokenizer {self.tokenizer.name!r}"
         )
 
-    def _refill(self, slots: np.ndarray, infos: dict[str, Any]) -> None:
-        """Start a new episode in ``slots``: draw samples, write their prompts."""
+    def _refill(self, slots: np.ndarray, infos: dict[str, Any], samples: np.ndarray | None = None) -> None:  # fmt: skip
+        """Start a new episode in ``slots``: draw samples (unless given), write their prompts."""
         # A counter-based stream per slot: episode k of seed s draws mix(mix(s) + k * G).
         with np.errstate(over="ignore"):
             stream = _mix(self._slot_seed[slots] * _GOLDEN + _GOLDEN)
             draw = _mix(stream + (self._episode[slots] + np.uint64(1)) * _GOLDEN)
-        samples = (draw % np.uint64(len(self.task))).astype(np.int64)
+        if samples is None:
+            samples = (draw % np.uint64(len(self.task))).astype(np.int64)
         self._episode[slots] += np.uint64(1)
         self._sample[slots] = samples
         if self.multi_turn:

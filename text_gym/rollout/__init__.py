@@ -1,9 +1,10 @@
 """The LM rollout backend: batched KV-cache rollouts through a TextVectorEnv, and models."""
 
-from text_gym.rollout.collector import Rollout, RolloutCollector, WindowCache, sequence_logprobs
+from text_gym.rollout.collector import Episodes, Rollout, RolloutCollector, WindowCache, sequence_logprobs
 from text_gym.rollout.models import cache_dir, load_default_model, tiny_model
 
 __all__ = [
+    "Episodes",
     "Rollout",
     "RolloutCollector",
     "WindowCache",

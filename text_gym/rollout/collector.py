@@ -81,6 +81,25 @@ class Rollout:
     mask: torch.Tensor
 
 
+@dataclass
+class Episodes:
+    """Whole finished episodes, one row each, on the env's device.
+
+    The rows are the env's final windows: ``input_ids``, ``attention_mask`` and
+    ``agent_mask`` (E, L) as in the observation (left-padded prompt, then the response
+    region; ``agent_mask`` is 1 on the agent's own tokens). ``rewards`` (E,) is the
+    episode's reward, ``terminated`` (E,) is True where the stop token ended it (False:
+    truncated), ``sample_index`` (E,) names the task sample it answered.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    agent_mask: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    sample_index: torch.Tensor
+
+
 class RolloutCollector:
     """Drive a Hugging Face causal LM through a TextVectorEnv with its KV cache.
 
@@ -142,29 +161,85 @@ class RolloutCollector:
         """Run ``num_steps`` env steps; the first call (or a ``seed``) resets the env."""
         env, N = self.env, self.env.num_envs
         if self._obs is None or seed is not None:
-            self._obs, _ = env.reset(seed=seed)
-            self._last = self._feed(self._obs)
-            self._done = torch.zeros(N, dtype=torch.bool, device=env.device)
+            self._reset(seed)
         out = {k: [] for k in ("actions", "logprobs", "values", "rewards", "dones", "mask")}
         for _ in range(num_steps):
-            logits, hidden = self._last  # (N, V), (N, d)
-            logits = logits[:, : env.vocab_size].float()
-            if self.logits_processor is not None:
-                logits = self.logits_processor(logits, self._obs)
-            actions, logprobs = self._sample(logits)
+            hidden = self._last[1]  # (N, d): the state each action is taken in
             acting = ~self._done  # a slot that just finished resets now, ignoring its action
-            self._obs, rewards, terminated, truncated, _ = env.step(actions)
-            self._done = terminated | truncated
+            actions, logprobs, rewards, terminated, truncated = self._step()
             out["actions"].append(actions)
             out["logprobs"].append(logprobs)
             out["values"].append(self.value_head(hidden) if self.value_head is not None else None)  # fmt: skip
             out["rewards"].append(rewards)
             out["dones"].append(self._done)
             out["mask"].append(acting)
-            self._last = self._feed(self._obs)
         values = torch.stack(out.pop("values")) if self.value_head is not None else None
         out.pop("values", None)
         return Rollout(values=values, **{k: torch.stack(v) for k, v in out.items()})
+
+    @torch.no_grad()
+    def collect_episodes(self, seed: int | None = None, sample_index: Any = None) -> Episodes:
+        """Reset every slot and step until each has finished one episode; return those.
+
+        The generate-a-batch pattern of on-policy agents: row ``i`` is slot ``i``'s
+        episode. ``sample_index`` (num_envs,) pins the prompts (the same index in several
+        slots gives a group of answers to one prompt, as GRPO wants); otherwise the
+        seeded streams draw them. Slots that finish early keep stepping until the last
+        one does; what they do meanwhile is discarded.
+        """
+        env, N = self.env, self.env.num_envs
+        options = None if sample_index is None else {"sample_index": sample_index}
+        infos = self._reset(seed, options)
+        obs = self._obs
+        ids, attn, agent = obs["input_ids"].clone(), obs["attention_mask"].clone(), obs["agent_mask"].clone()  # fmt: skip
+        rewards = torch.zeros(N, dtype=torch.float32, device=env.device)
+        terminated_at_end = torch.zeros(N, dtype=torch.bool, device=env.device)
+        finished = torch.zeros(N, dtype=torch.bool, device=env.device)
+        while not bool(finished.all()):
+            _, _, reward, terminated, truncated = self._step()
+            new = self._done & ~finished  # (N,): episodes ending now, for the first time
+            keep = new[:, None]
+            ids = torch.where(keep, self._obs["input_ids"], ids)
+            attn = torch.where(keep, self._obs["attention_mask"], attn)
+            agent = torch.where(keep, self._obs["agent_mask"], agent)
+            rewards = torch.where(new, reward.float(), rewards)
+            terminated_at_end = torch.where(new, terminated, terminated_at_end)
+            finished |= self._done
+        index = torch.as_tensor(infos["sample_index"], device=env.device)
+        return Episodes(ids, attn, agent, rewards, terminated_at_end, index)
+
+    @torch.no_grad()
+    def evaluate(self, samples: Any) -> torch.Tensor:
+        """One episode on each task sample index in ``samples``; their rewards, in order.
+
+        With ``greedy=True`` this is the usual held-out score: ``samples`` may be
+        ``range(len(env.task))`` for a whole split. Runs ``collect_episodes`` on chunks of
+        ``num_envs`` samples (the last chunk padded by repeating its last sample).
+        """
+        samples = [int(j) for j in samples]
+        N, out = self.env.num_envs, []
+        for start in range(0, len(samples), N):
+            chunk = samples[start : start + N]
+            episodes = self.collect_episodes(seed=start, sample_index=chunk + chunk[-1:] * (N - len(chunk)))  # fmt: skip
+            out.append(episodes.rewards[: len(chunk)])
+        return torch.cat(out) if out else torch.zeros(0, device=self.env.device)
+
+    def _reset(self, seed: Any, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        self._obs, infos = self.env.reset(seed=seed, options=options)
+        self._last = self.feed(self._obs)
+        self._done = torch.zeros(self.env.num_envs, dtype=torch.bool, device=self.env.device)
+        return infos
+
+    def _step(self) -> tuple[torch.Tensor, ...]:
+        """Sample every slot's action from the cached logits, step the env, feed what is new."""
+        logits = self._last[0][:, : self.env.vocab_size].float()  # (N, V)
+        if self.logits_processor is not None:
+            logits = self.logits_processor(logits, self._obs)
+        actions, logprobs = self._sample(logits)
+        self._obs, rewards, terminated, truncated, _ = self.env.step(actions)
+        self._done = terminated | truncated
+        self._last = self.feed(self._obs)
+        return actions, logprobs, rewards, terminated, truncated
 
     def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.greedy:
@@ -183,8 +258,13 @@ class RolloutCollector:
         actions = torch.multinomial(logp.exp(), 1)[:, 0]
         return actions, logp.gather(1, actions[:, None])[:, 0]
 
-    def _feed(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    @torch.no_grad()
+    def feed(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the model on every slot's new tokens; return next-token logits and hidden states.
+
+        ``collect`` calls this once per observation. Calling it yourself, with every
+        observation in order, keeps a second model in step with the env (NLPO's mask
+        model, for example): each call advances this collector's own cache.
 
         Slots with one new token (the usual decode step) go in one call; slots with more
         (a fresh prompt, or an agent token plus a user reply) in a second call over those
