@@ -26,9 +26,9 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import lzma
-import hashlib
 import random
 import re
 from collections.abc import Iterable, Sequence
