@@ -3,15 +3,19 @@
 The "Supervised" row of the learning tables, and the starting point of every RL agent.
 One file, top to bottom, in the style of cleanrl. It uses text_gym's public API only:
 the env gives the task (prompts and reference responses) and the tokenizer; evaluation
-runs the model greedily through the env with the rollout backend.
+runs the model greedily through the env with the rollout backend. The trained model is
+saved as a Hugging Face folder, ``runs/<run>/model``, which the RL agents start from
+(``--init-model``); ``--init-model`` here continues supervised training from one (the
+"SFT continued" baseline).
 
-    python agents/sft.py --env-id TextTranslate-v0 --total-updates 500
+    python agents/sft.py --env-id TextTranslate-v0 --tokenizer words --total-updates 500
     python agents/sft.py --help
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 import time
@@ -23,8 +27,11 @@ import numpy as np
 import torch
 import tyro
 from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM
 
 import text_gym  # noqa: F401  (registers the env ids)
+from text_gym import WordTokenizer, load_tokenizer
 from text_gym.rollout import RolloutCollector, load_default_model, tiny_model
 
 
@@ -34,12 +41,16 @@ class Args:
     """the name of this experiment (the run folder is runs/<env>__<exp>__<seed>)"""
     env_id: str = "TextTranslate-v0"
     """the env whose task references are the targets"""
+    env_kwargs: str = "{}"
+    """extra gym.make keyword arguments as JSON, e.g. '{"dataset": "easy", "level": 1}'"""
     seed: int = 1
     """seed of the experiment"""
+    init_model: str = ""
+    """a model folder saved by an agent (runs/<run>/model) to continue from; empty: a new model"""
     model: str = "tiny"
-    """'tiny' (a small Llama trained from scratch) or 'smollm2' (SmolLM2-135M-Instruct)"""
+    """new model: 'tiny' (a small Llama trained from scratch) or 'smollm2' (SmolLM2-135M-Instruct)"""
     tokenizer: str = "default"
-    """the env's tokenizer ('default' is SmolLM2's; 'byte' for quick tiny-model runs)"""
+    """new model: 'default' (SmolLM2's), 'byte', or 'words' (a word vocabulary of the task's texts)"""
     hidden: int = 128
     """tiny model: hidden size"""
     layers: int = 2
@@ -54,20 +65,36 @@ class Args:
     """gradient clipping"""
     eval_split: str = "test"
     """the env's held-out split (passed as split=)"""
-    eval_episodes: int = 64
-    """episodes in the final evaluation (greedy)"""
+    eval_episodes: int = 256
+    """held-out samples in the final greedy evaluation (evenly spaced over the split)"""
     eval_envs: int = 32
     """parallel slots for evaluation"""
     checkpoint_every: int = 100
     """updates between checkpoints (0: only at the end)"""
     runs_dir: str = "runs"
     """where run folders go"""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)"""
 
 
-def build_model(args: Args, tokenizer):
+def load_policy(args: Args, task_texts: list[str]):
+    """The model and its tokenizer: from ``--init-model``, or new."""
+    if args.init_model:
+        folder = Path(args.init_model)
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        words = folder / "words.json"
+        return model, load_tokenizer(str(words) if words.exists() else model.config.text_gym_tokenizer)
     if args.model == "smollm2":
-        return load_default_model()
-    return tiny_model(tokenizer, hidden=args.hidden, layers=args.layers, heads=4, kv_heads=2, seed=args.seed)
+        return load_default_model(), load_tokenizer("default")
+    tokenizer = WordTokenizer.from_texts(task_texts) if args.tokenizer == "words" else load_tokenizer(args.tokenizer)  # fmt: skip
+    model = tiny_model(tokenizer, hidden=args.hidden, layers=args.layers, heads=4, kv_heads=2, seed=args.seed)  # fmt: skip
+    return model, tokenizer
+
+
+def save_policy(folder: Path, model, tokenizer) -> None:
+    model.save_pretrained(folder)
+    if isinstance(tokenizer, WordTokenizer):
+        tokenizer.save(folder / "words.json")
 
 
 def make_batch(pairs: list[tuple[list[int], list[int]]], pad: int) -> tuple[torch.Tensor, ...]:
@@ -86,22 +113,22 @@ def make_batch(pairs: list[tuple[list[int], list[int]]], pad: int) -> tuple[torc
 
 @torch.no_grad()
 def evaluate(model, args: Args, tokenizer) -> float:
-    """Mean reward of greedy episodes on the held-out split."""
-    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", tokenizer=tokenizer, split=args.eval_split)  # fmt: skip
-    collector = RolloutCollector(model, envs, greedy=True)
-    rewards: list[float] = []
-    batch = collector.collect(1, seed=args.seed + 10_000)
-    while True:
-        done = batch.dones & batch.mask
-        rewards += batch.rewards[done].tolist()
-        if len(rewards) >= args.eval_episodes:
-            return float(np.mean(rewards[: args.eval_episodes]))
-        batch = collector.collect(envs.unwrapped.max_new_tokens)
+    """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
+    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
+    n = len(envs.unwrapped.task)
+    samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
+    was_training = model.training
+    model.eval()
+    score = RolloutCollector(model, envs, greedy=True).evaluate(samples).mean().item()
+    model.train(was_training)
+    return score
 
 
 def main(args: Args) -> dict[str, float]:
     run_dir = Path(args.runs_dir) / f"{args.env_id}__{args.exp_name}__{args.seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     # seeding
     random.seed(args.seed)
@@ -110,13 +137,15 @@ def main(args: Args) -> dict[str, float]:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     # data: the task's prompts and reference responses, tokenized as the env does
-    env = gym.make(args.env_id, tokenizer=args.tokenizer).unwrapped
-    tokenizer, task = env.tokenizer, env.task
+    task = gym.make(args.env_id, tokenizer="byte", **json.loads(args.env_kwargs)).unwrapped.task
+    references = [task.reference_response(s) for s in task.samples]
+    model, tokenizer = load_policy(args, [s.prompt for s in task.samples] + references)
+    env = gym.make(args.env_id, tokenizer=tokenizer, **json.loads(args.env_kwargs)).unwrapped
     prompts = tokenizer.encode_batch([s.prompt for s in task.samples])
-    answers = tokenizer.encode_batch([task.reference_response(s) for s in task.samples])
+    answers = tokenizer.encode_batch(references)
     pairs = [(p[-env.vector.prompt_tokens :], a + [tokenizer.eos_token_id]) for p, a in zip(prompts, answers)]  # fmt: skip
 
-    model = build_model(args, tokenizer).train()
+    model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
     order = torch.Generator().manual_seed(args.seed)
     start = 0
@@ -130,13 +159,13 @@ def main(args: Args) -> dict[str, float]:
         torch.set_rng_state(state["torch_rng"])
         start = state["update"]
 
-    writer = SummaryWriter(str(run_dir))
+    writer = SummaryWriter(str(run_dir), purge_step=start + 1)
     writer.add_text("hyperparameters", "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    log = (run_dir / "metrics.csv").open("a", newline="")
-    csv_out = csv.writer(log)
+    csv_out = metrics_csv(run_dir / "metrics.csv", start)
     started = time.time()
     loss = torch.tensor(0.0)
-    for update in range(start + 1, args.total_updates + 1):
+    bar = tqdm(range(start + 1, args.total_updates + 1), initial=start, total=args.total_updates, desc="sft")  # fmt: skip
+    for update in bar:
         idx = torch.randint(len(pairs), (args.batch_size,), generator=order).tolist()
         ids, labels, mask = make_batch([pairs[i] for i in idx], tokenizer.pad_token_id)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
@@ -145,21 +174,31 @@ def main(args: Args) -> dict[str, float]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         optimizer.step()
 
-        sps = (update - start) * args.batch_size / (time.time() - started)
-        writer.add_scalar("losses/sft_loss", loss.item(), update)
-        writer.add_scalar("charts/SPS", sps, update)
-        csv_out.writerow([update, "losses/sft_loss", loss.item()])
+        sps = (update - start) * int(mask.sum()) / (time.time() - started)
+        for key, value in (("losses/sft_loss", loss.item()), ("charts/SPS", sps)):
+            writer.add_scalar(key, value, update)
+            csv_out.writerow([update, key, value])
+        bar.set_postfix(loss=f"{loss.item():.3f}", sps=f"{sps:.0f}")
         if args.checkpoint_every and update % args.checkpoint_every == 0:
             save_checkpoint(checkpoint, model, optimizer, order, update)
 
     save_checkpoint(checkpoint, model, optimizer, order, args.total_updates)
-    model.eval()
+    save_policy(run_dir / "model", model, tokenizer)
     eval_return = evaluate(model, args, tokenizer)
     writer.add_scalar("charts/eval_return", eval_return, args.total_updates)
     csv_out.writerow([args.total_updates, "charts/eval_return", eval_return])
-    log.close()
     writer.close()
     return {"final_loss": float(loss.item()), "eval_return": eval_return}
+
+
+def metrics_csv(path: Path, start: int):
+    """A CSV writer appending (step, key, value) rows; rows after ``start`` (left by a killed
+    run after its last checkpoint) are dropped so that a resumed run does not repeat them."""
+    rows = [r for r in csv.reader(path.open())] if path.exists() else []
+    kept = [r for r in rows if int(r[0]) <= start and r[1] != "charts/eval_return"]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    return csv.writer(path.open("a", newline="", buffering=1))
 
 
 def save_checkpoint(path: Path, model, optimizer, order: torch.Generator, update: int) -> None:

@@ -7,7 +7,15 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from text_gym import TextEnv, TextVectorEnv, WordTokenizer
+from text_gym.tasks import Sample, Scores, Task
+
 ROOT = Path(__file__).resolve().parents[1]
+RL_AGENTS = ["reinforce", "ppo", "grpo", "nlpo", "q_learning"]
 
 
 def load_agent(name: str):
@@ -18,14 +26,23 @@ def load_agent(name: str):
     return module
 
 
-def losses(run_dir: Path) -> list[float]:
+def metric(run_dir: Path, key: str) -> list[float]:
     rows = list(csv.reader((run_dir / "metrics.csv").open()))
-    return [float(v) for _, key, v in rows if key == "losses/sft_loss"]
+    return [float(v) for _, k, v in rows if k == key]
+
+
+def training_rows(run_dir: Path) -> list[list[str]]:
+    """Every logged row but the wall-clock ones."""
+    return [r for r in csv.reader((run_dir / "metrics.csv").open()) if r[1] != "charts/SPS"]
+
+
+# ------------------------------------------------------------------------------- SFT
 
 
 def tiny_args(sft, runs: Path, **overrides):
-    base = dict(tokenizer="byte", hidden=32, layers=1, batch_size=8, total_updates=30, learning_rate=3e-3,
-                eval_episodes=4, eval_envs=4, checkpoint_every=10, runs_dir=str(runs))  # fmt: skip
+    base = {"tokenizer": "byte", "hidden": 32, "layers": 1, "batch_size": 8, "total_updates": 30,
+            "learning_rate": 3e-3, "eval_episodes": 4, "eval_envs": 4, "checkpoint_every": 10,
+            "runs_dir": str(runs)}  # fmt: skip
     return sft.Args(**{**base, **overrides})
 
 
@@ -33,15 +50,96 @@ def test_sft_learns_repeats_and_resumes(tmp_path):
     sft = load_agent("sft")
     result = sft.main(tiny_args(sft, tmp_path / "a"))
     run_a = next((tmp_path / "a").iterdir())
-    first = losses(run_a)
+    first = metric(run_a, "losses/sft_loss")
     assert len(first) == 30 and sum(first[-5:]) / 5 < 0.7 * sum(first[:5]) / 5  # it learns
     assert 0.0 <= result["eval_return"] <= 1.0
+    assert (run_a / "model" / "config.json").exists()  # what the RL agents start from
 
     sft.main(tiny_args(sft, tmp_path / "b"))  # same seed, another folder: same numbers
-    assert losses(next((tmp_path / "b").iterdir())) == first
+    assert metric(next((tmp_path / "b").iterdir()), "losses/sft_loss") == first
 
     # a run stopped after 20 updates, then started again, continues from its checkpoint
     sft.main(tiny_args(sft, tmp_path / "c", total_updates=20))
     resumed = sft.main(tiny_args(sft, tmp_path / "c"))
-    assert losses(next((tmp_path / "c").iterdir())) == first
+    assert metric(next((tmp_path / "c").iterdir()), "losses/sft_loss") == first
     assert resumed["final_loss"] == result["final_loss"]
+
+
+def test_sft_saves_a_word_tokenizer_with_the_model(tmp_path):
+    sft = load_agent("sft")
+    sft.main(tiny_args(sft, tmp_path, tokenizer="words", total_updates=2, checkpoint_every=0))
+    model_dir = next(tmp_path.iterdir()) / "model"
+    words = WordTokenizer.load(model_dir / "words.json")
+    assert len(words) < 40
+    rl = load_agent("reinforce")
+    model, tokenizer = rl.load_policy(rl.Args(init_model=str(model_dir)))
+    assert tokenizer.name == words.name == model.config.text_gym_tokenizer
+
+
+# -------------------------------------------------------------------------------- RL
+
+
+class SayTask(Task):
+    """A test task with dense reward: the fraction of response words equal to the word the
+    prompt asks for (0 for an empty response)."""
+
+    name = "say"
+    WORDS = ("yes", "no", "maybe")
+
+    def __init__(self, split: str = "train") -> None:
+        self.samples = [Sample(f"Say {w}:", (f" {w}",)) for w in self.WORDS]
+
+    def score(self, responses, samples) -> Scores:
+        rewards = np.array([np.mean([w == s.references[0].strip() for w in r.split()] or [0.0]) for r, s in zip(responses, samples)])  # fmt: skip
+        return Scores(rewards, {})
+
+
+def say_tokenizer(folder: Path) -> str:
+    texts = [s.prompt for s in SayTask().samples] + [f" {w}" for w in SayTask.WORDS]
+    path = folder / "say_words.json"
+    WordTokenizer.from_texts(texts).save(path)
+    return str(path)
+
+
+def register_say_env() -> str:
+    env_id = "TextGymTestSay-v0"
+    if env_id not in gym.registry:
+        gym.register(
+            env_id,
+            entry_point=lambda split="train", **kw: TextEnv(task=SayTask(split), max_new_tokens=3, **kw),
+            vector_entry_point=lambda num_envs, split="train", **kw: TextVectorEnv(num_envs, task=SayTask(split), max_new_tokens=3, **kw),  # fmt: skip
+        )
+    return env_id
+
+
+def rl_args(agent, runs: Path, tokenizer: str, **overrides):
+    base = {"env_id": register_say_env(), "tokenizer": tokenizer, "total_iterations": 20,
+            "num_envs": 16, "learning_rate": 1e-3, "eval_episodes": 3, "eval_envs": 3,
+            "checkpoint_every": 5, "runs_dir": str(runs)}  # fmt: skip
+    if agent.__name__.endswith("grpo"):
+        base["group_size"] = 4
+    if agent.__name__.endswith("q_learning"):
+        base["alpha"] = 0.2
+    return agent.Args(**{**base, **overrides})
+
+
+@pytest.mark.parametrize("name", RL_AGENTS)
+def test_rl_agent_learns_repeats_and_resumes(name, tmp_path):
+    agent = load_agent(name)
+    tokenizer = say_tokenizer(tmp_path)
+    result = agent.main(rl_args(agent, tmp_path / "a", tokenizer))
+    run_a = next((tmp_path / "a").iterdir())
+    returns = metric(run_a, "charts/episodic_return")
+    assert len(returns) == 20
+    early, late = np.mean(returns[:5]), np.mean(returns[-5:])
+    assert late > early + 0.1, f"{name}: mean reward {early:.3f} -> {late:.3f}"  # it learns
+    assert 0.0 <= result["eval_return"] <= 1.0
+
+    agent.main(rl_args(agent, tmp_path / "b", tokenizer))  # same seed: the same numbers
+    assert training_rows(next((tmp_path / "b").iterdir())) == training_rows(run_a)
+
+    # stopped after 10 iterations (a checkpoint), started again: the same run
+    agent.main(rl_args(agent, tmp_path / "c", tokenizer, total_iterations=10))
+    resumed = agent.main(rl_args(agent, tmp_path / "c", tokenizer))
+    assert training_rows(next((tmp_path / "c").iterdir())) == training_rows(run_a)
+    assert resumed["eval_return"] == result["eval_return"]
