@@ -50,3 +50,16 @@ def test_benchmark_scripts_quick(script, expected):
     assert result.returncode == 0, result.stderr
     for text in expected:
         assert text in result.stdout
+
+
+def test_learning_benchmark_smoke(tmp_path):
+    """The learning benchmark's whole pipeline (warm starts, every agent, the table) on a
+    minute-long preset; the agents run as subprocesses, as the benchmark runs them."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "learning.py"), "--smoke", "--runs-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for name in ("| zero-shot |", "| SFT continued |", "| SFT + PPO |", "| SFT + Q-learning |", "Budgets:"):
+        assert name in result.stdout
+    assert len(list(tmp_path.glob("*/*__ppo__*/model/config.json"))) == 2  # both seeds ran
