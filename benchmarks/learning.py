@@ -70,12 +70,13 @@ class Preset:
         return self.rl_iterations * self.num_envs * 2
 
 
-SCAN = Task("SCAN (simple)", "TextTranslate-v0", {}, sft_updates=200, sft_batch=64, sft_lr=2e-3)
-CODE = Task("Easy code", "TextCode-v0", {"dataset": "easy"}, sft_updates=300, sft_batch=32, sft_lr=2e-3)
+SCAN = Task("SCAN (simple)", "TextTranslate-v0", {}, sft_updates=400, sft_batch=64, sft_lr=2e-3)
+# the easy problems run in milliseconds: a 1 s limit keeps a sampled infinite loop cheap
+CODE = Task("Easy code", "TextCode-v0", {"dataset": "easy", "timeout": 1.0}, sft_updates=300, sft_batch=32, sft_lr=2e-3)  # fmt: skip
 AGENT_ARGS = {"grpo": ("--group-size", "4"), "q_learning": ("--alpha", "1.0", "--target-update-every", "2")}
 PRESETS = {
     "quick": Preset("quick", (SCAN, CODE), (1, 2, 3), "tiny", "words", 128, 2, rl_iterations=40,
-                    num_envs=32, rl_lr=1e-4, eval_episodes=256, agent_args=AGENT_ARGS),  # fmt: skip
+                    num_envs=64, rl_lr=1e-4, eval_episodes=256, agent_args=AGENT_ARGS),  # fmt: skip
     "full": Preset(
         "full",
         (

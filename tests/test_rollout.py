@@ -175,3 +175,18 @@ def test_pinned_samples_groups_and_evaluate(model):
     assert scores.shape == (6,)
     alone = RolloutCollector(model, make_env(1), greedy=True)
     assert scores.tolist() == [float(alone.evaluate([j])[0]) for j in range(6)]
+
+
+def test_collect_episodes_scores_only_the_returned_episodes(model):
+    """Slots that finish early wait without ending another episode: every response the
+    task scores is one of the returned episodes (a code task pays a sandbox run each)."""
+    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
+    env = make_env(4)
+    scored = []
+    score = env.task.score
+    env.task.score = lambda responses, samples: scored.extend(responses) or score(responses, samples)
+    try:
+        episodes = RolloutCollector(model, env, greedy=True, logits_processor=stop).collect_episodes(seed=5)  # fmt: skip
+    finally:
+        del env.task.score
+    assert len(scored) == 4 and episodes.terminated.any()
