@@ -63,6 +63,7 @@ class Preset:
     rl_lr: float
     eval_episodes: int
     agent_args: dict = field(default_factory=dict)  # per agent: extra command-line flags
+    device: str = "cpu"
 
     @property
     def continued_updates(self) -> int:
@@ -86,7 +87,7 @@ PRESETS = {
             Task("Dialogue", "TextDialog-v0", {}, 300, 16, 5e-5),
         ),
         (1, 2, 3), "smollm2", "default", 0, 0, rl_iterations=200, num_envs=64, rl_lr=1e-5,
-        eval_episodes=512, agent_args=AGENT_ARGS,
+        eval_episodes=512, agent_args=AGENT_ARGS, device="cuda",
     ),  # fmt: skip
     "smoke": Preset("smoke", (replace(SCAN, sft_updates=5, sft_batch=8),), (1, 2), "tiny", "words", 32, 1,
                     rl_iterations=2, num_envs=8, rl_lr=1e-4, eval_episodes=8, agent_args=AGENT_ARGS),  # fmt: skip
@@ -111,7 +112,7 @@ def jobs(preset: Preset, runs: Path) -> tuple[list, list]:
     first, second = [], []
     for task in preset.tasks:
         common = ["--env-id", task.env_id, "--env-kwargs", json.dumps(task.env_kwargs),
-                  "--eval-episodes", str(preset.eval_episodes), "--threads", "1"]  # fmt: skip
+                  "--eval-episodes", str(preset.eval_episodes), "--threads", "1", "--device", preset.device]  # fmt: skip
         for seed in preset.seeds:
             base = [*common, "--seed", str(seed), "--runs-dir", str(runs / task.env_id)]
             new_model = ["--model", preset.model, "--tokenizer", preset.tokenizer, "--hidden", str(preset.hidden), "--layers", str(preset.layers)]  # fmt: skip
