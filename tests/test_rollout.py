@@ -190,3 +190,15 @@ def test_collect_episodes_scores_only_the_returned_episodes(model):
     finally:
         del env.task.score
     assert len(scored) == 4 and episodes.terminated.any()
+
+
+def test_collect_episodes_when_the_policy_allows_only_the_stop_token(model):
+    """A logits processor may leave the stop token as the only choice (an NLPO mask): slots
+    waiting for the others must still be able to step."""
+    env = make_env(4)
+    eos = env.tokenizer.eos_token_id
+    only_eos_after_3 = lambda logits, obs: torch.where(  # noqa: E731
+        ((obs["new_span"][:, 1] - env.prompt_tokens) >= torch.tensor([0, 1, 2, 3]))[:, None]
+        & (torch.arange(logits.shape[1]) != eos), float("-inf"), logits)  # fmt: skip
+    episodes = RolloutCollector(model, env, logits_processor=only_eos_after_3).collect_episodes(seed=0)
+    assert episodes.agent_mask.sum(1).tolist() == [1, 2, 3, 4] and episodes.terminated.all()
