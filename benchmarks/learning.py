@@ -188,9 +188,10 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
     lines = [
         f"Held-out score (greedy; mean +- std over seeds {meta['seeds']}; preset `{meta['preset']}`). "
         "For the RL rows, the per-seed gain over the warm start that seed started from follows "
-        "in brackets (mean +- std). A check mark: the RL agent beats the SFT warm start by more "
-        "than two standard deviations both of the scores (the larger std of the two rows) and of "
-        "the paired gains; a cross: it does not.",
+        "in brackets (mean +- std), then two marks for 'beats the SFT warm start by more than two "
+        "standard deviations': first paired (the mean gain exceeds twice the gains' std), then "
+        "unpaired (the two rows' means differ by more than twice the larger of their stds). "
+        "✓: it does; ✗: it does not.",
         "",
         "| method | " + " | ".join(tasks) + " |",
         "|---|" + "---|" * len(tasks),
@@ -200,7 +201,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         for task in tasks:
             r = next(x for x in rows if x["task"] == task and x["method"] == method)
             gain = "" if r["beats_sft"] is None else f" ({r['gain_mean']:+.3f} ± {r['gain_std']:.3f})"
-            mark = "" if r["beats_sft"] is None else (" ✓" if r["beats_sft"] else " ✗")
+            sign = lambda ok: "✓" if ok else "✗"  # noqa: E731
+            mark = "" if r["beats_sft"] is None else f" {sign(r['beats_sft_paired'])} {sign(r['beats_sft_unpaired'])}"
             cells.append(f"{r['mean']:.3f} ± {r['std']:.3f}{gain}{mark}")
         lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
     lines += ["", f"Budgets: {meta['budgets']}", "", f"Machine: {meta['machine']}; {meta['date']}; "
