@@ -138,7 +138,8 @@ class RolloutCollector:
             prefilled so far (see the module docstring) instead of recomputing it on each
             refill. Results equal ``prefix_cache=False`` up to float rounding. The prefix
             is recomputed when a parameter changes (in place, as an optimizer step or
-            ``load_state_dict`` does, or replaced).
+            ``load_state_dict`` does, or replaced); writes through ``param.data`` go
+            unseen, so build a new collector after those.
 
     Raises:
         ValueError: the model and env disagree on tokenizer, vocabulary or device.
