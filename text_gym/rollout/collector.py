@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -185,6 +186,10 @@ class RolloutCollector:
         self._obs: dict[str, torch.Tensor] | None = None
         self._last: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self.prefix_cache = prefix_cache
+        # a prefill needs the logits of its last token only: skip the LM head elsewhere
+        # (a 49,152-wide matmul per prompt token for SmolLM2) where the model allows it
+        takes_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._last_logits_only = {"logits_to_keep": 1} if takes_keep else {}
         self._prefix: torch.Tensor | None = None  # (n,) token ids common to every prompt so far
         self._prefix_kv: KeyValues | None = None
         self._prefix_weights: tuple[tuple[int, int], ...] = ()  # the parameters they came from
@@ -387,7 +392,7 @@ class RolloutCollector:
         self.cache.select(rows, cols, prefix)
         output = self.model(
             input_ids=ids, attention_mask=self._additive(allowed), position_ids=positions, cache=self.cache,
-            use_cache=True, output_hidden_states=self.value_head is not None,
+            use_cache=True, output_hidden_states=self.value_head is not None, **self._last_logits_only,
         )  # fmt: skip
         hidden = output.hidden_states[-1][:, -1] if self.value_head is not None else None
         return output.logits[:, -1], hidden
