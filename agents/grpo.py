@@ -81,6 +81,8 @@ class Args:
     """where run folders go"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
+    device: str = "cpu"
+    """torch device of the model and the envs ('cuda' on a GPU)"""
 
 
 def load_policy(args: Args):
@@ -115,7 +117,7 @@ def token_logprobs(model, ids, attn, hidden: bool = False):
 @torch.no_grad()
 def evaluate(model, args: Args, tokenizer) -> float:
     """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
     n = len(envs.unwrapped.task)
     samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
     model.eval()
@@ -139,9 +141,10 @@ def main(args: Args) -> dict[str, float]:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     model, tokenizer = load_policy(args)
+    model.to(args.device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
     model.train()
-    envs = gym.make_vec(args.env_id, num_envs=args.num_envs, output="torch", tokenizer=tokenizer, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(args.env_id, num_envs=args.num_envs, output="torch", device=args.device, tokenizer=tokenizer, **json.loads(args.env_kwargs))  # fmt: skip
     num_prompts = len(envs.unwrapped.task)
     collector = RolloutCollector(model, envs)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
@@ -153,6 +156,8 @@ def main(args: Args) -> dict[str, float]:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         start = state["iteration"]
 
     writer = SummaryWriter(str(run_dir), purge_step=start + 1)
@@ -246,6 +251,7 @@ def save_checkpoint(path: Path, model, optimizer, iteration: int, **extra) -> No
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "iteration": iteration,
         **extra,
     }

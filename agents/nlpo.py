@@ -94,6 +94,8 @@ class Args:
     """where run folders go"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
+    device: str = "cpu"
+    """torch device of the model and the envs ('cuda' on a GPU)"""
 
 
 def load_policy(args: Args):
@@ -163,7 +165,7 @@ def gae(rewards, values, agent, gamma: float, lam: float) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model, args: Args, tokenizer) -> float:
     """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
     n = len(envs.unwrapped.task)
     samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
     model.eval()
@@ -185,10 +187,11 @@ def main(args: Args) -> dict[str, float]:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     model, tokenizer = load_policy(args)
+    model.to(args.device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
     model.train()
     mask_model = copy.deepcopy(model).eval().requires_grad_(False)
-    envs = gym.make_vec(args.env_id, num_envs=args.num_envs, output="torch", tokenizer=tokenizer, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(args.env_id, num_envs=args.num_envs, output="torch", device=args.device, tokenizer=tokenizer, **json.loads(args.env_kwargs))  # fmt: skip
     V = envs.unwrapped.vocab_size
     # the mask model follows the same observations with its own KV cache; the policy samples
     # only among the mask model's top-p tokens at each step
@@ -196,7 +199,7 @@ def main(args: Args) -> dict[str, float]:
     restrict = lambda logits, obs: logits.masked_fill(~top_p_keep(mask_collector.feed(obs)[0][:, :V], args.top_p), float("-inf"))  # noqa: E731  # fmt: skip
     collector = RolloutCollector(model, envs, logits_processor=restrict)
     d = model.config.hidden_size
-    value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1))
+    value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1)).to(args.device)
     params = list(model.parameters()) + list(value_head.parameters())
     optimizer = torch.optim.Adam(params, lr=args.learning_rate)
     kl_coef, start = args.init_kl_coef, 0
@@ -208,6 +211,8 @@ def main(args: Args) -> dict[str, float]:
         value_head.load_state_dict(state["value_head"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         mask_model.load_state_dict(state["mask_model"])
         kl_coef, start = state["kl_coef"], state["iteration"]
 
@@ -232,8 +237,8 @@ def main(args: Args) -> dict[str, float]:
             ref_logp, _ = token_logprobs(reference, ids, attn)
             kl = (old_logp - ref_logp) * agent  # (E, T-1): per-token KL sample
             rewards = -kl_coef * kl
-            last = (agent * torch.arange(agent.shape[1])).argmax(1)  # each row's last agent token
-            rewards[torch.arange(E), last] += episodes.rewards
+            last = (agent * torch.arange(agent.shape[1], device=agent.device)).argmax(1)  # each row's last agent token
+            rewards[torch.arange(E, device=last.device), last] += episodes.rewards
             advantages = gae(rewards, old_values, agent, args.gamma, args.gae_lambda)
             returns = advantages + old_values
             n = agent.sum()
@@ -317,6 +322,7 @@ def save_checkpoint(path: Path, model, value_head, optimizer, iteration: int, **
         "value_head": value_head.state_dict(),
         "optimizer": optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "iteration": iteration,
         **extra,
     }

@@ -90,6 +90,8 @@ class Args:
     """where run folders go"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
+    device: str = "cpu"
+    """torch device of the model and the envs ('cuda' on a GPU)"""
 
 
 def load_policy(args: Args):
@@ -140,7 +142,7 @@ def gae(rewards, values, agent, gamma: float, lam: float) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model, args: Args, tokenizer) -> float:
     """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
     n = len(envs.unwrapped.task)
     samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
     model.eval()
@@ -162,12 +164,13 @@ def main(args: Args) -> dict[str, float]:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     model, tokenizer = load_policy(args)
+    model.to(args.device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
     model.train()
-    envs = gym.make_vec(args.env_id, num_envs=args.num_envs, output="torch", tokenizer=tokenizer, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(args.env_id, num_envs=args.num_envs, output="torch", device=args.device, tokenizer=tokenizer, **json.loads(args.env_kwargs))  # fmt: skip
     collector = RolloutCollector(model, envs)
     d = model.config.hidden_size
-    value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1))
+    value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1)).to(args.device)
     params = list(model.parameters()) + list(value_head.parameters())
     optimizer = torch.optim.Adam(params, lr=args.learning_rate)
     kl_coef, start = args.init_kl_coef, 0
@@ -179,6 +182,8 @@ def main(args: Args) -> dict[str, float]:
         value_head.load_state_dict(state["value_head"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         kl_coef, start = state["kl_coef"], state["iteration"]
 
     writer = SummaryWriter(str(run_dir), purge_step=start + 1)
@@ -201,8 +206,8 @@ def main(args: Args) -> dict[str, float]:
             ref_logp, _ = token_logprobs(reference, ids, attn)
             kl = (old_logp - ref_logp) * agent  # (E, T-1): per-token KL sample
             rewards = -kl_coef * kl
-            last = (agent * torch.arange(agent.shape[1])).argmax(1)  # each row's last agent token
-            rewards[torch.arange(E), last] += episodes.rewards
+            last = (agent * torch.arange(agent.shape[1], device=agent.device)).argmax(1)  # each row's last agent token
+            rewards[torch.arange(E, device=last.device), last] += episodes.rewards
             advantages = gae(rewards, old_values, agent, args.gamma, args.gae_lambda)
             returns = advantages + old_values
             n = agent.sum()
@@ -282,6 +287,7 @@ def save_checkpoint(path: Path, model, value_head, optimizer, iteration: int, **
         "value_head": value_head.state_dict(),
         "optimizer": optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "iteration": iteration,
         **extra,
     }

@@ -91,6 +91,8 @@ class Args:
     """where run folders go"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
+    device: str = "cpu"
+    """torch device of the model and the envs ('cuda' on a GPU)"""
 
 
 def load_policy(args: Args):
@@ -138,7 +140,7 @@ def td_targets(rewards, values, agent, gamma: float) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model, args: Args, tokenizer) -> float:
     """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
     n = len(envs.unwrapped.task)
     samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
     model.eval()
@@ -160,12 +162,13 @@ def main(args: Args) -> dict[str, float]:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     model, tokenizer = load_policy(args)
+    model.to(args.device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # the prior: Q is measured against it
     model.train()
     d = model.config.hidden_size
-    value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1))
+    value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1)).to(args.device)
     target, target_value = copy.deepcopy(model).eval(), copy.deepcopy(value_head)
-    envs = gym.make_vec(args.env_id, num_envs=args.num_envs, output="torch", tokenizer=tokenizer, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(args.env_id, num_envs=args.num_envs, output="torch", device=args.device, tokenizer=tokenizer, **json.loads(args.env_kwargs))  # fmt: skip
     collector = RolloutCollector(model, envs)  # samples the Boltzmann policy of Q: the model itself
     params = list(model.parameters()) + list(value_head.parameters())
     optimizer = torch.optim.Adam(params, lr=args.learning_rate)
@@ -181,6 +184,8 @@ def main(args: Args) -> dict[str, float]:
         target_value.load_state_dict(state["target_value"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         buffer, start = state["buffer"], state["iteration"]
 
     writer = SummaryWriter(str(run_dir), purge_step=start + 1)
@@ -206,8 +211,8 @@ def main(args: Args) -> dict[str, float]:
                 v_target = target_value(target_hidden)[..., 0]  # (B, T-1): V(s_t) of the target net
                 ref_logp, _ = token_logprobs(reference, ids, attn)
                 rewards = torch.zeros_like(agent)
-                last = (agent * torch.arange(agent.shape[1])).argmax(1)  # each row's last agent token
-                rewards[torch.arange(B), last] = batch.rewards
+                last = (agent * torch.arange(agent.shape[1], device=agent.device)).argmax(1)  # each row's last agent token
+                rewards[torch.arange(B, device=last.device), last] = batch.rewards
                 targets = td_targets(rewards, v_target, agent, args.gamma)  # r + gamma V(s')
             logp, hidden = token_logprobs(model, ids, attn, hidden=True)
             v = value_head(hidden.detach())[..., 0]  # (B, T-1)
@@ -266,6 +271,7 @@ def save_checkpoint(path: Path, model, optimizer, iteration: int, **extra) -> No
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "iteration": iteration,
         **extra,
     }

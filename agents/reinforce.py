@@ -74,6 +74,8 @@ class Args:
     """where run folders go"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
+    device: str = "cpu"
+    """torch device of the model and the envs ('cuda' on a GPU)"""
 
 
 def load_policy(args: Args):
@@ -108,7 +110,7 @@ def token_logprobs(model, ids, attn, hidden: bool = False):
 @torch.no_grad()
 def evaluate(model, args: Args, tokenizer) -> float:
     """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
     n = len(envs.unwrapped.task)
     samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
     model.eval()
@@ -130,10 +132,11 @@ def main(args: Args) -> dict[str, float]:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     model, tokenizer = load_policy(args)
+    model.to(args.device)
     model.train()
-    envs = gym.make_vec(args.env_id, num_envs=args.num_envs, output="torch", tokenizer=tokenizer, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(args.env_id, num_envs=args.num_envs, output="torch", device=args.device, tokenizer=tokenizer, **json.loads(args.env_kwargs))  # fmt: skip
     collector = RolloutCollector(model, envs, temperature=args.temperature)
-    value_head = nn.Linear(model.config.hidden_size, 1)
+    value_head = nn.Linear(model.config.hidden_size, 1).to(args.device)
     params = list(model.parameters()) + list(value_head.parameters())
     optimizer = torch.optim.Adam(params, lr=args.learning_rate)
     start = 0
@@ -145,6 +148,8 @@ def main(args: Args) -> dict[str, float]:
         value_head.load_state_dict(state["value_head"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         start = state["iteration"]
 
     writer = SummaryWriter(str(run_dir), purge_step=start + 1)
@@ -169,7 +174,7 @@ def main(args: Args) -> dict[str, float]:
             v_loss = ((values - R[:, None]) ** 2 * agent).sum() / agent.sum()
         else:
             advantages = (R - (R.sum() - R) / max(E - 1, 1))[:, None]  # leave-one-out mean
-            v_loss = torch.zeros(())
+            v_loss = torch.zeros((), device=R.device)
         pg_loss = -(advantages * logp * agent).sum() / E
         loss = pg_loss + v_loss
         optimizer.zero_grad()
@@ -221,6 +226,7 @@ def save_checkpoint(path: Path, model, value_head, optimizer, iteration: int) ->
         "value_head": value_head.state_dict(),
         "optimizer": optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "iteration": iteration,
     }
     tmp = path.with_suffix(".tmp")

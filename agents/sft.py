@@ -75,6 +75,8 @@ class Args:
     """where run folders go"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
+    device: str = "cpu"
+    """torch device of the model and the envs ('cuda' on a GPU)"""
 
 
 def load_policy(args: Args, task_texts: list[str]):
@@ -114,7 +116,7 @@ def make_batch(pairs: list[tuple[list[int], list[int]]], pad: int) -> tuple[torc
 @torch.no_grad()
 def evaluate(model, args: Args, tokenizer) -> float:
     """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
     n = len(envs.unwrapped.task)
     samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
     was_training = model.training
@@ -140,6 +142,7 @@ def main(args: Args) -> dict[str, float]:
     task = gym.make(args.env_id, tokenizer="byte", **json.loads(args.env_kwargs)).unwrapped.task
     references = [task.reference_response(s) for s in task.samples]
     model, tokenizer = load_policy(args, [s.prompt for s in task.samples] + references)
+    model.to(args.device)
     env = gym.make(args.env_id, tokenizer=tokenizer, **json.loads(args.env_kwargs)).unwrapped
     prompts = tokenizer.encode_batch([s.prompt for s in task.samples])
     answers = tokenizer.encode_batch(references)
@@ -157,6 +160,8 @@ def main(args: Args) -> dict[str, float]:
         optimizer.load_state_dict(state["optimizer"])
         order.set_state(state["order"])
         torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         start = state["update"]
 
     writer = SummaryWriter(str(run_dir), purge_step=start + 1)
@@ -167,7 +172,7 @@ def main(args: Args) -> dict[str, float]:
     bar = tqdm(range(start + 1, args.total_updates + 1), initial=start, total=args.total_updates, desc="sft")  # fmt: skip
     for update in bar:
         idx = torch.randint(len(pairs), (args.batch_size,), generator=order).tolist()
-        ids, labels, mask = make_batch([pairs[i] for i in idx], tokenizer.pad_token_id)
+        ids, labels, mask = (t.to(args.device) for t in make_batch([pairs[i] for i in idx], tokenizer.pad_token_id))
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
@@ -208,6 +213,7 @@ def save_checkpoint(path: Path, model, optimizer, order: torch.Generator, update
         "optimizer": optimizer.state_dict(),
         "order": order.get_state(),
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "update": update,
     }
     tmp = path.with_suffix(".tmp")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from text_gym import TextEnv, TextVectorEnv, WordTokenizer
+from text_gym.rollout import RolloutCollector
 from text_gym.tasks import Sample, Scores, Task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +125,7 @@ def rl_args(agent, runs: Path, tokenizer: str, **overrides):
 
 
 @pytest.mark.parametrize("name", RL_AGENTS)
-def test_rl_agent_learns_repeats_and_resumes(name, tmp_path):
+def test_rl_agent_learns_repeats_and_resumes(name, tmp_path, monkeypatch):
     agent = load_agent(name)
     tokenizer = say_tokenizer(tmp_path)
     result = agent.main(rl_args(agent, tmp_path / "a", tokenizer))
@@ -138,8 +139,21 @@ def test_rl_agent_learns_repeats_and_resumes(name, tmp_path):
     agent.main(rl_args(agent, tmp_path / "b", tokenizer))  # same seed: the same numbers
     assert training_rows(next((tmp_path / "b").iterdir())) == training_rows(run_a)
 
-    # stopped after 10 iterations (a checkpoint), started again: the same run
-    agent.main(rl_args(agent, tmp_path / "c", tokenizer, total_iterations=10))
+    # killed during iteration 13 (the last checkpoint is from iteration 10, rows 11-12 are
+    # logged), started again: it resumes from the checkpoint and ends as the unbroken run
+    calls, collect = [], RolloutCollector.collect_episodes
+
+    def killed_at_13(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 13:
+            raise KeyboardInterrupt
+        return collect(self, *args, **kwargs)
+
+    monkeypatch.setattr(RolloutCollector, "collect_episodes", killed_at_13)
+    with pytest.raises(KeyboardInterrupt):
+        agent.main(rl_args(agent, tmp_path / "c", tokenizer))
+    monkeypatch.undo()
+    assert len(metric(next((tmp_path / "c").iterdir()), "charts/episodic_return")) == 12
     resumed = agent.main(rl_args(agent, tmp_path / "c", tokenizer))
     assert training_rows(next((tmp_path / "c").iterdir())) == training_rows(run_a)
     assert resumed["eval_return"] == result["eval_return"]

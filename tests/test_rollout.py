@@ -120,6 +120,7 @@ def test_reference_logprobs_of_finished_windows_match_the_rollout(model):
     """One batched pass over final windows gives the log-probs the policy sampled with."""
     env = make_env(3, max_new_tokens=5, autoreset_mode="DISABLED")
     collector = RolloutCollector(model, env, temperature=1.0)
+    torch.manual_seed(0)  # a draw where no slot samples EOS early (DISABLED would then refuse a step)
     batch = collector.collect(5, seed=4)  # exactly one episode per slot (truncated at 5)
     assert batch.dones[-1].all()
     window = collector._obs
@@ -268,3 +269,32 @@ def test_prefix_is_recomputed_when_the_weights_change():
         for p in model.parameters():
             p.mul_(1.5)
     assert_same_rollout(cached.collect(20, seed=1), plain.collect(20, seed=1))
+
+
+def test_collect_episodes_scores_only_the_returned_episodes(model):
+    """Slots that finish early wait without ending another episode: every response the
+    task scores is one of the returned episodes (a code task pays a sandbox run each)."""
+    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
+    env = make_env(4)
+    scored = []
+    score = env.task.score
+    env.task.score = lambda responses, samples: scored.extend(responses) or score(responses, samples)
+    try:
+        episodes = RolloutCollector(model, env, greedy=True, logits_processor=stop).collect_episodes(seed=5)  # fmt: skip
+    finally:
+        del env.task.score
+    assert len(scored) == 4 and episodes.terminated.any()
+
+
+def test_collect_episodes_when_the_policy_allows_only_the_stop_token(model):
+    """A logits processor may leave the stop token as the only choice (an NLPO mask): slots
+    waiting for the others must still be able to step."""
+    env = make_env(4)
+    eos = env.tokenizer.eos_token_id
+    def stop_at_slot_index(logits, obs):  # slot i: i tokens, then EOS is the only choice
+        now = ((obs["new_span"][:, 1] - env.prompt_tokens) >= torch.arange(4))[:, None]
+        is_eos = torch.arange(logits.shape[1]) == eos
+        return logits.masked_fill((now & ~is_eos) | (~now & is_eos), float("-inf"))
+
+    episodes = RolloutCollector(model, env, logits_processor=stop_at_slot_index).collect_episodes(seed=0)
+    assert episodes.agent_mask.sum(1).tolist() == [1, 2, 3, 4] and episodes.terminated.all()

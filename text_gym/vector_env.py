@@ -183,6 +183,7 @@ class TextVectorEnv(VectorEnv):
 
         # Device state: the prompt table and every slot's window.
         dev, N = self.device, self.num_envs
+        self.stop_token_ids = tuple(int(s) for s in stops)
         self._stops = torch.as_tensor(stops, dtype=torch.int64, device=dev)
         self._ids = torch.full((N, L), self.tokenizer.pad_token_id, dtype=torch.int64, device=dev)
         self._attn = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)

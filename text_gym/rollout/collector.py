@@ -223,7 +223,10 @@ class RolloutCollector:
         episode. ``sample_index`` (num_envs,) pins the prompts (the same index in several
         slots gives a group of answers to one prompt, as GRPO wants); otherwise the
         seeded streams draw them. Slots that finish early keep stepping until the last
-        one does; what they do meanwhile is discarded.
+        one does; what they do meanwhile is discarded: they sample uniformly among the
+        non-stop tokens (the model's own distribution may allow nothing else, as under an
+        NLPO mask), so that their next episode cannot end (and cost a scoring call, a
+        sandbox run for code) before the batch is complete.
         """
         env, N = self.env, self.env.num_envs
         options = None if sample_index is None else {"sample_index": sample_index}
@@ -233,8 +236,10 @@ class RolloutCollector:
         rewards = torch.zeros(N, dtype=torch.float32, device=env.device)
         terminated_at_end = torch.zeros(N, dtype=torch.bool, device=env.device)
         finished = torch.zeros(N, dtype=torch.bool, device=env.device)
+        waiting = torch.zeros(env.vocab_size, device=env.device)  # uniform over non-stop tokens
+        waiting[list(env.stop_token_ids)] = float("-inf")
         while not bool(finished.all()):
-            _, _, reward, terminated, truncated = self._step()
+            _, _, reward, terminated, truncated = self._step(replace=(finished, waiting))
             new = self._done & ~finished  # (N,): episodes ending now, for the first time
             keep = new[:, None]
             ids = torch.where(keep, self._obs["input_ids"], ids)
@@ -268,11 +273,14 @@ class RolloutCollector:
         self._done = torch.zeros(self.env.num_envs, dtype=torch.bool, device=self.env.device)
         return infos
 
-    def _step(self) -> tuple[torch.Tensor, ...]:
-        """Sample every slot's action from the cached logits, step the env, feed what is new."""
+    def _step(self, replace: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
+        """Sample every slot's action from the cached logits, step the env, feed what is new.
+        ``replace=(rows (N,) bool, logits (V,))`` samples those rows from the given logits."""
         logits = self._last[0][:, : self.env.vocab_size].float()  # (N, V)
         if self.logits_processor is not None:
             logits = self.logits_processor(logits, self._obs)
+        if replace is not None:
+            logits = torch.where(replace[0][:, None], replace[1], logits)
         actions, logprobs = self._sample(logits)
         self._obs, rewards, terminated, truncated, _ = self.env.step(actions)
         self._done = terminated | truncated
