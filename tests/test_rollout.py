@@ -3,11 +3,13 @@ slot refill leaves every episode as it would be alone, and construction-time che
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from text_gym import TextVectorEnv
 from text_gym.rollout import RolloutCollector, sequence_logprobs, tiny_model
+from text_gym.tasks.base import Sample, Scores, Task
 from text_gym.tokenizers import load_tokenizer
 
 T = 8
@@ -178,6 +180,97 @@ def test_pinned_samples_groups_and_evaluate(model):
     assert scores.tolist() == [float(alone.evaluate([j])[0]) for j in range(6)]
 
 
+def assert_same_rollout(cached, plain):
+    assert torch.equal(cached.actions, plain.actions) and torch.equal(cached.dones, plain.dones)
+    assert torch.allclose(cached.logprobs, plain.logprobs, atol=1e-4)
+
+
+def test_prefix_cache_equals_full_prefill_over_many_refills(model):
+    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
+    fed = []  # tokens the model ran on, per forward call
+    hook = model.model.embed_tokens.register_forward_hook(lambda module, args, out: fed.append(args[0].numel()))  # fmt: skip
+    runs, tokens = {}, {}
+    try:
+        for prefix_cache in (True, False):
+            fed.clear()
+            collector = RolloutCollector(model, make_env(4), greedy=True, logits_processor=stop, prefix_cache=prefix_cache)  # fmt: skip
+            runs[prefix_cache], tokens[prefix_cache] = collector.collect(60, seed=7), sum(fed)
+            if prefix_cache:
+                prefix = collector.env.tokenizer.decode_batch([collector._prefix.tolist()])[0]
+    finally:
+        hook.remove()
+    assert runs[True].dones.sum() > 30  # many refills
+    assert_same_rollout(runs[True], runs[False])
+    assert prefix == "Translate the command into actions.\nCommand: "
+    assert tokens[True] < tokens[False] - 30 * len(prefix)  # each refill skipped the prefix
+
+
+class TwoFamilies(Task):
+    """Prompts of two families: each family shares a longer prefix than the two together."""
+
+    name = "two_families"
+
+    def __init__(self):
+        words = ("ab", "cd", "ef", "gh")
+        self.samples = [Sample(f"Spell the {kind} please: {w}\nAnswer:", (w,)) for kind in ("word", "name") for w in words]  # fmt: skip
+
+    def score(self, responses, samples):
+        hits = np.array([r.strip() == s.references[0] for r, s in zip(responses, samples)], float)
+        return Scores(hits, {"hit": hits})
+
+
+def test_prefix_shrinks_to_what_later_prompts_share(model):
+    """The first prompts share "Spell the word please: "; later refills bring "name"
+    prompts, and the prefix becomes a slice of the cached one (no recompute)."""
+    stop = stop_at_varied_lengths(make_env(1, task=TwoFamilies()).prompt_tokens)
+    cached = RolloutCollector(model, make_env(3, task=TwoFamilies()), greedy=True, logits_processor=stop)  # fmt: skip
+    plain = RolloutCollector(model, make_env(3, task=TwoFamilies()), greedy=True, logits_processor=stop, prefix_cache=False)  # fmt: skip
+    decode = lambda ids: cached.env.tokenizer.decode_batch([ids.tolist()])[0]  # noqa: E731
+    # samples 0-2 are "word" prompts
+    first = [c.collect_episodes(seed=0, sample_index=[0, 1, 2]) for c in (cached, plain)]
+    assert decode(cached._prefix) == "Spell the word please: "
+    keys = cached._prefix_kv[0][0]  # (kv_heads, n, head_dim) of layer 0
+    later = [c.collect(40) for c in (cached, plain)]  # refills draw both families
+    assert later[0].dones.sum() > 10
+    assert decode(cached._prefix) == "Spell the "
+    assert torch.equal(cached._prefix_kv[0][0], keys[:, : len(cached._prefix)])
+    assert torch.equal(first[0].input_ids, first[1].input_ids)
+    assert_same_rollout(*later)
+
+
+def test_prefix_cache_leaves_multi_turn_replies_alone(model):
+    """User replies are prefilled mid-episode (new span past the prompt region): they
+    neither use nor shrink the prefix, and the dialogue equals the uncached one."""
+    import gymnasium as gym
+
+    eos = torch.arange(258) == 256
+    # turns of 1-3 tokens, out of step across slots: fresh prompts and replies share calls
+    end_turns = lambda logits, obs: torch.where(((obs["new_span"][:, 1:] + torch.arange(3)[:, None]) % 3 == 0) & eos, 1e4, logits)  # noqa: E731  # fmt: skip
+    runs, collectors = [], []
+    for prefix_cache in (True, False):
+        env = gym.make_vec("TextDialogGoal-v0", num_envs=3, output="torch", tokenizer="byte", max_turns=3)  # fmt: skip
+        collectors.append(RolloutCollector(model, env, greedy=True, logits_processor=end_turns, prefix_cache=prefix_cache))  # fmt: skip
+        runs.append(collectors[-1].collect(60, seed=0))
+    window = collectors[0]._obs
+    assert (window["attention_mask"].sum(1) > window["agent_mask"].sum(1) + env.unwrapped.prompt_tokens // 2).all()  # fmt: skip
+    assert runs[0].dones.sum() > 6  # several whole dialogues, so refills too
+    prompt = env.unwrapped.task.samples[0].prompt  # every goal-dialogue prompt is this one
+    assert len(collectors[0]._prefix) == len(prompt.encode()) - 1  # all of it but the token fed
+    assert_same_rollout(*runs)
+
+
+def test_prefix_is_recomputed_when_the_weights_change():
+    model = tiny_model(load_tokenizer("byte"), seed=5)
+    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
+    cached = RolloutCollector(model, make_env(3), greedy=True, logits_processor=stop)
+    plain = RolloutCollector(model, make_env(3), greedy=True, logits_processor=stop, prefix_cache=False)  # fmt: skip
+    assert_same_rollout(cached.collect(20, seed=0), plain.collect(20, seed=0))
+    with torch.no_grad():  # in place, as an optimizer step or load_state_dict does
+        for p in model.parameters():
+            p.mul_(1.5)
+    assert_same_rollout(cached.collect(20, seed=1), plain.collect(20, seed=1))
+
+
 def test_collect_episodes_scores_only_the_returned_episodes(model):
     """Slots that finish early wait without ending another episode: every response the
     task scores is one of the returned episodes (a code task pays a sandbox run each)."""
@@ -198,8 +291,10 @@ def test_collect_episodes_when_the_policy_allows_only_the_stop_token(model):
     waiting for the others must still be able to step."""
     env = make_env(4)
     eos = env.tokenizer.eos_token_id
-    only_eos_after_3 = lambda logits, obs: torch.where(  # noqa: E731
-        ((obs["new_span"][:, 1] - env.prompt_tokens) >= torch.tensor([0, 1, 2, 3]))[:, None]
-        & (torch.arange(logits.shape[1]) != eos), float("-inf"), logits)  # fmt: skip
-    episodes = RolloutCollector(model, env, logits_processor=only_eos_after_3).collect_episodes(seed=0)
+    def stop_at_slot_index(logits, obs):  # slot i: i tokens, then EOS is the only choice
+        now = ((obs["new_span"][:, 1] - env.prompt_tokens) >= torch.arange(4))[:, None]
+        is_eos = torch.arange(logits.shape[1]) == eos
+        return logits.masked_fill((now & ~is_eos) | (~now & is_eos), float("-inf"))
+
+    episodes = RolloutCollector(model, env, logits_processor=stop_at_slot_index).collect_episodes(seed=0)
     assert episodes.agent_mask.sum(1).tolist() == [1, 2, 3, 4] and episodes.terminated.all()

@@ -8,6 +8,14 @@ autoresets simply gets its new prompt written over columns ``[0, P)``; its stale
 response columns are masked until overwritten. So slots refill independently
 (continuous batching) and no slot waits for another's episode to end.
 
+Prompts usually share an instruction prefix. The collector keeps the longest token
+prefix common to every prompt it has prefilled, with its keys/values from one forward
+pass at positions ``0..n-1``; a left-padded prompt starting at column ``first`` has
+position ids ``column - first``, so those keys/values are valid wherever the prompt
+lands. A refill copies them into columns ``[first, first + n)`` and runs the model only
+on the rest of the prompt. The prefix only shrinks (a slice, no recompute), and is
+recomputed when the model's weights change.
+
 Example:
     >>> from text_gym import TextVectorEnv
     >>> from text_gym.rollout import RolloutCollector, tiny_model
@@ -20,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,14 +36,18 @@ from typing import Any
 import torch
 
 LogitsProcessor = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (kv_heads, n, head_dim) each
+Prefix = tuple[KeyValues, torch.Tensor, torch.Tensor]  # key/values, cache rows (k,), columns (k, n)
+MIN_PREFIX = 4  # a shorter shared prefix is not worth the copy: prefill whole prompts
 
 
 class WindowCache:
     """Key/value storage indexed by env window column, (N, kv_heads, L, head_dim) per layer.
 
     Before each forward call, :meth:`select` names the batch rows being processed and
-    the window columns their new tokens occupy; ``update`` (called by every attention
-    layer) writes the new keys/values there and returns the rows' whole windows.
+    the window columns their new tokens occupy, and optionally cached keys/values to
+    copy in first (a shared prompt prefix); ``update`` (called by every attention layer)
+    writes them there and returns the rows' whole windows.
     """
 
     def __init__(self, num_rows: int, window: int) -> None:
@@ -43,10 +56,15 @@ class WindowCache:
         self.values: list[torch.Tensor] = []
         self.rows: torch.Tensor | None = None
         self.cols: torch.Tensor | None = None
+        self.prefix: Prefix | None = None
 
-    def select(self, rows: torch.Tensor | None, cols: torch.Tensor) -> None:
-        """Process ``rows`` (None: all rows, in order) with new tokens at ``cols`` (r, q)."""
-        self.rows, self.cols = rows, cols
+    def select(self, rows: torch.Tensor | None, cols: torch.Tensor, prefix: Prefix | None = None) -> None:  # fmt: skip
+        """Process ``rows`` (None: all rows, in order) with new tokens at ``cols`` (r, q).
+
+        ``prefix``: ``(key_values, at_rows (k,), at_cols (k, n))``, keys/values written
+        into cache rows ``at_rows`` at columns ``at_cols`` before the new tokens'.
+        """
+        self.rows, self.cols, self.prefix = rows, cols, prefix
 
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         # key, value: (r, kv_heads, q, head_dim) for the selected rows' new tokens
@@ -55,6 +73,11 @@ class WindowCache:
             self.keys.append(key.new_zeros(shape))
             self.values.append(value.new_zeros(shape))
         K, V = self.keys[layer_idx], self.values[layer_idx]
+        if self.prefix is not None:
+            key_values, at_rows, at_cols = self.prefix
+            prefix_k, prefix_v = key_values[layer_idx]  # (H, n, D)
+            K[at_rows[:, None], :, at_cols] = prefix_k.transpose(0, 1)  # (k, n, H, D) <- (n, H, D)
+            V[at_rows[:, None], :, at_cols] = prefix_v.transpose(0, 1)
         index = self.cols[:, None, :, None].expand_as(key)  # (r, H, q, D): each token's column
         if self.rows is None:  # every row: write in place, attend over the whole cache
             return K.scatter_(2, index, key), V.scatter_(2, index, value)
@@ -112,6 +135,12 @@ class RolloutCollector:
         logits_processor: ``fn(logits (N, V), obs) -> logits`` applied before sampling
             (NLPO-style action masking, for example).
         value_head: ``fn(hidden (N, d)) -> (N,)`` for a value estimate per step.
+        prefix_cache: reuse the keys/values of the token prefix shared by every prompt
+            prefilled so far (see the module docstring) instead of recomputing it on each
+            refill. Results equal ``prefix_cache=False`` up to float rounding. The prefix
+            is recomputed when a parameter changes (in place, as an optimizer step or
+            ``load_state_dict`` does, or replaced); writes through ``param.data`` go
+            unseen, so build a new collector after those.
 
     Raises:
         ValueError: the model and env disagree on tokenizer, vocabulary or device.
@@ -128,6 +157,7 @@ class RolloutCollector:
         greedy: bool = False,
         logits_processor: LogitsProcessor | None = None,
         value_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        prefix_cache: bool = True,
     ) -> None:
         env = getattr(env, "unwrapped", env)
         if env.output != "torch":
@@ -155,6 +185,14 @@ class RolloutCollector:
         self._cols = torch.arange(env.window, device=env.device)
         self._obs: dict[str, torch.Tensor] | None = None
         self._last: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self.prefix_cache = prefix_cache
+        # a prefill needs the logits of its last token only: skip the LM head elsewhere
+        # (a 49,152-wide matmul per prompt token for SmolLM2) where the model allows it
+        takes_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._last_logits_only = {"logits_to_keep": 1} if takes_keep else {}
+        self._prefix: torch.Tensor | None = None  # (n,) token ids common to every prompt so far
+        self._prefix_kv: KeyValues | None = None
+        self._prefix_weights: tuple[tuple[int, int], ...] = ()  # the parameters they came from
 
     @torch.no_grad()
     def collect(self, num_steps: int, seed: int | None = None) -> Rollout:
@@ -284,8 +322,8 @@ class RolloutCollector:
             return self._forward(obs, None, 1)
         decode = torch.nonzero(~many)[:, 0]
         prefill = torch.nonzero(many)[:, 0]
-        width = int((span[prefill, 1] - span[prefill, 0]).max())
-        logits_p, hidden_p = self._forward(obs, prefill, width)
+        width, prefix = self._plan_prefill(obs, prefill)
+        logits_p, hidden_p = self._forward(obs, prefill, width, prefix)
         if len(decode) == 0:
             return logits_p, hidden_p
         logits_d, hidden_d = self._forward(obs, decode, 1)
@@ -297,7 +335,58 @@ class RolloutCollector:
             hidden[prefill], hidden[decode] = hidden_p, hidden_d
         return logits, hidden
 
-    def _forward(self, obs: dict[str, torch.Tensor], rows: torch.Tensor | None, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    def _plan_prefill(self, obs: dict[str, torch.Tensor], rows: torch.Tensor) -> tuple[int, Prefix | None]:  # fmt: skip
+        """Width of the prefill call over ``rows``, and the shared prefix to copy in first.
+
+        Rows whose new span starts in the prompt region are fresh prompts; the rest (an
+        agent token plus a user reply) neither use nor change the prefix. The prefix
+        shrinks first to what every fresh prompt shares (keeping one token of each to
+        feed), so all of them use it. One host sync reads the widths and that length.
+        """
+        span = obs["new_span"][rows]
+        start, lengths = span[:, 0], span[:, 1] - span[:, 0]  # (r,)
+        if not self.prefix_cache or (self._prefix is not None and len(self._prefix) < MIN_PREFIX):
+            return int(lengths.max()), None
+        P, L = self.env.prompt_tokens, self.env.window
+        fresh = start < P  # (r,)
+        j = torch.arange(P if self._prefix is None else len(self._prefix), device=start.device)
+        aligned = obs["input_ids"][rows].gather(1, (start[:, None] + j).clamp_(max=L - 1))  # (r, n)
+        ref = aligned[fresh.int().argmax()] if self._prefix is None else self._prefix  # (n,)
+        match = (aligned == ref) & (j < lengths[:, None] - 1)  # (r, n)
+        shared = match.long().cumprod(1).sum(1).masked_fill_(~fresh, len(j))  # (r,)
+        stats = torch.stack((lengths.max(), lengths.masked_fill(fresh, 0).max(), shared.min(), fresh.sum()))  # fmt: skip
+        longest, others, n, count = stats.tolist()  # the one host sync
+        if count == 0:
+            return longest, None
+        if self._prefix is None or n < len(self._prefix):
+            self._prefix = ref[:n].clone()
+            self._prefix_kv = None if self._prefix_kv is None else [(k[:, :n], v[:, :n]) for k, v in self._prefix_kv]  # fmt: skip
+        if n < MIN_PREFIX:
+            self._prefix_kv = None
+            return longest, None
+        weights = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+        if self._prefix_kv is None or weights != self._prefix_weights:
+            self._prefix_kv, self._prefix_weights = self._prefix_key_values(self._prefix), weights
+        # the fresh rows (listed first by a stable sort) get the prefix at [first, first + n)
+        at_rows = rows[torch.argsort((~fresh).int(), stable=True)[:count]]  # (k,)
+        at_cols = obs["new_span"][at_rows, :1] + j[:n]  # (k, n)
+        return max(others, longest - n), (self._prefix_kv, at_rows, at_cols)
+
+    def _prefix_key_values(self, ids: torch.Tensor) -> KeyValues:
+        """Keys/values of ``ids`` (n,) at positions 0..n-1, from one forward pass."""
+        cache = WindowCache(1, len(ids))
+        cols = torch.arange(len(ids), device=ids.device)[None]  # (1, n)
+        cache.select(None, cols)
+        causal = cols[:, None, :, None] >= cols[:, None, None, :]  # (1, 1, n, n)
+        self.model(input_ids=ids[None], attention_mask=self._additive(causal), position_ids=cols, cache=cache, use_cache=True)  # fmt: skip
+        return [(k[0], v[0]) for k, v in zip(cache.keys, cache.values)]
+
+    def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
+        """A boolean attention mask as the additive float mask the model takes."""
+        dtype = next(self.model.parameters()).dtype
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)  # fmt: skip
+
+    def _forward(self, obs: dict[str, torch.Tensor], rows: torch.Tensor | None, width: int, prefix: Prefix | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
         pick = (lambda t: t) if rows is None else (lambda t: t[rows])
         end = pick(obs["new_span"])[:, 1]
         cols = (end[:, None] - width + torch.arange(width, device=end.device)).clamp_(min=0)  # (r, q)
@@ -308,12 +397,10 @@ class RolloutCollector:
         positions = (cols - first[:, None]).clamp_(min=0)
         # the token in column c attends to valid columns <= c: an additive (r, 1, q, L) mask
         allowed = attn[:, None, None, :] & (self._cols <= cols[:, None, :, None])
-        dtype = next(self.model.parameters()).dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=ids.device).masked_fill_(~allowed, torch.finfo(dtype).min)  # fmt: skip
-        self.cache.select(rows, cols)
+        self.cache.select(rows, cols, prefix)
         output = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, cache=self.cache,
-            use_cache=True, output_hidden_states=self.value_head is not None,
+            input_ids=ids, attention_mask=self._additive(allowed), position_ids=positions, cache=self.cache,
+            use_cache=True, output_hidden_states=self.value_head is not None, **self._last_logits_only,
         )  # fmt: skip
         hidden = output.hidden_states[-1][:, -1] if self.value_head is not None else None
         return output.logits[:, -1], hidden
