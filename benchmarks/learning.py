@@ -179,8 +179,8 @@ def wall_minutes(runs: Path) -> float:
 
 
 NAMES = {"zero_shot": "zero-shot", "sft": "SFT (warm start)", "sft_continued": "SFT continued",
-         **{a: f"SFT + {a.replace('_', '-').upper() if a != 'q_learning' else 'Q-learning'}" for a in RL_AGENTS}}  # fmt: skip
-NAMES["reinforce"] = "SFT + REINFORCE"
+         "reinforce": "SFT + REINFORCE", "ppo": "SFT + PPO", "grpo": "SFT + GRPO", "nlpo": "SFT + NLPO",
+         "q_learning": "SFT + Q-learning"}  # fmt: skip
 
 
 def to_markdown(rows: list[dict], meta: dict) -> str:
@@ -265,7 +265,7 @@ def main() -> None:
     )
     meta = {
         "preset": preset.name, "seeds": list(preset.seeds), "budgets": budgets,
-        "config": {k: v for k, v in asdict(preset).items()},
+        "config": asdict(preset),
         "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}",  # fmt: skip
         "date": time.strftime("%Y-%m-%d"), "workers": args.workers,
         "wall_minutes": wall_minutes(runs),
