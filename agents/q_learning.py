@@ -42,7 +42,7 @@ from transformers import AutoModelForCausalLM
 
 import text_gym  # noqa: F401  (registers the env ids)
 from text_gym import load_tokenizer
-from text_gym.rollout import Episodes, RolloutCollector, tiny_model
+from text_gym.rollout import Episodes, RolloutCollector, tiny_model, token_logprobs
 
 
 @dataclass
@@ -104,24 +104,6 @@ def load_policy(args: Args):
         return model, load_tokenizer(str(words) if words.exists() else model.config.text_gym_tokenizer)
     tokenizer = load_tokenizer(args.tokenizer)
     return tiny_model(tokenizer, hidden=128, layers=2, heads=4, kv_heads=2, seed=args.seed), tokenizer
-
-
-def trim(episodes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Episodes' windows cut to their used columns: ids, attention mask (E, T), and the
-    agent mask of each next-token target (E, T-1)."""
-    used = episodes.attention_mask.bool().any(0)  # (L,)
-    first, last = int(used.int().argmax()), len(used) - int(used.flip(0).int().argmax())
-    ids, attn = episodes.input_ids[:, first:last], episodes.attention_mask[:, first:last].long()
-    return ids, attn, episodes.agent_mask[:, first + 1 : last].float()
-
-
-def token_logprobs(model, ids, attn, hidden: bool = False):
-    """One forward pass: log pi(token t+1 | tokens <= t) (E, T-1), and optionally the hidden
-    state each token was chosen in (E, T-1, d)."""
-    positions = (attn.cumsum(1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=attn, position_ids=positions, output_hidden_states=hidden)
-    logp = torch.log_softmax(out.logits[:, :-1].float(), -1).gather(2, ids[:, 1:, None])[:, :, 0]
-    return logp, out.hidden_states[-1][:, :-1] if hidden else None
 
 
 def td_targets(rewards, values, agent, gamma: float) -> torch.Tensor:
@@ -204,7 +186,7 @@ def main(args: Args) -> dict[str, float]:
         for _ in range(args.updates_per_iteration):
             idx = torch.randint(len(buffer["rewards"]), (args.batch_size,))
             batch = Episodes(**{k: v[idx] for k, v in buffer.items()})
-            ids, attn, agent = trim(batch)  # (B, T), (B, T), (B, T-1)
+            ids, attn, agent = batch.trimmed()  # (B, T), (B, T), (B, T-1)
             B = ids.shape[0]
             with torch.no_grad():
                 _, target_hidden = token_logprobs(target, ids, attn, hidden=True)

@@ -33,7 +33,7 @@ from transformers import AutoModelForCausalLM
 
 import text_gym  # noqa: F401  (registers the env ids)
 from text_gym import load_tokenizer
-from text_gym.rollout import RolloutCollector, tiny_model
+from text_gym.rollout import RolloutCollector, tiny_model, token_logprobs
 
 
 @dataclass
@@ -87,24 +87,6 @@ def load_policy(args: Args):
         return model, load_tokenizer(str(words) if words.exists() else model.config.text_gym_tokenizer)
     tokenizer = load_tokenizer(args.tokenizer)
     return tiny_model(tokenizer, hidden=128, layers=2, heads=4, kv_heads=2, seed=args.seed), tokenizer
-
-
-def trim(episodes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Episodes' windows cut to their used columns: ids, attention mask (E, T), and the
-    agent mask of each next-token target (E, T-1)."""
-    used = episodes.attention_mask.bool().any(0)  # (L,)
-    first, last = int(used.int().argmax()), len(used) - int(used.flip(0).int().argmax())
-    ids, attn = episodes.input_ids[:, first:last], episodes.attention_mask[:, first:last].long()
-    return ids, attn, episodes.agent_mask[:, first + 1 : last].float()
-
-
-def token_logprobs(model, ids, attn, hidden: bool = False):
-    """One forward pass: log pi(token t+1 | tokens <= t) (E, T-1), and optionally the hidden
-    state each token was chosen in (E, T-1, d)."""
-    positions = (attn.cumsum(1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=attn, position_ids=positions, output_hidden_states=hidden)
-    logp = torch.log_softmax(out.logits[:, :-1].float(), -1).gather(2, ids[:, 1:, None])[:, :, 0]
-    return logp, out.hidden_states[-1][:, :-1] if hidden else None
 
 
 @torch.no_grad()
@@ -166,7 +148,7 @@ def main(args: Args) -> dict[str, float]:
         E = len(R)
 
         # the policy gradient, with a baseline
-        ids, attn, agent = trim(episodes)  # (E, T), (E, T), (E, T-1)
+        ids, attn, agent = episodes.trimmed()  # (E, T), (E, T), (E, T-1)
         logp, hidden = token_logprobs(model, ids, attn, hidden=args.baseline == "value")
         if args.baseline == "value":
             values = value_head(hidden.detach())[..., 0]  # (E, T-1): V(s_t), its own regression

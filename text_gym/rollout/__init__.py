@@ -1,6 +1,13 @@
 """The LM rollout backend: batched KV-cache rollouts through a TextVectorEnv, and models."""
 
-from text_gym.rollout.collector import Episodes, Rollout, RolloutCollector, WindowCache, sequence_logprobs
+from text_gym.rollout.collector import (
+    Episodes,
+    Rollout,
+    RolloutCollector,
+    WindowCache,
+    sequence_logprobs,
+    token_logprobs,
+)
 from text_gym.rollout.models import cache_dir, load_default_model, tiny_model
 
 __all__ = [
@@ -12,4 +19,5 @@ __all__ = [
     "load_default_model",
     "sequence_logprobs",
     "tiny_model",
+    "token_logprobs",
 ]

@@ -122,6 +122,15 @@ class Episodes:
     terminated: torch.Tensor
     sample_index: torch.Tensor
 
+    def trimmed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The windows cut to the columns any row uses: ids and attention mask (E, T), and
+        the agent mask of each next-token target (E, T-1), lined up with
+        :func:`token_logprobs`."""
+        used = self.attention_mask.bool().any(0)  # (L,)
+        first, last = int(used.int().argmax()), len(used) - int(used.flip(0).int().argmax())
+        ids, attn = self.input_ids[:, first:last], self.attention_mask[:, first:last].long()
+        return ids, attn, self.agent_mask[:, first + 1 : last].float()
+
 
 class RolloutCollector:
     """Drive a Hugging Face causal LM through a TextVectorEnv with its KV cache.
@@ -197,7 +206,6 @@ class RolloutCollector:
     @torch.no_grad()
     def collect(self, num_steps: int, seed: int | None = None) -> Rollout:
         """Run ``num_steps`` env steps; the first call (or a ``seed``) resets the env."""
-        env, N = self.env, self.env.num_envs
         if self._obs is None or seed is not None:
             self._reset(seed)
         out = {k: [] for k in ("actions", "logprobs", "values", "rewards", "dones", "mask")}
@@ -406,6 +414,26 @@ class RolloutCollector:
         return output.logits[:, -1], hidden
 
 
+def token_logprobs(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, hidden: bool = False,
+    keep: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """``log p(token t+1 | tokens <= t)`` for every t, (E, T-1), from one forward pass (with
+    gradients, for a policy loss over whole episodes, e.g. :meth:`Episodes.trimmed`).
+
+    ``hidden=True`` also returns the last hidden state each token was chosen in, (E, T-1, d),
+    for a value head. ``keep`` (E, T-1, V) bool restricts each position's distribution to
+    those tokens first (a large finite fill, so padding positions stay finite).
+    """
+    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False, output_hidden_states=hidden)  # fmt: skip
+    logits = out.logits[:, :-1].float()
+    if keep is not None:
+        logits = logits[..., : keep.shape[-1]].masked_fill(~keep, -1e9)
+    logp = torch.log_softmax(logits, -1).gather(2, input_ids[:, 1:, None])[:, :, 0]
+    return logp, out.hidden_states[-1][:, :-1] if hidden else None
+
+
 @torch.no_grad()
 def sequence_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Log-probability of every window token under ``model``, from one batched forward pass.
@@ -416,9 +444,7 @@ def sequence_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch
     column 0 and padding are 0.
     """
     mask = attention_mask.long()
-    positions = (mask.cumsum(1) - 1).clamp(min=0)
-    logits = model(input_ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(2, input_ids[:, 1:, None])[:, :, 0]
+    logp, _ = token_logprobs(model, input_ids, mask)
     out = torch.zeros(input_ids.shape, dtype=logp.dtype, device=input_ids.device)
     out[:, 1:] = logp * mask[:, 1:]
     return out
