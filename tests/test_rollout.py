@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from text_gym import TextVectorEnv
-from text_gym.rollout import RolloutCollector, sequence_logprobs, tiny_model
+from text_gym.rollout import RolloutCollector, sample_categorical, sequence_logprobs, tiny_model
 from text_gym.tasks.base import Sample, Scores, Task
 from text_gym.tokenizers import load_tokenizer
 
@@ -87,6 +87,23 @@ def test_sampling_controls_and_mask(model):
     # after a slot finishes, its next step is the reset step and is masked out
     done_rows, done_cols = greedy.dones[:-1].nonzero(as_tuple=True)
     assert not greedy.mask[done_rows + 1, done_cols].any()
+
+
+def test_sample_categorical_follows_the_distribution_and_never_draws_zero_probability():
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).repeat(40_000, 1)
+    draws = sample_categorical(probs * 7.0, generator=gen)  # any positive total
+    freq = torch.bincount(draws, minlength=6).double() / len(draws)
+    assert freq[[0, 2, 5]].sum() == 0  # zero-probability tokens, first and last included
+    # within 5 binomial standard deviations (~0.013 for p=0.5 at 40k draws)
+    assert torch.allclose(freq, probs[0].double(), atol=0.015), freq
+    one_hot = torch.zeros(3, 49_152)
+    one_hot[0, 0], one_hot[1, -1], one_hot[2, 1234] = 1.0, 1e-30, 3.0
+    for _ in range(200):  # a single nonzero entry, even a tiny one, at either end
+        assert sample_categorical(one_hot).tolist() == [0, 49_151, 1234]
+    a = sample_categorical(probs[:50], generator=torch.Generator().manual_seed(5))
+    b = sample_categorical(probs[:50], generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
 
 
 def test_construction_checks():

@@ -5,6 +5,7 @@ from text_gym.rollout.collector import (
     Rollout,
     RolloutCollector,
     WindowCache,
+    sample_categorical,
     sequence_logprobs,
     token_logprobs,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "WindowCache",
     "cache_dir",
     "load_default_model",
+    "sample_categorical",
     "sequence_logprobs",
     "tiny_model",
     "token_logprobs",
