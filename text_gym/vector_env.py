@@ -1,9 +1,11 @@
 """TextVectorEnv: many token-level text episodes stepped together with tensor ops.
 
-Every slot's state (token window, masks, lengths, done flags) lives in torch tensors on
-one device; ``step`` appends one token to every slot with a handful of batched ops and
-synchronises with the host once, to learn which slots finished. Only finished episodes
-touch Python: their responses are decoded and scored by the task in one batched call.
+Every slot's token window and masks live in torch tensors on one device; ``step``
+writes one token into every slot with three batched device ops. The host keeps each
+slot's position (a few ints per slot), so it decides which slots finished from the
+actions alone: no device sync when the actions come from the host, one copy of the
+actions when they are a device tensor. Only finished episodes touch Python: their
+responses are decoded and scored by the task in one batched call.
 :class:`~text_gym.env.TextEnv` is a one-slot shell over this class.
 """
 
@@ -181,27 +183,32 @@ class TextVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
-        # Device state: the prompt table and every slot's window.
+        # Device state: every slot's window.
         dev, N = self.device, self.num_envs
         self.stop_token_ids = tuple(int(s) for s in stops)
-        self._stops = torch.as_tensor(stops, dtype=torch.int64, device=dev)
+        self._stop_array = np.asarray(self.stop_token_ids, dtype=np.int64)
         self._ids = torch.full((N, L), self.tokenizer.pad_token_id, dtype=torch.int64, device=dev)
         self._attn = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)
         self._agent = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)
+        self._row_starts = np.arange(N, dtype=np.int64) * L  # flat index of each row's column 0
         # (start, end) of the tokens new since the last observation; `end` is where the
-        # next action goes, so a slot's response length is `end - P`.
-        self._span = torch.full((N, 2), P, dtype=torch.int64, device=dev)
-        self._zero_one = torch.tensor([0, 1], device=dev)
-        self._single_stop = stops[0] if len(stops) == 1 else None
+        # next action goes, so a slot's response length is `end - P`. The host copy is
+        # the truth (the host decides what happens next); on a CPU device the tensor
+        # shares its memory, elsewhere it is copied over once per step.
+        self._span_np = np.full((N, 2), P, dtype=np.int64)
+        self._span = torch.from_numpy(self._span_np).to(dev)
         self._zero_rewards = torch.zeros(N, dtype=torch.float32, device=dev)
 
         # Host bookkeeping, touched only when episodes start or end.
-        self._slot_seed = np.zeros(N, dtype=np.uint64)
+        self._stream = np.zeros(N, dtype=np.uint64)  # mix(seed * G + G): each slot's sample stream
         self._episode = np.zeros(N, dtype=np.uint64)
         self._seeded = np.zeros(N, dtype=bool)
         self._sample = np.zeros(N, dtype=np.int64)
         self._pending = np.zeros(N, dtype=bool)  # finished, waiting for a reset
         self._prompt_len_np = np.zeros(N, dtype=np.int64)  # each slot's prompt, in tokens
+        self._prompt_truncated = np.zeros(N, dtype=bool)
+        # row n: the attention mask of a prompt of n tokens (left-padded into [0, P))
+        self._prompt_masks = ((np.arange(L) >= P - np.arange(P + 1)[:, None]) & (np.arange(L) < P)).astype(np.int8)  # fmt: skip
         self._dialogues: list[Any] = [None] * N  # multi-turn tasks: each slot's state
         self._turn_start = np.full(N, P, dtype=np.int64)  # where the agent's turn began
         self._started = False
@@ -239,11 +246,11 @@ class TextVectorEnv(VectorEnv):
         seeds = _per_slot_seeds(seed, N)
         for i in np.flatnonzero(mask):
             if seeds[i] is not None:
-                self._slot_seed[i], self._episode[i], self._seeded[i] = seeds[i], 0, True
+                self._stream[i], self._episode[i], self._seeded[i] = _stream_of(np.uint64(seeds[i])), 0, True
         unseeded = mask & ~self._seeded
         if unseeded.any():
             entropy = np.random.SeedSequence().generate_state(int(unseeded.sum()), np.uint64)
-            self._slot_seed[unseeded], self._episode[unseeded] = entropy, 0
+            self._stream[unseeded], self._episode[unseeded] = _stream_of(entropy), 0
             self._seeded[unseeded] = True
         if seed is not None and isinstance(seed, (int, np.integer)):
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(int(seed))
@@ -260,6 +267,7 @@ class TextVectorEnv(VectorEnv):
         self._refill(slots, infos, pinned)
         self._pending[slots] = False
         self._started = True
+        self._push_span()
         return self._observe(), infos
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
@@ -272,31 +280,33 @@ class TextVectorEnv(VectorEnv):
                 f"slots {reset_now.tolist()} have finished and autoreset_mode is DISABLED: "
                 "call reset(options={'reset_mask': mask}) for them before stepping"
             )
-        actions = self._check_actions(actions)  # (N,) int64 on device
+        actions, host_actions = self._check_actions(actions)
         L = self.window
 
-        # Hot path: one token per slot, all slots at once.
-        pos = self._span[:, 1:].clamp(max=L - 1)  # (N, 1); L only in slots about to reset
-        self._ids.scatter_(1, pos, actions[:, None])
-        self._attn.scatter_(1, pos, 1)
-        self._agent.scatter_(1, pos, 1)
-        torch.add(pos, self._zero_one, out=self._span)  # new span: (pos, pos + 1)
-        if self._single_stop is not None:
-            terminated = actions == self._single_stop
+        # Hot path: one token per slot, all slots at once. The host knows every slot's
+        # position and now its action, so it decides who finished with no device sync;
+        # the device gets three writes at flat (row * L + column) indices.
+        span = self._span_np
+        pos = np.minimum(span[:, 1], L - 1)  # L only in slots about to reset
+        flat = torch.from_numpy(self._row_starts + pos).to(self.device)
+        self._ids.view(-1).index_copy_(0, flat, actions)
+        self._attn.view(-1).index_fill_(0, flat, 1)
+        self._agent.view(-1).index_fill_(0, flat, 1)
+        span[:, 0], span[:, 1] = pos, pos + 1  # in place: the CPU tensor shares it
+        flags = np.empty((2, self.num_envs), dtype=bool)  # terminated, truncated
+        if len(self._stop_array) == 1:
+            np.equal(host_actions, self._stop_array[0], out=flags[0])
         else:
-            terminated = (actions[:, None] == self._stops).any(1)
-        truncated = (self._span[:, 1] >= L) & ~terminated
+            flags[0] = np.isin(host_actions, self._stop_array)
+        np.greater_equal(span[:, 1], L, out=flags[1])
+        flags[1] &= ~flags[0]
         if reset_now.size:  # NEXT_STEP: these slots reset now; their action is ignored
-            live = torch.as_tensor(~self._pending, device=self.device)
-            terminated &= live
-            truncated &= live
-        flags = torch.stack((terminated, truncated)).cpu().numpy()  # the one host sync
+            flags[:, reset_now] = False
         if self.multi_turn:  # a stop token ends the agent's turn, not the episode
             turn_ended = np.flatnonzero(flags[0])
             flags[0] = False
             if turn_ended.size:
                 self._user_turns(turn_ended, flags)
-            terminated, truncated = (torch.as_tensor(f, device=self.device) for f in flags)
         finished = np.flatnonzero(flags[0] | flags[1])
 
         rewards = np.zeros(self.num_envs, dtype=np.float64)
@@ -317,11 +327,14 @@ class TextVectorEnv(VectorEnv):
         else:
             infos.update(final_info)
             self._pending = flags[0] | flags[1]
-        return (self._observe(), *self._step_outputs(rewards, terminated, truncated, flags), infos)
+        self._push_span()
+        return (self._observe(), *self._step_outputs(rewards, flags), infos)
 
     # ------------------------------------------------------------------ internals
 
-    def _check_actions(self, actions: Any) -> torch.Tensor:
+    def _check_actions(self, actions: Any) -> tuple[torch.Tensor, np.ndarray]:
+        """Validate ``actions``; return them as int64 on the device and as a host array
+        (for a tensor on an accelerator, its one copy to the host this step)."""
         N, V = self.num_envs, self.vocab_size
         if isinstance(actions, torch.Tensor):
             if actions.is_floating_point() or actions.is_complex() or actions.dtype == torch.bool:
@@ -331,11 +344,10 @@ class TextVectorEnv(VectorEnv):
                 )
             if actions.shape != (N,):
                 raise ValueError(f"actions must have shape ({N},), got {tuple(actions.shape)}")
-            actions = actions.to(self.device, torch.int64)
-            bad = (actions < 0) | (actions >= V)
-            if bool(bad.any()):
-                self._raise_range(actions.cpu().numpy())
-            return actions
+            host = actions.detach().cpu().numpy()
+            if host.min() < 0 or host.max() >= V:
+                self._raise_range(host)
+            return actions.to(self.device, torch.int64), host
         array = np.asarray(actions)
         if array.dtype.kind not in "iu":
             raise ValueError(
@@ -344,11 +356,11 @@ class TextVectorEnv(VectorEnv):
             )
         if array.shape != (N,):
             raise ValueError(f"actions must have shape ({N},), got {array.shape} ({actions!r:.80})")
-        if array.size and (array.min() < 0 or array.max() >= V):
+        if array.min() < 0 or array.max() >= V:
             self._raise_range(array)
         if array.dtype != np.int64 or not array.flags.c_contiguous:
             array = np.ascontiguousarray(array, dtype=np.int64)
-        return torch.from_numpy(array).to(self.device)
+        return torch.from_numpy(array).to(self.device), array
 
     def _raise_range(self, array: np.ndarray) -> None:
         bad = np.flatnonzero((array < 0) | (array >= self.vocab_size))
@@ -360,11 +372,10 @@ class TextVectorEnv(VectorEnv):
 
     def _refill(self, slots: np.ndarray, infos: dict[str, Any], samples: np.ndarray | None = None) -> None:  # fmt: skip
         """Start a new episode in ``slots``: draw samples (unless given), write their prompts."""
-        # A counter-based stream per slot: episode k of seed s draws mix(mix(s) + k * G).
-        with np.errstate(over="ignore"):
-            stream = _mix(self._slot_seed[slots] * _GOLDEN + _GOLDEN)
-            draw = _mix(stream + (self._episode[slots] + np.uint64(1)) * _GOLDEN)
+        # A counter-based stream per slot: episode k of seed s draws mix(mix(s * G + G) + k * G).
         if samples is None:
+            with np.errstate(over="ignore"):
+                draw = _mix(self._stream[slots] + (self._episode[slots] + np.uint64(1)) * _GOLDEN)
             samples = (draw % np.uint64(len(self.task))).astype(np.int64)
         self._episode[slots] += np.uint64(1)
         self._sample[slots] = samples
@@ -372,34 +383,30 @@ class TextVectorEnv(VectorEnv):
             self._turn_start[slots] = self.prompt_tokens
             for slot, j in zip(slots, samples):
                 self._dialogues[slot] = self.task.new_dialogue(self.task.samples[j])
-        P, L, k = self.prompt_tokens, self.window, len(slots)
-        # Build the k new rows on the host (prompt left-padded and cut by the truncation
-        # rule, masks, spans) and send each buffer's rows in one copy.
-        rows = np.full((k, L), self.tokenizer.pad_token_id, dtype=np.int64)
-        lengths = np.empty(k, dtype=np.int64)
+        P, L, dev = self.prompt_tokens, self.window, self.device
+        # Build the new rows on the host (prompt left-padded and cut by the truncation
+        # rule, masks from a table by prompt length) and send each buffer's rows in one copy.
+        rows = np.full((len(slots), L), self.tokenizer.pad_token_id, dtype=np.int64)
+        lengths, truncated = np.empty(len(slots), dtype=np.int64), np.empty(len(slots), dtype=bool)
         for row, ids in enumerate(self._encoded.ids(samples)):
             kept = ids[-P:] if self.prompt_truncation == "left" else ids[:P]
-            lengths[row] = len(kept)
+            lengths[row], truncated[row] = len(kept), len(ids) > P
             rows[row, P - len(kept) : P] = kept
-        self._prompt_len_np[slots] = lengths
-        cols = np.arange(L)
-        masks = ((cols >= P - lengths[:, None]) & (cols < P)).astype(np.int8)
-        spans = np.stack((P - lengths, np.full(k, P)), 1)
-        s = torch.as_tensor(slots, device=self.device)
-        self._ids.index_copy_(0, s, torch.as_tensor(rows, device=self.device))
-        self._attn.index_copy_(0, s, torch.as_tensor(masks, device=self.device))
+        self._prompt_len_np[slots], self._prompt_truncated[slots] = lengths, truncated
+        self._span_np[slots, 0], self._span_np[slots, 1] = P - lengths, P
+        s = torch.as_tensor(slots, device=dev)
+        self._ids.index_copy_(0, s, torch.from_numpy(rows).to(dev))
+        self._attn.index_copy_(0, s, torch.from_numpy(self._prompt_masks[lengths]).to(dev))
         self._agent.index_fill_(0, s, 0)
-        self._span.index_copy_(0, s, torch.as_tensor(spans, device=self.device))
         _put_info(infos, "sample_index", slots, samples, self.num_envs)
 
     def _score(self, slots: np.ndarray, infos: dict[str, Any], terminated: np.ndarray) -> np.ndarray:
         """Decode and score the responses of finished ``slots`` in one task call."""
         P = self.prompt_tokens
-        s = torch.as_tensor(slots, device=self.device)
-        lengths = (self._span[s, 1] - P).cpu().numpy()
-        rows = self._ids[s, P:].cpu().numpy()
+        lengths = self._span_np[slots, 1] - P
         # A stop token is the episode's end marker, not part of the response text.
-        keep = lengths if self.multi_turn else lengths - terminated.astype(np.int64)
+        keep = lengths if self.multi_turn else lengths - terminated
+        rows = self._host_rows(self._ids, slots, P, P + int(keep.max()))
         responses = self.tokenizer.decode_batch([r[:n].tolist() for r, n in zip(rows, keep)])
         sample_ids = self._sample[slots]
         samples: list[Sample] = [self.task.samples[j] for j in sample_ids]
@@ -418,8 +425,7 @@ class TextVectorEnv(VectorEnv):
         _put_info(infos, "response", slots, responses, n)
         _put_info(infos, "references", slots, [x.references for x in samples], n)
         _put_info(infos, "sample_index", slots, sample_ids, n)
-        truncated = self._prompt_len_np[slots] < np.array([len(x) for x in self._encoded.ids(sample_ids)])  # fmt: skip
-        _put_info(infos, "prompt_truncated", slots, truncated, n)
+        _put_info(infos, "prompt_truncated", slots, self._prompt_truncated[slots], n)
         metrics: dict[str, Any] = {}
         for name, values in scores.metrics.items():
             _put_info(metrics, name, slots, np.asarray(values, dtype=np.float64), n)
@@ -433,9 +439,9 @@ class TextVectorEnv(VectorEnv):
         ``new_span``. A dialogue the user declares over is terminated; one whose reply
         would leave no room for the agent's next token is truncated.
         """
-        L, s = self.window, torch.as_tensor(slots, device=self.device)
-        ends = self._span[s, 1].cpu().numpy()  # one past each agent's stop token
-        rows = self._ids[s].cpu().numpy()
+        L = self.window
+        ends = self._span_np[slots, 1].copy()  # one past each agent's stop token
+        rows = self._host_rows(self._ids, slots, 0, L)
         turns = self.tokenizer.decode_batch(
             [row[start : end - 1].tolist() for row, start, end in zip(rows, self._turn_start[slots], ends)]  # fmt: skip
         )
@@ -457,9 +463,15 @@ class TextVectorEnv(VectorEnv):
             flat = torch.as_tensor((slots[:, None] * L + cols)[keep], device=self.device)
             self._ids.view(-1).index_copy_(0, flat, torch.as_tensor(padded[keep], device=self.device))
             self._attn.view(-1).index_fill_(0, flat, 1)
-            written = torch.as_tensor(slots[fits], device=self.device)
-            self._span[:, 1].index_copy_(0, written, torch.as_tensor(stops[fits], device=self.device))
+            self._span_np[slots[fits], 1] = stops[fits]
             self._turn_start[slots[fits]] = stops[fits]
+
+    def _host_rows(self, tensor: torch.Tensor, slots: np.ndarray, start: int, stop: int) -> np.ndarray:  # fmt: skip
+        """``tensor[slots, start:stop]`` as a numpy array (a copy); on a CPU device read
+        through numpy, which costs a fraction of a torch indexing call."""
+        if tensor.device.type == "cpu":
+            return tensor.numpy()[slots, start:stop]
+        return tensor[torch.as_tensor(slots, device=tensor.device), start:stop].cpu().numpy()
 
     def _state(self) -> dict[str, torch.Tensor]:
         """The observation of every slot, as the env's own tensors (not copies)."""
@@ -486,6 +498,7 @@ class TextVectorEnv(VectorEnv):
 
     def _final_obs(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-slot observations of the finished ``slots``, before they reset."""
+        self._push_span()
         s = torch.as_tensor(slots, device=self.device)
         rows = {k: v[s] for k, v in self._state().items()}
         if self.output == "numpy":
@@ -495,11 +508,17 @@ class TextVectorEnv(VectorEnv):
             final[slot] = {k: v[j] for k, v in rows.items()}
         return final, _mask(slots, self.num_envs)
 
-    def _step_outputs(self, rewards: np.ndarray, terminated: torch.Tensor, truncated: torch.Tensor, flags: np.ndarray) -> tuple[Any, Any, Any]:  # fmt: skip
+    def _step_outputs(self, rewards: np.ndarray, flags: np.ndarray) -> tuple[Any, Any, Any]:
         if self.output == "torch":
             r = self._zero_rewards.clone() if not rewards.any() else torch.as_tensor(rewards, dtype=torch.float32, device=self.device)  # fmt: skip
-            return r, terminated, truncated
+            done = torch.from_numpy(flags).to(self.device)
+            return r, done[0], done[1]
         return rewards, flags[0].copy(), flags[1].copy()
+
+    def _push_span(self) -> None:
+        """Bring the device copy of ``new_span`` up to date (a no-op on CPU: shared memory)."""
+        if self._span.device.type != "cpu":
+            self._span.copy_(torch.from_numpy(self._span_np), non_blocking=True)
 
     @property
     def num_truncated_prompts(self) -> int:
@@ -518,7 +537,7 @@ class TextVectorEnv(VectorEnv):
     def render_slot(self, slot: int) -> str:
         """Slot ``slot``'s prompt and response so far, as text."""
         P = self.prompt_tokens
-        start, rlen = P - int(self._attn[slot, :P].sum()), int(self._span[slot, 1]) - P
+        start, rlen = P - int(self._prompt_len_np[slot]), int(self._span_np[slot, 1]) - P
         ids = self._ids[slot].tolist()
         prompt, response = self.tokenizer.decode_batch([ids[start:P], ids[P : P + rlen]])
         return f"{prompt}\n--- response ({rlen}/{self.max_new_tokens} tokens) ---\n{response}\n"
@@ -599,6 +618,12 @@ def chat_messages(sample: Sample) -> list[dict[str, str]]:
     """A sample's prompt as chat messages: ``sample.extra["messages"]`` when the task
     gives them (e.g. a dialogue history), else one user message with the prompt text."""
     return sample.extra.get("messages") or [{"role": "user", "content": sample.prompt}]
+
+
+def _stream_of(seed: np.ndarray) -> np.ndarray:
+    """The base of a seed's counter-based sample stream (see ``TextVectorEnv._refill``)."""
+    with np.errstate(over="ignore"):
+        return _mix(seed * _GOLDEN + _GOLDEN)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
