@@ -42,16 +42,17 @@ MIN_PREFIX = 4  # a shorter shared prefix is not worth the copy: prefill whole p
 
 
 class WindowCache:
-    """Key/value storage indexed by env window column, (N, kv_heads, L, head_dim) per layer.
+    """Key/value storage indexed by env window column, (N, kv_heads, L + 1, head_dim) per layer.
 
     Before each forward call, :meth:`select` names the batch rows being processed and
     the window columns their new tokens occupy, and optionally cached keys/values to
     copy in first (a shared prompt prefix); ``update`` (called by every attention layer)
-    writes them there and returns the rows' whole windows.
+    writes them there and returns the rows' whole windows. Column ``L`` (``scratch``) is
+    where padding positions of a call write: no attention mask ever allows it.
     """
 
     def __init__(self, num_rows: int, window: int) -> None:
-        self.num_rows, self.window = num_rows, window
+        self.num_rows, self.window, self.scratch = num_rows, window, window
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.rows: torch.Tensor | None = None
@@ -69,7 +70,7 @@ class WindowCache:
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         # key, value: (r, kv_heads, q, head_dim) for the selected rows' new tokens
         if layer_idx == len(self.keys):
-            shape = (self.num_rows, key.shape[1], self.window, key.shape[3])
+            shape = (self.num_rows, key.shape[1], self.window + 1, key.shape[3])
             self.keys.append(key.new_zeros(shape))
             self.values.append(value.new_zeros(shape))
         K, V = self.keys[layer_idx], self.values[layer_idx]
@@ -191,7 +192,7 @@ class RolloutCollector:
         self.temperature, self.top_k, self.top_p, self.greedy = temperature, top_k, top_p, greedy
         self.logits_processor, self.value_head = logits_processor, value_head
         self.cache = WindowCache(env.num_envs, env.window)
-        self._cols = torch.arange(env.window, device=env.device)
+        self._cols = torch.arange(env.window + 1, device=env.device)  # the window and scratch
         self._obs: dict[str, torch.Tensor] | None = None
         self._last: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self.prefix_cache = prefix_cache
@@ -330,8 +331,8 @@ class RolloutCollector:
             return self._forward(obs, None, 1)
         decode = torch.nonzero(~many)[:, 0]
         prefill = torch.nonzero(many)[:, 0]
-        width, prefix = self._plan_prefill(obs, prefill)
-        logits_p, hidden_p = self._forward(obs, prefill, width, prefix)
+        width, counts, prefix = self._plan_prefill(obs, prefill)
+        logits_p, hidden_p = self._forward(obs, prefill, width, counts, prefix)
         if len(decode) == 0:
             return logits_p, hidden_p
         logits_d, hidden_d = self._forward(obs, decode, 1)
@@ -343,8 +344,9 @@ class RolloutCollector:
             hidden[prefill], hidden[decode] = hidden_p, hidden_d
         return logits, hidden
 
-    def _plan_prefill(self, obs: dict[str, torch.Tensor], rows: torch.Tensor) -> tuple[int, Prefix | None]:  # fmt: skip
-        """Width of the prefill call over ``rows``, and the shared prefix to copy in first.
+    def _plan_prefill(self, obs: dict[str, torch.Tensor], rows: torch.Tensor) -> tuple[int, torch.Tensor, Prefix | None]:  # fmt: skip
+        """Width of the prefill call over ``rows``, the tokens each row runs (r,), and the
+        shared prefix to copy in first.
 
         Rows whose new span starts in the prompt region are fresh prompts; the rest (an
         agent token plus a user reply) neither use nor change the prefix. The prefix
@@ -354,7 +356,7 @@ class RolloutCollector:
         span = obs["new_span"][rows]
         start, lengths = span[:, 0], span[:, 1] - span[:, 0]  # (r,)
         if not self.prefix_cache or (self._prefix is not None and len(self._prefix) < MIN_PREFIX):
-            return int(lengths.max()), None
+            return int(lengths.max()), lengths, None
         P, L = self.env.prompt_tokens, self.env.window
         fresh = start < P  # (r,)
         j = torch.arange(P if self._prefix is None else len(self._prefix), device=start.device)
@@ -365,45 +367,57 @@ class RolloutCollector:
         stats = torch.stack((lengths.max(), lengths.masked_fill(fresh, 0).max(), shared.min(), fresh.sum()))  # fmt: skip
         longest, others, n, count = stats.tolist()  # the one host sync
         if count == 0:
-            return longest, None
+            return longest, lengths, None
         if self._prefix is None or n < len(self._prefix):
             self._prefix = ref[:n].clone()
             self._prefix_kv = None if self._prefix_kv is None else [(k[:, :n], v[:, :n]) for k, v in self._prefix_kv]  # fmt: skip
         if n < MIN_PREFIX:
             self._prefix_kv = None
-            return longest, None
+            return longest, lengths, None
         weights = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
         if self._prefix_kv is None or weights != self._prefix_weights:
             self._prefix_kv, self._prefix_weights = self._prefix_key_values(self._prefix), weights
         # the fresh rows (listed first by a stable sort) get the prefix at [first, first + n)
         at_rows = rows[torch.argsort((~fresh).int(), stable=True)[:count]]  # (k,)
         at_cols = obs["new_span"][at_rows, :1] + j[:n]  # (k, n)
-        return max(others, longest - n), (self._prefix_kv, at_rows, at_cols)
+        return max(others, longest - n), lengths - n * fresh, (self._prefix_kv, at_rows, at_cols)
 
     def _prefix_key_values(self, ids: torch.Tensor) -> KeyValues:
         """Keys/values of ``ids`` (n,) at positions 0..n-1, from one forward pass."""
-        cache = WindowCache(1, len(ids))
-        cols = torch.arange(len(ids), device=ids.device)[None]  # (1, n)
+        n = len(ids)
+        cache = WindowCache(1, n)
+        cols = torch.arange(n, device=ids.device)[None]  # (1, n)
         cache.select(None, cols)
-        causal = cols[:, None, :, None] >= cols[:, None, None, :]  # (1, 1, n, n)
+        keys = torch.arange(n + 1, device=ids.device)  # the n columns and scratch
+        causal = (cols[:, None, :, None] >= keys) & (keys < n)  # (1, 1, n, n + 1)
         self.model(input_ids=ids[None], attention_mask=self._additive(causal), position_ids=cols, cache=cache, use_cache=True)  # fmt: skip
-        return [(k[0], v[0]) for k, v in zip(cache.keys, cache.values)]
+        return [(k[0, :, :n], v[0, :, :n]) for k, v in zip(cache.keys, cache.values)]
 
     def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
         """A boolean attention mask as the additive float mask the model takes."""
         dtype = next(self.model.parameters()).dtype
         return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)  # fmt: skip
 
-    def _forward(self, obs: dict[str, torch.Tensor], rows: torch.Tensor | None, width: int, prefix: Prefix | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    def _forward(
+        self, obs: dict[str, torch.Tensor], rows: torch.Tensor | None, width: int,
+        counts: torch.Tensor | None = None, prefix: Prefix | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """One call over ``rows`` (None: all), ``width`` positions each: row i's last
+        ``counts[i]`` new tokens (None: ``width``), left-padded with positions that write
+        to the scratch column and that no real token attends to."""
         pick = (lambda t: t) if rows is None else (lambda t: t[rows])
         end = pick(obs["new_span"])[:, 1]
-        cols = (end[:, None] - width + torch.arange(width, device=end.device)).clamp_(min=0)  # (r, q)
-        ids = pick(obs["input_ids"]).gather(1, cols)
+        L, j = self.env.window, torch.arange(width, device=end.device)
+        cols = end[:, None] - width + j  # (r, q)
+        if counts is not None:
+            cols = cols.masked_fill_(j < width - counts[:, None], L)
+        ids = pick(obs["input_ids"]).gather(1, cols.clamp(max=L - 1))
         attn = pick(obs["attention_mask"]).bool()  # (r, L)
         P = self.env.prompt_tokens
         first = P - attn[:, :P].sum(1)  # column of each prompt's first token
         positions = (cols - first[:, None]).clamp_(min=0)
-        # the token in column c attends to valid columns <= c: an additive (r, 1, q, L) mask
+        # the token in column c attends to valid columns <= c, never to scratch: (r, 1, q, L + 1)
+        attn = torch.cat((attn, attn.new_zeros((len(attn), 1))), 1)
         allowed = attn[:, None, None, :] & (self._cols <= cols[:, None, :, None])
         self.cache.select(rows, cols, prefix)
         output = self.model(
