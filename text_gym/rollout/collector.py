@@ -16,6 +16,17 @@ lands. A refill copies them into columns ``[first, first + n)`` and runs the mod
 on the rest of the prompt. The prefix only shrinks (a slice, no recompute), and is
 recomputed when the model's weights change.
 
+A step where some slots prefill (a fresh prompt's suffix, or an agent token plus a
+user's reply: up to ``q`` tokens) while the rest decode one token can run as two calls
+(decode rows, then prefill rows) or as one merged call of width ``q``: each row runs its
+own tokens in its last positions and is left-padded with positions that write their
+keys/values into a scratch column ``L`` of the cache, which no mask ever allows; the LM
+head runs on the last position only (``logits_to_keep=1``). Merging saves a read of all
+the weights and pays ``2 * body_params`` FLOP per padded position; :func:`merge_budget`
+weighs the two with the device's arithmetic intensity. A model whose LM head outweighs
+its body (a small model over a 49,152-token vocabulary) merges at small batches; a large
+body on CPU (SmolLM2-135M) keeps two calls.
+
 Example:
     >>> from text_gym import TextVectorEnv
     >>> from text_gym.rollout import RolloutCollector, tiny_model
@@ -39,6 +50,13 @@ LogitsProcessor = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (kv_heads, n, head_dim) each
 Prefix = tuple[KeyValues, torch.Tensor, torch.Tensor]  # key/values, cache rows (k,), columns (k, n)
 MIN_PREFIX = 4  # a shorter shared prefix is not worth the copy: prefill whole prompts
+# FLOP the body does on padded tokens per byte of weights a small call reads, in the same
+# time: the exchange rate of :func:`merge_budget`. CPU: 9.5-13 measured on one x86_64 core
+# (torch 2.13, float32) for a 16.5M-parameter model (3.9M body) and for SmolLM2-135M.
+# GPUs: an H100's ~1,000 TFLOP/s of bfloat16 over ~3.3 TB/s is ~300; 200 leaves room for
+# the small shapes of a decode step (an assumption, not a measurement).
+ARITHMETIC_INTENSITY = {"cpu": 12.0}
+ACCELERATOR_INTENSITY = 200.0
 
 
 class WindowCache:
@@ -151,6 +169,11 @@ class RolloutCollector:
             is recomputed when a parameter changes (in place, as an optimizer step or
             ``load_state_dict`` does, or replaced); writes through ``param.data`` go
             unseen, so build a new collector after those.
+        merge_refills: on a step where some slots prefill (q tokens) and the others
+            decode, run them in one call of width q, the decode rows padded, instead of
+            two calls. None: whenever the padding costs less than a second read of the
+            weights (:func:`merge_budget`); True/False: always/never. Results are the
+            same either way up to float rounding.
 
     Raises:
         ValueError: the model and env disagree on tokenizer, vocabulary or device.
@@ -168,6 +191,7 @@ class RolloutCollector:
         logits_processor: LogitsProcessor | None = None,
         value_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
         prefix_cache: bool = True,
+        merge_refills: bool | None = None,
     ) -> None:
         env = getattr(env, "unwrapped", env)
         if env.output != "torch":
@@ -196,6 +220,8 @@ class RolloutCollector:
         self._obs: dict[str, torch.Tensor] | None = None
         self._last: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self.prefix_cache = prefix_cache
+        self.merge_refills = merge_refills
+        self.merge_budget = merge_budget(model)  # padded positions a merged call may add
         # a prefill needs the logits of its last token only: skip the LM head elsewhere
         # (a 49,152-wide matmul per prompt token for SmolLM2) where the model allows it
         takes_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -323,7 +349,8 @@ class RolloutCollector:
 
         Slots with one new token (the usual decode step) go in one call; slots with more
         (a fresh prompt, or an agent token plus a user reply) in a second call over those
-        rows only. One host sync per step decides the split.
+        rows only, or in the same call with the decode rows padded (``merge_refills``,
+        see the module docstring). One host sync per step decides the split.
         """
         span = obs["new_span"]
         many = (span[:, 1] - span[:, 0]) > 1  # (N,)
@@ -332,6 +359,9 @@ class RolloutCollector:
         decode = torch.nonzero(~many)[:, 0]
         prefill = torch.nonzero(many)[:, 0]
         width, counts, prefix = self._plan_prefill(obs, prefill)
+        if len(decode) and self._merges(len(decode), width):
+            all_counts = torch.ones_like(span[:, 0]).index_copy_(0, prefill, counts)  # (N,)
+            return self._forward(obs, None, width, all_counts, prefix)
         logits_p, hidden_p = self._forward(obs, prefill, width, counts, prefix)
         if len(decode) == 0:
             return logits_p, hidden_p
@@ -343,6 +373,12 @@ class RolloutCollector:
             hidden = hidden_p.new_empty((self.env.num_envs, hidden_p.shape[-1]))
             hidden[prefill], hidden[decode] = hidden_p, hidden_d
         return logits, hidden
+
+    def _merges(self, decode_rows: int, width: int) -> bool:
+        """Whether ``decode_rows`` one-token rows join a prefill call of ``width``."""
+        if self.merge_refills is not None:
+            return self.merge_refills
+        return decode_rows * (width - 1) <= self.merge_budget
 
     def _plan_prefill(self, obs: dict[str, torch.Tensor], rows: torch.Tensor) -> tuple[int, torch.Tensor, Prefix | None]:  # fmt: skip
         """Width of the prefill call over ``rows``, the tokens each row runs (r,), and the
@@ -426,6 +462,34 @@ class RolloutCollector:
         )  # fmt: skip
         hidden = output.hidden_states[-1][:, -1] if self.value_head is not None else None
         return output.logits[:, -1], hidden
+
+
+def merge_budget(model: Any, device_type: str | None = None) -> float:
+    """Padded token positions a merged call may add and still cost less than a second call.
+
+    A call reads every weight except the embedding table (it only looks rows up): ``W``
+    parameters, ``b`` bytes each. ``B`` of them are the body (W less the LM head), which
+    costs ``2 B`` FLOP per token, padded or not; the LM head runs on the last position
+    only. Padding costs ``2 B p`` FLOP; a second call costs a read of ``W b`` bytes, worth
+    ``I W b`` FLOP at the device's arithmetic intensity ``I`` (:data:`ARITHMETIC_INTENSITY`).
+    So merge while ``p <= I W b / (2 B)``. Attention over the window and the per-call
+    overhead of Python are left out (the measured ``I`` absorbs them).
+
+    Example:
+        >>> from text_gym.rollout import tiny_model
+        >>> from text_gym.tokenizers import load_tokenizer
+        >>> round(merge_budget(tiny_model(load_tokenizer("byte"))))  # head small, body large
+        27
+    """
+    params = list(model.parameters())  # tied weights once
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    embed = None if embed is None else embed.weight
+    head = None if head is None else head.weight
+    read = sum(p.numel() for p in params if p is not embed or p is head)
+    body = read - (0 if head is None else head.numel())
+    device_type = device_type or params[0].device.type
+    intensity = ARITHMETIC_INTENSITY.get(device_type, ACCELERATOR_INTENSITY)
+    return intensity * read * params[0].element_size() / (2 * max(body, 1))
 
 
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
