@@ -50,8 +50,8 @@ LogitsProcessor = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (kv_heads, n, head_dim) each
 Prefix = tuple[KeyValues, torch.Tensor, torch.Tensor]  # key/values, cache rows (k,), columns (k, n)
 MIN_PREFIX = 4  # a shorter shared prefix is not worth the copy: prefill whole prompts
-# FLOP the body does on padded tokens per byte of weights a small call reads, in the same
-# time: the exchange rate of :func:`merge_budget`. CPU: 9.5-13 measured on one x86_64 core
+# FLOP/s the body reaches on padded tokens over the bytes/s of weights a small call reads:
+# the exchange rate of :func:`merge_budget`. CPU: 9.5-13 measured on one x86_64 core
 # (torch 2.13, float32) for a 16.5M-parameter model (3.9M body) and for SmolLM2-135M.
 # GPUs: an H100's ~1,000 TFLOP/s of bfloat16 over ~3.3 TB/s is ~300; 200 leaves room for
 # the small shapes of a decode step (an assumption, not a measurement).
@@ -446,7 +446,7 @@ class RolloutCollector:
         L, j = self.env.window, torch.arange(width, device=end.device)
         cols = end[:, None] - width + j  # (r, q)
         if counts is not None:
-            cols = cols.masked_fill_(j < width - counts[:, None], L)
+            cols = cols.masked_fill_(j < width - counts[:, None], self.cache.scratch)
         ids = pick(obs["input_ids"]).gather(1, cols.clamp(max=L - 1))
         attn = pick(obs["attention_mask"]).bool()  # (r, L)
         P = self.env.prompt_tokens
@@ -485,7 +485,7 @@ def merge_budget(model: Any, device_type: str | None = None) -> float:
     embed, head = model.get_input_embeddings(), model.get_output_embeddings()
     embed = None if embed is None else embed.weight
     head = None if head is None else head.weight
-    read = sum(p.numel() for p in params if p is not embed or p is head)
+    read = sum(p.numel() for p in params if p is not embed or p is head)  # the table counts if tied
     body = read - (0 if head is None else head.numel())
     device_type = device_type or params[0].device.type
     intensity = ARITHMETIC_INTENSITY.get(device_type, ACCELERATOR_INTENSITY)
