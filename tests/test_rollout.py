@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from text_gym import TextVectorEnv
-from text_gym.rollout import RolloutCollector, sample_categorical, sequence_logprobs, tiny_model
+from text_gym.rollout import RolloutCollector, merge_budget, sample_categorical, sequence_logprobs, tiny_model
 from text_gym.tasks.base import Sample, Scores, Task
 from text_gym.tokenizers import load_tokenizer
 
@@ -315,3 +315,80 @@ def test_collect_episodes_when_the_policy_allows_only_the_stop_token(model):
 
     episodes = RolloutCollector(model, env, logits_processor=stop_at_slot_index).collect_episodes(seed=0)
     assert episodes.agent_mask.sum(1).tolist() == [1, 2, 3, 4] and episodes.terminated.all()
+
+
+def count_calls(model):
+    """Forward calls of ``model``, counted at its embedding; ``.remove()`` when done."""
+    calls = []
+    hook = model.model.embed_tokens.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))  # fmt: skip
+    return calls, hook
+
+
+@pytest.mark.parametrize(
+    ("dtype", "prefix_cache"), [(torch.float32, True), (torch.float32, False), (torch.bfloat16, True)],
+    ids=["float32", "float32-no-prefix-cache", "bfloat16"],
+)  # fmt: skip
+def test_merged_refills_equal_split_calls(dtype, prefix_cache):
+    """Decode and prefill rows in one padded call give the rollout of two calls: actions,
+    log-probs and values (from the hidden states), over many refills of varied lengths."""
+    model = tiny_model(load_tokenizer("byte"), seed=3, dtype=dtype)
+    head = torch.nn.Linear(64, 1).to(dtype)
+    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
+    runs, calls = {}, {}
+    for merge in (True, False):
+        fed, hook = count_calls(model)
+        collector = RolloutCollector(
+            model, make_env(5), greedy=True, logits_processor=stop, value_head=lambda h: head(h)[:, 0],
+            prefix_cache=prefix_cache, merge_refills=merge,
+        )  # fmt: skip
+        runs[merge], calls[merge] = collector.collect(40, seed=7), len(fed)
+        hook.remove()
+    assert runs[True].dones.sum() > 30  # many refills
+    assert calls[True] < calls[False] - 15  # one call where the split path made two
+    assert_same_rollout(runs[True], runs[False])
+    assert torch.allclose(runs[True].values.float(), runs[False].values.float(), atol=1e-4)
+
+
+def test_merged_refills_equal_split_calls_with_user_replies(model):
+    """Multi-turn: an agent token plus the user's reply (a prefill mid-episode) shares a
+    merged call with decode rows and fresh prompts."""
+    import gymnasium as gym
+
+    eos = torch.arange(258) == 256
+    end_turns = lambda logits, obs: torch.where(((obs["new_span"][:, 1:] + torch.arange(3)[:, None]) % 3 == 0) & eos, 1e4, logits)  # noqa: E731  # fmt: skip
+    runs, calls = [], []
+    for merge in (True, False):
+        env = gym.make_vec("TextDialogGoal-v0", num_envs=3, output="torch", tokenizer="byte", max_turns=3)  # fmt: skip
+        fed, hook = count_calls(model)
+        collector = RolloutCollector(model, env, greedy=True, logits_processor=end_turns, merge_refills=merge)
+        runs.append(collector.collect(60, seed=0))
+        calls.append(len(fed))
+        hook.remove()
+    assert runs[0].dones.sum() > 6 and calls[0] < calls[1] - 10
+    assert_same_rollout(*runs)
+
+
+def test_cost_model_merges_for_a_small_body_and_splits_for_a_large_one_on_cpu():
+    """With 8 slots, one refilling with an 11-token suffix (q = 11): 70 padded positions.
+    A 4-layer, 256-wide body under a 49,152-token LM head merges; SmolLM2-135M's
+    30 layers (106M parameters of 135M) split on CPU and merge on a GPU."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def budget(device_type, **shape):
+        config = LlamaConfig(vocab_size=49_152, tie_word_embeddings=True, **shape)
+        with torch.device("meta"):  # shapes only, no weights
+            return merge_budget(LlamaForCausalLM(config), device_type)
+
+    padded = 7 * (11 - 1)
+    tiny = {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 4}  # fmt: skip
+    smollm2 = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3}  # fmt: skip
+    assert budget("cpu", **tiny) > padded > budget("cpu", **smollm2)
+    assert budget("cuda", **smollm2) > padded
+    # the collector follows the budget unless told
+    collector = RolloutCollector(tiny_model(load_tokenizer("byte")), make_env(2))
+    rows = int(collector.merge_budget // 10)
+    assert collector._merges(rows, 11) and not collector._merges(rows + 1, 11)
+    collector.merge_refills = False
+    assert not collector._merges(1, 2)
+    collector.merge_refills = True
+    assert collector._merges(100, 100)

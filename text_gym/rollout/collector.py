@@ -16,6 +16,17 @@ lands. A refill copies them into columns ``[first, first + n)`` and runs the mod
 on the rest of the prompt. The prefix only shrinks (a slice, no recompute), and is
 recomputed when the model's weights change.
 
+A step where some slots prefill (a fresh prompt's suffix, or an agent token plus a
+user's reply: up to ``q`` tokens) while the rest decode one token can run as two calls
+(decode rows, then prefill rows) or as one merged call of width ``q``: each row runs its
+own tokens in its last positions and is left-padded with positions that write their
+keys/values into a scratch column ``L`` of the cache, which no mask ever allows; the LM
+head runs on the last position only (``logits_to_keep=1``). Merging saves a read of all
+the weights and pays ``2 * body_params`` FLOP per padded position; :func:`merge_budget`
+weighs the two with the device's arithmetic intensity. A model whose LM head outweighs
+its body (a small model over a 49,152-token vocabulary) merges at small batches; a large
+body on CPU (SmolLM2-135M) keeps two calls.
+
 Example:
     >>> from text_gym import TextVectorEnv
     >>> from text_gym.rollout import RolloutCollector, tiny_model
@@ -39,19 +50,27 @@ LogitsProcessor = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (kv_heads, n, head_dim) each
 Prefix = tuple[KeyValues, torch.Tensor, torch.Tensor]  # key/values, cache rows (k,), columns (k, n)
 MIN_PREFIX = 4  # a shorter shared prefix is not worth the copy: prefill whole prompts
+# FLOP/s the body reaches on padded tokens over the bytes/s of weights a small call reads:
+# the exchange rate of :func:`merge_budget`. CPU: 9.5-13 measured on one x86_64 core
+# (torch 2.13, float32) for a 16.5M-parameter model (3.9M body) and for SmolLM2-135M.
+# GPUs: an H100's ~1,000 TFLOP/s of bfloat16 over ~3.3 TB/s is ~300; 200 leaves room for
+# the small shapes of a decode step (an assumption, not a measurement).
+ARITHMETIC_INTENSITY = {"cpu": 12.0}
+ACCELERATOR_INTENSITY = 200.0
 
 
 class WindowCache:
-    """Key/value storage indexed by env window column, (N, kv_heads, L, head_dim) per layer.
+    """Key/value storage indexed by env window column, (N, kv_heads, L + 1, head_dim) per layer.
 
     Before each forward call, :meth:`select` names the batch rows being processed and
     the window columns their new tokens occupy, and optionally cached keys/values to
     copy in first (a shared prompt prefix); ``update`` (called by every attention layer)
-    writes them there and returns the rows' whole windows.
+    writes them there and returns the rows' whole windows. Column ``L`` (``scratch``) is
+    where padding positions of a call write: no attention mask ever allows it.
     """
 
     def __init__(self, num_rows: int, window: int) -> None:
-        self.num_rows, self.window = num_rows, window
+        self.num_rows, self.window, self.scratch = num_rows, window, window
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.rows: torch.Tensor | None = None
@@ -69,7 +88,7 @@ class WindowCache:
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         # key, value: (r, kv_heads, q, head_dim) for the selected rows' new tokens
         if layer_idx == len(self.keys):
-            shape = (self.num_rows, key.shape[1], self.window, key.shape[3])
+            shape = (self.num_rows, key.shape[1], self.window + 1, key.shape[3])
             self.keys.append(key.new_zeros(shape))
             self.values.append(value.new_zeros(shape))
         K, V = self.keys[layer_idx], self.values[layer_idx]
@@ -150,6 +169,11 @@ class RolloutCollector:
             is recomputed when a parameter changes (in place, as an optimizer step or
             ``load_state_dict`` does, or replaced); writes through ``param.data`` go
             unseen, so build a new collector after those.
+        merge_refills: on a step where some slots prefill (q tokens) and the others
+            decode, run them in one call of width q, the decode rows padded, instead of
+            two calls. None: whenever the padding costs less than a second read of the
+            weights (:func:`merge_budget`); True/False: always/never. Results are the
+            same either way up to float rounding.
 
     Raises:
         ValueError: the model and env disagree on tokenizer, vocabulary or device.
@@ -167,6 +191,7 @@ class RolloutCollector:
         logits_processor: LogitsProcessor | None = None,
         value_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
         prefix_cache: bool = True,
+        merge_refills: bool | None = None,
     ) -> None:
         env = getattr(env, "unwrapped", env)
         if env.output != "torch":
@@ -191,10 +216,12 @@ class RolloutCollector:
         self.temperature, self.top_k, self.top_p, self.greedy = temperature, top_k, top_p, greedy
         self.logits_processor, self.value_head = logits_processor, value_head
         self.cache = WindowCache(env.num_envs, env.window)
-        self._cols = torch.arange(env.window, device=env.device)
+        self._cols = torch.arange(env.window + 1, device=env.device)  # the window and scratch
         self._obs: dict[str, torch.Tensor] | None = None
         self._last: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self.prefix_cache = prefix_cache
+        self.merge_refills = merge_refills
+        self.merge_budget = merge_budget(model)  # padded positions a merged call may add
         # a prefill needs the logits of its last token only: skip the LM head elsewhere
         # (a 49,152-wide matmul per prompt token for SmolLM2) where the model allows it
         takes_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -322,7 +349,8 @@ class RolloutCollector:
 
         Slots with one new token (the usual decode step) go in one call; slots with more
         (a fresh prompt, or an agent token plus a user reply) in a second call over those
-        rows only. One host sync per step decides the split.
+        rows only, or in the same call with the decode rows padded (``merge_refills``,
+        see the module docstring). One host sync per step decides the split.
         """
         span = obs["new_span"]
         many = (span[:, 1] - span[:, 0]) > 1  # (N,)
@@ -330,8 +358,11 @@ class RolloutCollector:
             return self._forward(obs, None, 1)
         decode = torch.nonzero(~many)[:, 0]
         prefill = torch.nonzero(many)[:, 0]
-        width, prefix = self._plan_prefill(obs, prefill)
-        logits_p, hidden_p = self._forward(obs, prefill, width, prefix)
+        width, counts, prefix = self._plan_prefill(obs, prefill)
+        if len(decode) and self._merges(len(decode), width):
+            all_counts = torch.ones_like(span[:, 0]).index_copy_(0, prefill, counts)  # (N,)
+            return self._forward(obs, None, width, all_counts, prefix)
+        logits_p, hidden_p = self._forward(obs, prefill, width, counts, prefix)
         if len(decode) == 0:
             return logits_p, hidden_p
         logits_d, hidden_d = self._forward(obs, decode, 1)
@@ -343,8 +374,15 @@ class RolloutCollector:
             hidden[prefill], hidden[decode] = hidden_p, hidden_d
         return logits, hidden
 
-    def _plan_prefill(self, obs: dict[str, torch.Tensor], rows: torch.Tensor) -> tuple[int, Prefix | None]:  # fmt: skip
-        """Width of the prefill call over ``rows``, and the shared prefix to copy in first.
+    def _merges(self, decode_rows: int, width: int) -> bool:
+        """Whether ``decode_rows`` one-token rows join a prefill call of ``width``."""
+        if self.merge_refills is not None:
+            return self.merge_refills
+        return decode_rows * (width - 1) <= self.merge_budget
+
+    def _plan_prefill(self, obs: dict[str, torch.Tensor], rows: torch.Tensor) -> tuple[int, torch.Tensor, Prefix | None]:  # fmt: skip
+        """Width of the prefill call over ``rows``, the tokens each row runs (r,), and the
+        shared prefix to copy in first.
 
         Rows whose new span starts in the prompt region are fresh prompts; the rest (an
         agent token plus a user reply) neither use nor change the prefix. The prefix
@@ -354,7 +392,7 @@ class RolloutCollector:
         span = obs["new_span"][rows]
         start, lengths = span[:, 0], span[:, 1] - span[:, 0]  # (r,)
         if not self.prefix_cache or (self._prefix is not None and len(self._prefix) < MIN_PREFIX):
-            return int(lengths.max()), None
+            return int(lengths.max()), lengths, None
         P, L = self.env.prompt_tokens, self.env.window
         fresh = start < P  # (r,)
         j = torch.arange(P if self._prefix is None else len(self._prefix), device=start.device)
@@ -365,45 +403,57 @@ class RolloutCollector:
         stats = torch.stack((lengths.max(), lengths.masked_fill(fresh, 0).max(), shared.min(), fresh.sum()))  # fmt: skip
         longest, others, n, count = stats.tolist()  # the one host sync
         if count == 0:
-            return longest, None
+            return longest, lengths, None
         if self._prefix is None or n < len(self._prefix):
             self._prefix = ref[:n].clone()
             self._prefix_kv = None if self._prefix_kv is None else [(k[:, :n], v[:, :n]) for k, v in self._prefix_kv]  # fmt: skip
         if n < MIN_PREFIX:
             self._prefix_kv = None
-            return longest, None
+            return longest, lengths, None
         weights = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
         if self._prefix_kv is None or weights != self._prefix_weights:
             self._prefix_kv, self._prefix_weights = self._prefix_key_values(self._prefix), weights
         # the fresh rows (listed first by a stable sort) get the prefix at [first, first + n)
         at_rows = rows[torch.argsort((~fresh).int(), stable=True)[:count]]  # (k,)
         at_cols = obs["new_span"][at_rows, :1] + j[:n]  # (k, n)
-        return max(others, longest - n), (self._prefix_kv, at_rows, at_cols)
+        return max(others, longest - n), lengths - n * fresh, (self._prefix_kv, at_rows, at_cols)
 
     def _prefix_key_values(self, ids: torch.Tensor) -> KeyValues:
         """Keys/values of ``ids`` (n,) at positions 0..n-1, from one forward pass."""
-        cache = WindowCache(1, len(ids))
-        cols = torch.arange(len(ids), device=ids.device)[None]  # (1, n)
+        n = len(ids)
+        cache = WindowCache(1, n)
+        cols = torch.arange(n, device=ids.device)[None]  # (1, n)
         cache.select(None, cols)
-        causal = cols[:, None, :, None] >= cols[:, None, None, :]  # (1, 1, n, n)
+        keys = torch.arange(n + 1, device=ids.device)  # the n columns and scratch
+        causal = (cols[:, None, :, None] >= keys) & (keys < n)  # (1, 1, n, n + 1)
         self.model(input_ids=ids[None], attention_mask=self._additive(causal), position_ids=cols, cache=cache, use_cache=True)  # fmt: skip
-        return [(k[0], v[0]) for k, v in zip(cache.keys, cache.values)]
+        return [(k[0, :, :n], v[0, :, :n]) for k, v in zip(cache.keys, cache.values)]
 
     def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
         """A boolean attention mask as the additive float mask the model takes."""
         dtype = next(self.model.parameters()).dtype
         return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)  # fmt: skip
 
-    def _forward(self, obs: dict[str, torch.Tensor], rows: torch.Tensor | None, width: int, prefix: Prefix | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    def _forward(
+        self, obs: dict[str, torch.Tensor], rows: torch.Tensor | None, width: int,
+        counts: torch.Tensor | None = None, prefix: Prefix | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """One call over ``rows`` (None: all), ``width`` positions each: row i's last
+        ``counts[i]`` new tokens (None: ``width``), left-padded with positions that write
+        to the scratch column and that no real token attends to."""
         pick = (lambda t: t) if rows is None else (lambda t: t[rows])
         end = pick(obs["new_span"])[:, 1]
-        cols = (end[:, None] - width + torch.arange(width, device=end.device)).clamp_(min=0)  # (r, q)
-        ids = pick(obs["input_ids"]).gather(1, cols)
+        L, j = self.env.window, torch.arange(width, device=end.device)
+        cols = end[:, None] - width + j  # (r, q)
+        if counts is not None:
+            cols = cols.masked_fill_(j < width - counts[:, None], self.cache.scratch)
+        ids = pick(obs["input_ids"]).gather(1, cols.clamp(max=L - 1))
         attn = pick(obs["attention_mask"]).bool()  # (r, L)
         P = self.env.prompt_tokens
         first = P - attn[:, :P].sum(1)  # column of each prompt's first token
         positions = (cols - first[:, None]).clamp_(min=0)
-        # the token in column c attends to valid columns <= c: an additive (r, 1, q, L) mask
+        # the token in column c attends to valid columns <= c, never to scratch: (r, 1, q, L + 1)
+        attn = torch.cat((attn, attn.new_zeros((len(attn), 1))), 1)
         allowed = attn[:, None, None, :] & (self._cols <= cols[:, None, :, None])
         self.cache.select(rows, cols, prefix)
         output = self.model(
@@ -412,6 +462,34 @@ class RolloutCollector:
         )  # fmt: skip
         hidden = output.hidden_states[-1][:, -1] if self.value_head is not None else None
         return output.logits[:, -1], hidden
+
+
+def merge_budget(model: Any, device_type: str | None = None) -> float:
+    """Padded token positions a merged call may add and still cost less than a second call.
+
+    A call reads every weight except the embedding table (it only looks rows up): ``W``
+    parameters, ``b`` bytes each. ``B`` of them are the body (W less the LM head), which
+    costs ``2 B`` FLOP per token, padded or not; the LM head runs on the last position
+    only. Padding costs ``2 B p`` FLOP; a second call costs a read of ``W b`` bytes, worth
+    ``I W b`` FLOP at the device's arithmetic intensity ``I`` (:data:`ARITHMETIC_INTENSITY`).
+    So merge while ``p <= I W b / (2 B)``. Attention over the window and the per-call
+    overhead of Python are left out (the measured ``I`` absorbs them).
+
+    Example:
+        >>> from text_gym.rollout import tiny_model
+        >>> from text_gym.tokenizers import load_tokenizer
+        >>> round(merge_budget(tiny_model(load_tokenizer("byte"))))  # head small, body large
+        27
+    """
+    params = list(model.parameters())  # tied weights once
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    embed = None if embed is None else embed.weight
+    head = None if head is None else head.weight
+    read = sum(p.numel() for p in params if p is not embed or p is head)  # the table counts if tied
+    body = read - (0 if head is None else head.numel())
+    device_type = device_type or params[0].device.type
+    intensity = ARITHMETIC_INTENSITY.get(device_type, ACCELERATOR_INTENSITY)
+    return intensity * read * params[0].element_size() / (2 * max(body, 1))
 
 
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
