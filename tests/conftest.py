@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 import text_gym
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n N` runs N worker processes: one torch thread each, or their thread pools
+    # oversubscribe the cores (the rollout tests ran ~3x slower on 2 cores)
+    torch.set_num_threads(1)
 
 ENV_IDS = text_gym.env_ids()
 ALL_IDS = ENV_IDS + [f"text_gym/{i}" for i in ENV_IDS]
