@@ -17,6 +17,7 @@ MODULES = [
     "text_gym.tasks.dialogue",
     "text_gym.tasks.code",
     "text_gym.rewards.sandbox",
+    "text_gym.rollout.collector",
 ]
 
 
