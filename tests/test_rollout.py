@@ -9,6 +9,8 @@ import torch
 
 from text_gym import TextVectorEnv
 from text_gym.rollout import RolloutCollector, merge_budget, sample_categorical, sequence_logprobs, tiny_model
+from text_gym.rollout import collector as collector_module
+from text_gym.rollout.collector import plain_head
 from text_gym.tasks.base import Sample, Scores, Task
 from text_gym.tokenizers import load_tokenizer
 
@@ -347,6 +349,35 @@ def test_merged_refills_equal_split_calls(dtype, prefix_cache):
     assert calls[True] < calls[False] - 15  # one call where the split path made two
     assert_same_rollout(runs[True], runs[False])
     assert torch.allclose(runs[True].values.float(), runs[False].values.float(), atol=1e-4)
+
+
+def test_split_steps_share_one_lm_head_call(monkeypatch):
+    """Where logits are head(last hidden state), a step with two calls runs the body in
+    each and the LM head once over all rows; the rollout equals two full calls'."""
+    model = tiny_model(load_tokenizer("byte"), seed=3)
+    assert plain_head(model)[1] is model.get_output_embeddings()
+    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
+    value = torch.nn.Linear(64, 1)
+
+    def run():
+        heads = []
+        hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: heads.append(args[0].shape))  # fmt: skip
+        collector = RolloutCollector(
+            model, make_env(5), greedy=True, logits_processor=stop, value_head=lambda h: value(h)[:, 0],
+            merge_refills=False,
+        )  # fmt: skip
+        batch = collector.collect(40, seed=7)
+        hook.remove()
+        return batch, len(heads)
+
+    shared, shared_heads = run()
+    monkeypatch.setattr(collector_module, "plain_head", lambda model: (None, None))
+    per_call, per_call_heads = run()
+    assert shared.dones.sum() > 30 and shared_heads < per_call_heads - 15
+    assert_same_rollout(shared, per_call)
+    assert torch.allclose(shared.values, per_call.values, atol=1e-5)
+    model.config.final_logit_softcapping = 30.0  # logits are not head(hidden) alone
+    assert plain_head(model) == (None, None)
 
 
 def test_merged_refills_equal_split_calls_with_user_replies(model):

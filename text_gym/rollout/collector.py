@@ -226,6 +226,9 @@ class RolloutCollector:
         # (a 49,152-wide matmul per prompt token for SmolLM2) where the model allows it
         takes_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._last_logits_only = {"logits_to_keep": 1} if takes_keep else {}
+        # a step with two calls (decode rows, prefill rows) runs the body in each and the
+        # LM head once over all rows, where the logits are just head(last hidden state)
+        self._body, self._head = plain_head(model)
         self._prefix: torch.Tensor | None = None  # (n,) token ids common to every prompt so far
         self._prefix_kv: KeyValues | None = None
         self._prefix_weights: tuple[tuple[int, int], ...] = ()  # the parameters they came from
@@ -362,12 +365,15 @@ class RolloutCollector:
         if len(decode) and self._merges(len(decode), width):
             all_counts = torch.ones_like(span[:, 0]).index_copy_(0, prefill, counts)  # (N,)
             return self._forward(obs, None, width, all_counts, prefix)
-        logits_p, hidden_p = self._forward(obs, prefill, width, counts, prefix)
+        shared_head = self._head is not None and len(decode) > 0
+        logits_p, hidden_p = self._forward(obs, prefill, width, counts, prefix, head=not shared_head)
         if len(decode) == 0:
             return logits_p, hidden_p
-        logits_d, hidden_d = self._forward(obs, decode, 1)
+        logits_d, hidden_d = self._forward(obs, decode, 1, head=not shared_head)
         logits = logits_p.new_empty((self.env.num_envs, logits_p.shape[-1]))
         logits[prefill], logits[decode] = logits_p, logits_d
+        if shared_head:  # those were last hidden states: one LM head call (one read of it) for all
+            logits = self._head(logits)
         hidden = None
         if hidden_p is not None:
             hidden = hidden_p.new_empty((self.env.num_envs, hidden_p.shape[-1]))
@@ -436,11 +442,13 @@ class RolloutCollector:
 
     def _forward(
         self, obs: dict[str, torch.Tensor], rows: torch.Tensor | None, width: int,
-        counts: torch.Tensor | None = None, prefix: Prefix | None = None,
+        counts: torch.Tensor | None = None, prefix: Prefix | None = None, head: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
         """One call over ``rows`` (None: all), ``width`` positions each: row i's last
         ``counts[i]`` new tokens (None: ``width``), left-padded with positions that write
-        to the scratch column and that no real token attends to."""
+        to the scratch column and that no real token attends to. Returns the last
+        position's logits (``head=False``: its final hidden state, for ``self._head``)
+        and the value head's input."""
         pick = (lambda t: t) if rows is None else (lambda t: t[rows])
         end = pick(obs["new_span"])[:, 1]
         L, j = self.env.window, torch.arange(width, device=end.device)
@@ -456,12 +464,30 @@ class RolloutCollector:
         attn = torch.cat((attn, attn.new_zeros((len(attn), 1))), 1)
         allowed = attn[:, None, None, :] & (self._cols <= cols[:, None, :, None])
         self.cache.select(rows, cols, prefix)
-        output = self.model(
-            input_ids=ids, attention_mask=self._additive(allowed), position_ids=positions, cache=self.cache,
-            use_cache=True, output_hidden_states=self.value_head is not None, **self._last_logits_only,
-        )  # fmt: skip
+        inputs = {"input_ids": ids, "attention_mask": self._additive(allowed), "position_ids": positions,
+                  "cache": self.cache, "use_cache": True, "output_hidden_states": self.value_head is not None}  # fmt: skip
+        output = self.model(**inputs, **self._last_logits_only) if head else self._body(**inputs)
         hidden = output.hidden_states[-1][:, -1] if self.value_head is not None else None
-        return output.logits[:, -1], hidden
+        return (output.logits if head else output.last_hidden_state)[:, -1], hidden
+
+
+PLAIN_HEAD_MODELS = ("llama", "mistral", "qwen2", "qwen3")  # logits = lm_head(last hidden state)
+
+
+def plain_head(model: Any) -> tuple[Any, torch.nn.Linear] | tuple[None, None]:
+    """The body (decoder) and LM head of a model whose logits are exactly
+    ``head(body(...).last_hidden_state)``, else ``(None, None)``. Only model types known to
+    have no logit scaling or soft-capping qualify."""
+    config = model.config
+    if getattr(config, "model_type", None) not in PLAIN_HEAD_MODELS:
+        return None, None
+    if any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale")):
+        return None, None
+    get_decoder, head = getattr(model, "get_decoder", None), model.get_output_embeddings()
+    body = get_decoder() if callable(get_decoder) else None
+    if body is None or body is model or not isinstance(head, torch.nn.Linear):
+        return None, None
+    return body, head
 
 
 def merge_budget(model: Any, device_type: str | None = None) -> float:
