@@ -25,7 +25,9 @@ head runs on the last position only (``logits_to_keep=1``). Merging saves a read
 the weights and pays ``2 * body_params`` FLOP per padded position; :func:`merge_budget`
 weighs the two with the device's arithmetic intensity. A model whose LM head outweighs
 its body (a small model over a 49,152-token vocabulary) merges at small batches; a large
-body on CPU (SmolLM2-135M) keeps two calls.
+body on CPU (SmolLM2-135M) keeps two calls. Two calls run only the model's body where its
+logits are plain ``lm_head(last hidden state)`` (:func:`plain_head`), and the LM head runs
+once over all rows' last hidden states: one read of its weights per step, not two.
 
 Example:
     >>> from text_gym import TextVectorEnv
