@@ -367,15 +367,16 @@ class RolloutCollector:
         if len(decode) and self._merges(len(decode), width):
             all_counts = torch.ones_like(span[:, 0]).index_copy_(0, prefill, counts)  # (N,)
             return self._forward(obs, None, width, all_counts, prefix)
-        shared_head = self._head is not None and len(decode) > 0
-        logits_p, hidden_p = self._forward(obs, prefill, width, counts, prefix, head=not shared_head)
         if len(decode) == 0:
-            return logits_p, hidden_p
-        logits_d, hidden_d = self._forward(obs, decode, 1, head=not shared_head)
-        logits = logits_p.new_empty((self.env.num_envs, logits_p.shape[-1]))
-        logits[prefill], logits[decode] = logits_p, logits_d
-        if shared_head:  # those were last hidden states: one LM head call (one read of it) for all
-            logits = self._head(logits)
+            return self._forward(obs, prefill, width, counts, prefix)
+        # two calls; with a shared head they return last hidden states, not logits, and the
+        # LM head runs once over all rows (one read of its weights)
+        shared_head = self._head is not None
+        out_p, hidden_p = self._forward(obs, prefill, width, counts, prefix, head=not shared_head)
+        out_d, hidden_d = self._forward(obs, decode, 1, head=not shared_head)
+        out = out_p.new_empty((self.env.num_envs, out_p.shape[-1]))
+        out[prefill], out[decode] = out_p, out_d
+        logits = self._head(out) if shared_head else out
         hidden = None
         if hidden_p is not None:
             hidden = hidden_p.new_empty((self.env.num_envs, hidden_p.shape[-1]))
