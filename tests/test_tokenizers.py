@@ -5,9 +5,18 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 
-from text_gym.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer, default_tokenizer, load_tokenizer
+from text_gym.tokenizers import (
+    ByteTokenizer,
+    HFTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    decode_rows,
+    default_tokenizer,
+    load_tokenizer,
+)
 
 
 def test_default_tokenizer_is_smollm2():
@@ -19,6 +28,35 @@ def test_default_tokenizer_is_smollm2():
     assert ids == [16617, 6757, 284, 7379, 2049]  # SmolLM2's ids for this text
     assert tok.decode_batch([ids + [tok.eos_token_id]]) == ["walk twice and jump left"]
     assert "<|im_start|>assistant" in tok.apply_chat_template([{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize("name", ["default", "byte", "words"])
+def test_decode_rows_equals_decode_batch(name):
+    """The env's batched decode (numpy gathers over a byte table for large batches,
+    per-token lookups for small ones) gives decode_batch's texts: any ids, specials,
+    broken UTF-8, empty rows."""
+    if name == "words":
+        tok = WordTokenizer.from_texts(["jump twice", " I_JUMP I_JUMP", " naïve 日本語"])
+    else:
+        tok = load_tokenizer(name)
+    assert tok.byte_table is not None
+    rng = np.random.default_rng(0)
+    for k, width in [(1, 3), (2, 40), (16, 80), (5, 300), (3, 0)]:
+        rows = rng.integers(0, len(tok), size=(k, width))
+        lengths = rng.integers(0, width + 1, size=k)
+        lengths[0] = 0
+        expected = tok.decode_batch([r[:n].tolist() for r, n in zip(rows, lengths)])
+        assert decode_rows(tok, rows, lengths) == expected
+        full = np.full(k, width)
+        assert decode_rows(tok, rows, full) == tok.decode_batch(rows.tolist())
+
+
+def test_decode_rows_without_a_byte_table_uses_decode_batch():
+    class Plain:
+        def decode_batch(self, ids):
+            return [",".join(map(str, x)) for x in ids]
+
+    assert decode_rows(Plain(), np.array([[1, 2, 3], [4, 5, 6]]), np.array([2, 0])) == ["1,2", ""]
 
 
 def test_byte_tokenizer_round_trip_and_bad_bytes():

@@ -35,6 +35,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from text_gym.assets import SMOLLM2_DIR
 
 DEFAULT_TOKENIZER = "default"
@@ -67,6 +69,62 @@ class Tokenizer(Protocol):
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
         """The prompt text for chat ``messages``, or None when there is no template."""
         ...
+
+
+class ByteTable:
+    """Every token's bytes packed into one array, for tokenizers whose text is the UTF-8
+    decoding of their tokens' concatenated bytes (byte-level BPE, bytes, words).
+
+    :meth:`decode_rows` decodes a batch of padded id rows with a few numpy gathers over
+    this contiguous table, instead of one Python lookup per token into tens of
+    thousands of scattered ``bytes`` objects: on random 49k-vocabulary tokens inside a
+    running env, the lookups' cache misses made that 2.5x slower for 16 responses of 64
+    tokens. Below ~128 tokens in all, the numpy calls' fixed cost loses, and the
+    lookups are used.
+
+    Example:
+        >>> table = ByteTable([b"", b"a", b"bc"])
+        >>> table.decode_rows(np.array([[1, 2, 2], [2, 0, 1]]), np.array([2, 3]))
+        ['abc', 'bca']
+    """
+
+    def __init__(self, pieces: Sequence[bytes]) -> None:
+        self.pieces = list(pieces)
+        sizes = np.fromiter(map(len, pieces), np.int64, len(pieces))
+        self.offsets = np.zeros(len(pieces) + 1, dtype=np.int64)  # token i: data[offsets[i]:offsets[i + 1]]
+        np.cumsum(sizes, out=self.offsets[1:])
+        self.data = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+
+    def decode_rows(self, rows: np.ndarray, lengths: np.ndarray) -> list[str]:
+        """The texts of ``rows[i, :lengths[i]]`` (ids of an int array ``(k, w)``); bytes
+        that are not valid UTF-8 become U+FFFD, as in the tokenizers' ``decode_batch``."""
+        if lengths.sum() < 128:
+            get = self.pieces.__getitem__
+            return [b"".join(map(get, row[:n].tolist())).decode("utf-8", "replace") for row, n in zip(rows, lengths.tolist())]  # fmt: skip
+        ids = rows[np.arange(rows.shape[1]) < lengths[:, None]]  # row after row
+        starts = self.offsets[ids]
+        sizes = self.offsets[ids + 1] - starts
+        ends = np.cumsum(sizes)  # where each token's bytes end in the output
+        # output byte j of token t comes from data[starts[t] + j - (ends[t] - sizes[t])]
+        index = np.repeat(starts - (ends - sizes), sizes) + np.arange(int(ends[-1]) if ends.size else 0)  # fmt: skip
+        blob = self.data[index].tobytes()
+        token_ends = np.zeros(ids.size + 1, dtype=np.int64)
+        token_ends[1:] = ends
+        bounds = token_ends[np.concatenate(([0], np.cumsum(lengths)))].tolist()
+        return [blob[a:b].decode("utf-8", "replace") for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def decode_rows(tokenizer: Tokenizer, rows: np.ndarray, lengths: np.ndarray) -> list[str]:
+    """``tokenizer.decode_batch`` of ``rows[i, :lengths[i]]``, through the tokenizer's
+    :class:`ByteTable` (its ``byte_table`` attribute) when it has one.
+
+    >>> decode_rows(ByteTokenizer(), np.array([[104, 105, 256], [33, 257, 257]]), np.array([3, 1]))
+    ['hi', '!']
+    """
+    table = getattr(tokenizer, "byte_table", None)
+    if table is not None:
+        return table.decode_rows(rows, lengths)
+    return tokenizer.decode_batch([row[:n].tolist() for row, n in zip(rows, lengths.tolist())])
 
 
 class _EncodeMixin:
@@ -108,7 +166,8 @@ class HFTokenizer(_EncodeMixin):
         # Byte-level BPE (GPT-2 style, SmolLM2's kind) decodes to the UTF-8 of its
         # tokens' bytes: a lookup table does it several times faster, and is used only after it
         # has been checked against the tokenizer's own decoder.
-        self._bytes = _byte_table(tokenizer, self._backend) if self._backend else None
+        pieces = _byte_table(tokenizer, self._backend) if self._backend else None
+        self.byte_table = ByteTable(pieces) if pieces is not None else None
 
     def __len__(self) -> int:
         return self._len
@@ -124,8 +183,8 @@ class HFTokenizer(_EncodeMixin):
     def decode_batch(self, ids: Sequence[Sequence[int]]) -> list[str]:
         if not ids:
             return []
-        if self._bytes is not None:
-            get = self._bytes.__getitem__
+        if self.byte_table is not None:
+            get = self.byte_table.pieces.__getitem__
             return [b"".join(map(get, x)).decode("utf-8", "replace") for x in ids]
         if self._backend is not None:
             return self._backend.decode_batch([list(x) for x in ids], skip_special_tokens=True)
@@ -197,6 +256,7 @@ class ByteTokenizer(_EncodeMixin):
     name = "byte"
     eos_token_id = 256
     pad_token_id = 257
+    byte_table = ByteTable([bytes([i]) for i in range(256)] + [b"", b""])
 
     def __len__(self) -> int:
         return 258
@@ -247,6 +307,7 @@ class WordTokenizer(_EncodeMixin):
         self.chunks = list(chunks)
         self._ids = {c: i + len(self._SPECIAL) for i, c in enumerate(self.chunks)}
         self._text = ["", "", " <unk>", *self.chunks]
+        self.byte_table = ByteTable([t.encode("utf-8") for t in self._text])
         digest = hashlib.sha256("\0".join(self.chunks).encode("utf-8")).hexdigest()[:12]
         self.name = f"words-{digest}"
 
