@@ -63,6 +63,31 @@ def test_exact_match():
     assert exact_match((), ()).shape == (0,)
 
 
+def test_exact_match_equals_its_definition():
+    """The first-word pretest never changes a score: random texts, their whitespace
+    variants (unicode spaces included), and near misses that share the first word."""
+    rng = random.Random(7)
+    completions, references = [], []
+    for _ in range(3000):
+        ref = _text(rng)
+        words = ref.split()
+        pick = rng.random()
+        if pick < 0.3:  # the same words, other whitespace
+            gaps = [rng.choice([" ", "  ", "\t", "\n", "\u00a0", "\u3000"]) for _ in range(len(words) + 1)]
+            completion = gaps[0] + "".join(w + g for w, g in zip(words, gaps[1:]))
+        elif pick < 0.5 and words:  # a near miss: first word kept, or extended
+            completion = " ".join([words[0] + rng.choice(["", "x"]), *words[1:-1]])
+        else:
+            completion = _text(rng)
+        completions.append(completion)
+        references.append([ref, _text(rng)] if rng.random() < 0.3 else [ref])
+    expected = [float(normalize_text(c) in {normalize_text(r) for r in refs})
+                for c, refs in zip(completions, references)]
+    got = exact_match(completions, references)
+    assert got.tolist() == expected
+    assert 300 < sum(expected) < 2700  # both outcomes are exercised
+
+
 @pytest.mark.parametrize("char_order, word_order, beta",
                          [(6, 0, 2), (6, 2, 2), (3, 0, 2), (3, 2, 2), (6, 2, 1)])
 def test_chrf_equals_sacrebleu(char_order, word_order, beta):

@@ -65,10 +65,25 @@ def exact_match(completions: Sequence[str], references: Sequence[Sequence[str]])
     >>> exact_match([" a  b", "a", ""], [["a b"], ["b", "c"], [" "]])
     array([1., 0., 1.])
     """
-    _check(completions, references)
-    return np.fromiter((normalize_text(c) in set(map(normalize_text, refs))
-                        for c, refs in zip(completions, references)),
-                       np.float64, len(completions))
+    if len(completions) != len(references):
+        _check(completions, references)
+    scores = np.zeros(len(completions), dtype=np.float64)
+    for i, (completion, refs) in enumerate(zip(completions, references)):
+        if isinstance(refs, str) or not refs:
+            _check(completions, references)  # raises, naming the first bad entry
+        forms, first_words = _reference_forms(tuple(refs))
+        # A match starts with some reference's first word: a cheap test that turns away
+        # most wrong answers before the full normalisation of a long string.
+        if completion.lstrip().startswith(first_words):
+            scores[i] = normalize_text(completion) in forms
+    return scores
+
+
+@lru_cache(maxsize=1 << 16)
+def _reference_forms(refs: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The normalised references, and the first word of each ("" for an empty one)."""
+    forms = frozenset(map(normalize_text, refs))
+    return forms, tuple({form.partition(" ")[0] for form in forms})
 
 
 def _words(text: str) -> list[str]:
