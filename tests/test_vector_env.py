@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode
 
 from text_gym import TextVectorEnv
@@ -284,3 +285,33 @@ def test_autoreset_mode_metadata():
     env = make(2, autoreset_mode=AutoresetMode.SAME_STEP)
     assert env.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
     assert make(2).metadata["autoreset_mode"] is AutoresetMode.NEXT_STEP
+
+
+@pytest.mark.parametrize("env_id", ["TextTranslate-v0", "TextDialog-v0"])
+@pytest.mark.parametrize("mode", ["NEXT_STEP", "SAME_STEP"])
+def test_cpu_numpy_views_equal_the_device_path(env_id, mode):
+    """On a CPU device the buffers are read and written through numpy views; the torch
+    ops every other device uses must give the same episodes (tokens, rewards, infos)."""
+    kwargs = dict(num_envs=3, max_new_tokens=6, autoreset_mode=mode)
+    host, device = gym.make_vec(env_id, **kwargs).unwrapped, gym.make_vec(env_id, **kwargs).unwrapped
+    device._views = None  # force the torch path
+    eos = host.tokenizer.eos_token_id
+    rng = np.random.default_rng(0)
+    outs = [env.reset(seed=3) for env in (host, device)]
+    assert data_equivalence(*outs, exact=True)
+    for t in range(40):
+        actions = rng.integers(0, 500, size=3)
+        actions[rng.random(3) < 0.3] = eos
+        as_given = [actions, torch.from_numpy(actions).to(torch.int32)][t % 2]
+        outs = [env.step(as_given) for env in (host, device)]
+        assert data_equivalence(*outs, exact=True), t
+
+
+@pytest.mark.parametrize(
+    "actions", [np.array([1, 2**63], dtype=np.uint64), np.array([-1, 2], dtype=np.int8), torch.tensor([2, -5])]
+)
+def test_out_of_range_actions_of_every_integer_dtype(actions):
+    env = make(2, max_new_tokens=4)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"out of range: valid token ids are 0\.\.257"):
+        env.step(actions)

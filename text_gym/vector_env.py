@@ -7,6 +7,10 @@ actions alone: no device sync when the actions come from the host, one copy of t
 actions when they are a device tensor. Only finished episodes touch Python: their
 responses are decoded and scored by the task in one batched call.
 :class:`~text_gym.env.TextEnv` is a one-slot shell over this class.
+
+On a CPU device the same buffers are read and written through numpy views of their
+memory: a numpy op on a small array costs about a microsecond, a torch op several
+(dispatch), and a step is a dozen such ops. The state is still the torch tensors.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from gymnasium.vector.utils import batch_space
 
 from text_gym.tasks import Sample, Task, make_task
 from text_gym.tasks.base import MultiTurnTask, check_choice
-from text_gym.tokenizers import Tokenizer, load_tokenizer
+from text_gym.tokenizers import Tokenizer, decode_rows, load_tokenizer
 
 OUTPUTS = ("numpy", "torch")
 TRUNCATIONS = ("left", "right", "error")
@@ -190,6 +194,9 @@ class TextVectorEnv(VectorEnv):
         self._ids = torch.full((N, L), self.tokenizer.pad_token_id, dtype=torch.int64, device=dev)
         self._attn = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)
         self._agent = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)
+        # CPU: numpy views of the three buffers (same memory), used for every host-side
+        # read and write; None elsewhere, where the writes are torch ops on the device.
+        self._views = (self._ids.numpy(), self._attn.numpy(), self._agent.numpy()) if dev.type == "cpu" else None  # fmt: skip
         self._row_starts = np.arange(N, dtype=np.int64) * L  # flat index of each row's column 0
         # (start, end) of the tokens new since the last observation; `end` is where the
         # next action goes, so a slot's response length is `end - P`. The host copy is
@@ -207,11 +214,19 @@ class TextVectorEnv(VectorEnv):
         self._pending = np.zeros(N, dtype=bool)  # finished, waiting for a reset
         self._prompt_len_np = np.zeros(N, dtype=np.int64)  # each slot's prompt, in tokens
         self._prompt_truncated = np.zeros(N, dtype=bool)
+        # Prompt rows as the window shows them (left-padded into [0, P), cut by the
+        # truncation rule), added the first time a sample is drawn: a refill gathers rows.
+        self._row_of = np.full(len(self.task), -1, dtype=np.int64)  # sample -> table row
+        self._table = np.empty((0, P), dtype=np.int32)
+        self._table_len = np.empty(0, dtype=np.int64)  # prompt tokens kept
+        self._table_cut = np.empty(0, dtype=bool)  # the prompt was truncated
+        self._table_size = 0
         # row n: the attention mask of a prompt of n tokens (left-padded into [0, P))
         self._prompt_masks = ((np.arange(L) >= P - np.arange(P + 1)[:, None]) & (np.arange(L) < P)).astype(np.int8)  # fmt: skip
         self._dialogues: list[Any] = [None] * N  # multi-turn tasks: each slot's state
         self._turn_start = np.full(N, P, dtype=np.int64)  # where the agent's turn began
         self._started = False
+        self._read_only: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ reset / step
 
@@ -244,9 +259,10 @@ class TextVectorEnv(VectorEnv):
                 f"one True; got dtype {mask.dtype}, shape {mask.shape}"
             )
         seeds = _per_slot_seeds(seed, N)
-        for i in np.flatnonzero(mask):
-            if seeds[i] is not None:
-                self._stream[i], self._episode[i], self._seeded[i] = _stream_of(np.uint64(seeds[i])), 0, True
+        given = [i for i in np.flatnonzero(mask).tolist() if seeds[i] is not None]
+        if given:
+            self._stream[given] = _stream_of(np.array([seeds[i] for i in given], dtype=np.uint64))
+            self._episode[given], self._seeded[given] = 0, True
         unseeded = mask & ~self._seeded
         if unseeded.any():
             entropy = np.random.SeedSequence().generate_state(int(unseeded.sum()), np.uint64)
@@ -280,18 +296,15 @@ class TextVectorEnv(VectorEnv):
                 f"slots {reset_now.tolist()} have finished and autoreset_mode is DISABLED: "
                 "call reset(options={'reset_mask': mask}) for them before stepping"
             )
-        actions, host_actions = self._check_actions(actions)
+        host_actions, device_actions = self._check_actions(actions)
         L = self.window
 
         # Hot path: one token per slot, all slots at once. The host knows every slot's
         # position and now its action, so it decides who finished with no device sync;
-        # the device gets three writes at flat (row * L + column) indices.
+        # the buffers get three writes at flat (row * L + column) indices.
         span = self._span_np
         pos = np.minimum(span[:, 1], L - 1)  # L only in slots about to reset
-        flat = torch.from_numpy(self._row_starts + pos).to(self.device)
-        self._ids.view(-1).index_copy_(0, flat, actions)
-        self._attn.view(-1).index_fill_(0, flat, 1)
-        self._agent.view(-1).index_fill_(0, flat, 1)
+        self._put_tokens(self._row_starts + pos, host_actions, agent=True, device_tokens=device_actions)  # fmt: skip
         span[:, 0], span[:, 1] = pos, pos + 1  # in place: the CPU tensor shares it
         flags = np.empty((2, self.num_envs), dtype=bool)  # terminated, truncated
         if len(self._stop_array) == 1:
@@ -332,10 +345,12 @@ class TextVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ internals
 
-    def _check_actions(self, actions: Any) -> tuple[torch.Tensor, np.ndarray]:
-        """Validate ``actions``; return them as int64 on the device and as a host array
-        (for a tensor on an accelerator, its one copy to the host this step)."""
-        N, V = self.num_envs, self.vocab_size
+    def _check_actions(self, actions: Any) -> tuple[np.ndarray, torch.Tensor | None]:
+        """Validate ``actions``; return them as a host int64 array (for a tensor on an
+        accelerator, its one copy to the host this step) and, for a torch tensor off the
+        CPU, the tensor itself as int64 on the env's device (else None)."""
+        N = self.num_envs
+        device_actions = None
         if isinstance(actions, torch.Tensor):
             if actions.is_floating_point() or actions.is_complex() or actions.dtype == torch.bool:
                 raise ValueError(
@@ -344,23 +359,23 @@ class TextVectorEnv(VectorEnv):
                 )
             if actions.shape != (N,):
                 raise ValueError(f"actions must have shape ({N},), got {tuple(actions.shape)}")
-            host = actions.detach().cpu().numpy()
-            if host.min() < 0 or host.max() >= V:
-                self._raise_range(host)
-            return actions.to(self.device, torch.int64), host
-        array = np.asarray(actions)
-        if array.dtype.kind not in "iu":
-            raise ValueError(
-                f"actions must be integer token ids, got dtype {array.dtype} "
-                f"({array.ravel()[:8].tolist()}); cast with .astype(np.int64)"
-            )
-        if array.shape != (N,):
-            raise ValueError(f"actions must have shape ({N},), got {array.shape} ({actions!r:.80})")
-        if array.min() < 0 or array.max() >= V:
+            if actions.device.type != "cpu" or self._views is None:
+                device_actions = actions.to(self.device, torch.int64)
+            array = actions.detach().cpu().numpy()
+        else:
+            array = np.asarray(actions)
+            if array.dtype.kind not in "iu":
+                raise ValueError(
+                    f"actions must be integer token ids, got dtype {array.dtype} "
+                    f"({array.ravel()[:8].tolist()}); cast with .astype(np.int64)"
+                )
+            if array.shape != (N,):
+                raise ValueError(f"actions must have shape ({N},), got {array.shape} ({actions!r:.80})")  # fmt: skip
+        host = np.ascontiguousarray(array, dtype=np.int64)  # no copy when it already is
+        # One reduction checks both ends: a negative id reads as a huge unsigned one.
+        if host.view(np.uint64).max() >= self.vocab_size:
             self._raise_range(array)
-        if array.dtype != np.int64 or not array.flags.c_contiguous:
-            array = np.ascontiguousarray(array, dtype=np.int64)
-        return torch.from_numpy(array).to(self.device), array
+        return host, device_actions
 
     def _raise_range(self, array: np.ndarray) -> None:
         bad = np.flatnonzero((array < 0) | (array >= self.vocab_size))
@@ -374,8 +389,7 @@ class TextVectorEnv(VectorEnv):
         """Start a new episode in ``slots``: draw samples (unless given), write their prompts."""
         # A counter-based stream per slot: episode k of seed s draws mix(mix(s * G + G) + k * G).
         if samples is None:
-            with np.errstate(over="ignore"):
-                draw = _mix(self._stream[slots] + (self._episode[slots] + np.uint64(1)) * _GOLDEN)
+            draw = _mix(self._stream[slots] + (self._episode[slots] + np.uint64(1)) * _GOLDEN)
             samples = (draw % np.uint64(len(self.task))).astype(np.int64)
         self._episode[slots] += np.uint64(1)
         self._sample[slots] = samples
@@ -383,22 +397,48 @@ class TextVectorEnv(VectorEnv):
             self._turn_start[slots] = self.prompt_tokens
             for slot, j in zip(slots, samples):
                 self._dialogues[slot] = self.task.new_dialogue(self.task.samples[j])
-        P, L, dev = self.prompt_tokens, self.window, self.device
-        # Build the new rows on the host (prompt left-padded and cut by the truncation
-        # rule, masks from a table by prompt length) and send each buffer's rows in one copy.
-        rows = np.full((len(slots), L), self.tokenizer.pad_token_id, dtype=np.int64)
-        lengths, truncated = np.empty(len(slots), dtype=np.int64), np.empty(len(slots), dtype=bool)
-        for row, ids in enumerate(self._encoded.ids(samples)):
-            kept = ids[-P:] if self.prompt_truncation == "left" else ids[:P]
-            lengths[row], truncated[row] = len(kept), len(ids) > P
-            rows[row, P - len(kept) : P] = kept
-        self._prompt_len_np[slots], self._prompt_truncated[slots] = lengths, truncated
+        P, dev = self.prompt_tokens, self.device
+        # Gather the new rows' prompts and their masks (by prompt length) from tables on
+        # the host, then send each buffer's rows in one copy.
+        table_rows = self._prompt_table_rows(samples)
+        lengths = self._table_len[table_rows]
+        self._prompt_len_np[slots], self._prompt_truncated[slots] = lengths, self._table_cut[table_rows]  # fmt: skip
         self._span_np[slots, 0], self._span_np[slots, 1] = P - lengths, P
-        s = torch.as_tensor(slots, device=dev)
-        self._ids.index_copy_(0, s, torch.from_numpy(rows).to(dev))
-        self._attn.index_copy_(0, s, torch.from_numpy(self._prompt_masks[lengths]).to(dev))
-        self._agent.index_fill_(0, s, 0)
-        _put_info(infos, "sample_index", slots, samples, self.num_envs)
+        masks = self._prompt_masks[lengths]
+        if self._views is not None:
+            ids, attn, agent = self._views
+            ids[slots, :P], ids[slots, P:] = self._table[table_rows], self.tokenizer.pad_token_id
+            attn[slots], agent[slots] = masks, 0
+        else:
+            rows = np.full((len(slots), self.window), self.tokenizer.pad_token_id, dtype=np.int64)
+            rows[:, :P] = self._table[table_rows]
+            s = torch.as_tensor(slots, device=dev)
+            self._ids.index_copy_(0, s, torch.from_numpy(rows).to(dev))
+            self._attn.index_copy_(0, s, torch.from_numpy(masks).to(dev))
+            self._agent.index_fill_(0, s, 0)
+        _put_info(infos, "sample_index", slots, samples, _mask(slots, self.num_envs))
+
+    def _prompt_table_rows(self, samples: np.ndarray) -> np.ndarray:
+        """Rows of the prompt table holding ``samples``' prompts; samples drawn for the
+        first time are encoded (in one batch) and added."""
+        rows = self._row_of[samples]
+        if (rows < 0).any():
+            new = np.unique(samples[rows < 0])
+            start, P = self._table_size, self.prompt_tokens
+            if start + len(new) > len(self._table):  # grow by doubling
+                size = max(2 * len(self._table), start + len(new), 64)
+                self._table = np.resize(self._table, (size, P))
+                self._table_len = np.resize(self._table_len, size)
+                self._table_cut = np.resize(self._table_cut, size)
+            self._table[start : start + len(new)] = self.tokenizer.pad_token_id
+            for row, ids in enumerate(self._encoded.ids(new), start):
+                kept = ids[-P:] if self.prompt_truncation == "left" else ids[:P]
+                self._table[row, P - len(kept) :] = kept
+                self._table_len[row], self._table_cut[row] = len(kept), len(ids) > P
+            self._row_of[new] = np.arange(start, start + len(new))
+            self._table_size = start + len(new)
+            rows = self._row_of[samples]
+        return rows
 
     def _score(self, slots: np.ndarray, infos: dict[str, Any], terminated: np.ndarray) -> np.ndarray:
         """Decode and score the responses of finished ``slots`` in one task call."""
@@ -406,10 +446,11 @@ class TextVectorEnv(VectorEnv):
         lengths = self._span_np[slots, 1] - P
         # A stop token is the episode's end marker, not part of the response text.
         keep = lengths if self.multi_turn else lengths - terminated
-        rows = self._host_rows(self._ids, slots, P, P + int(keep.max()))
-        responses = self.tokenizer.decode_batch([r[:n].tolist() for r, n in zip(rows, keep)])
+        rows = self._host_rows(slots, P, P + int(keep.max()))
+        responses = decode_rows(self.tokenizer, rows, keep)
         sample_ids = self._sample[slots]
-        samples: list[Sample] = [self.task.samples[j] for j in sample_ids]
+        ids_list = sample_ids.tolist()
+        samples: list[Sample] = [self.task.samples[j] for j in ids_list]
         if self.multi_turn:
             scores = self.task.score(responses, samples, [self._dialogues[i] for i in slots])
         else:
@@ -420,16 +461,16 @@ class TextVectorEnv(VectorEnv):
                 f"task {self.task.name!r} returned rewards {rewards!r} for {len(slots)} "
                 "responses; a task must return one finite float per response"
             )
-        n = self.num_envs
-        _put_info(infos, "prompt", slots, [self._encoded.text(j) for j in sample_ids], n)
-        _put_info(infos, "response", slots, responses, n)
-        _put_info(infos, "references", slots, [x.references for x in samples], n)
-        _put_info(infos, "sample_index", slots, sample_ids, n)
-        _put_info(infos, "prompt_truncated", slots, self._prompt_truncated[slots], n)
+        mask = _mask(slots, self.num_envs)
+        _put_info(infos, "prompt", slots, self._encoded.texts(ids_list), mask)
+        _put_info(infos, "response", slots, responses, mask)
+        _put_info(infos, "references", slots, [x.references for x in samples], mask)
+        _put_info(infos, "sample_index", slots, sample_ids, mask)
+        _put_info(infos, "prompt_truncated", slots, self._prompt_truncated[slots], mask)
         metrics: dict[str, Any] = {}
         for name, values in scores.metrics.items():
-            _put_info(metrics, name, slots, np.asarray(values, dtype=np.float64), n)
-        infos["metrics"], infos["_metrics"] = metrics, _mask(slots, n)
+            _put_info(metrics, name, slots, np.asarray(values, dtype=np.float64), mask)
+        infos["metrics"], infos["_metrics"] = metrics, mask.copy()
         return rewards
 
     def _user_turns(self, slots: np.ndarray, flags: np.ndarray) -> None:
@@ -441,7 +482,7 @@ class TextVectorEnv(VectorEnv):
         """
         L = self.window
         ends = self._span_np[slots, 1].copy()  # one past each agent's stop token
-        rows = self._host_rows(self._ids, slots, 0, L)
+        rows = self._host_rows(slots, 0, L)
         turns = self.tokenizer.decode_batch(
             [row[start : end - 1].tolist() for row, start, end in zip(rows, self._turn_start[slots], ends)]  # fmt: skip
         )
@@ -460,18 +501,34 @@ class TextVectorEnv(VectorEnv):
                 padded[row, : min(len(ids), width)] = ids[:width]
             cols = ends[:, None] + np.arange(width)  # (k, width)
             keep = (np.arange(width) < lengths[:, None]) & fits[:, None]
-            flat = torch.as_tensor((slots[:, None] * L + cols)[keep], device=self.device)
-            self._ids.view(-1).index_copy_(0, flat, torch.as_tensor(padded[keep], device=self.device))
-            self._attn.view(-1).index_fill_(0, flat, 1)
+            self._put_tokens((slots[:, None] * L + cols)[keep], padded[keep], agent=False)
             self._span_np[slots[fits], 1] = stops[fits]
             self._turn_start[slots[fits]] = stops[fits]
 
-    def _host_rows(self, tensor: torch.Tensor, slots: np.ndarray, start: int, stop: int) -> np.ndarray:  # fmt: skip
-        """``tensor[slots, start:stop]`` as a numpy array (a copy); on a CPU device read
-        through numpy, which costs a fraction of a torch indexing call."""
-        if tensor.device.type == "cpu":
-            return tensor.numpy()[slots, start:stop]
-        return tensor[torch.as_tensor(slots, device=tensor.device), start:stop].cpu().numpy()
+    def _put_tokens(self, flat: np.ndarray, tokens: np.ndarray, *, agent: bool, device_tokens: torch.Tensor | None = None) -> None:  # fmt: skip
+        """Write ``tokens`` at the flat (row * L + column) indices ``flat`` of the window
+        and mark them attended, and (``agent``) as the agent's. ``device_tokens``: the
+        same tokens already on the device, saving their copy there."""
+        if self._views is not None:
+            ids, attn, agent_mask = self._views
+            ids.reshape(-1)[flat] = tokens
+            attn.reshape(-1)[flat] = 1
+            if agent:
+                agent_mask.reshape(-1)[flat] = 1
+            return
+        index = torch.from_numpy(flat).to(self.device)
+        if device_tokens is None:
+            device_tokens = torch.from_numpy(tokens).to(self.device)
+        self._ids.view(-1).index_copy_(0, index, device_tokens)
+        self._attn.view(-1).index_fill_(0, index, 1)
+        if agent:
+            self._agent.view(-1).index_fill_(0, index, 1)
+
+    def _host_rows(self, slots: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """``input_ids[slots, start:stop]`` as a numpy array (a copy)."""
+        if self._views is not None:
+            return self._views[0][slots, start:stop]
+        return self._ids[torch.as_tensor(slots, device=self.device), start:stop].cpu().numpy()
 
     def _state(self) -> dict[str, torch.Tensor]:
         """The observation of every slot, as the env's own tensors (not copies)."""
@@ -483,18 +540,20 @@ class TextVectorEnv(VectorEnv):
         }
 
     def _observe(self) -> dict[str, Any]:
+        if self.output == "numpy" and self.device.type == "cpu":
+            if self._read_only is None:  # numpy views of the buffers, made once
+                self._read_only = {k: v.numpy() for k, v in self._state().items()}
+                for view in self._read_only.values():
+                    view.flags.writeable = False
+            if self.copy:
+                return {k: v.copy() for k, v in self._read_only.items()}
+            return dict(self._read_only)
         return {k: self._out(v) for k, v in self._state().items()}
 
     def _out(self, tensor: torch.Tensor) -> Any:
         if self.output == "torch":
             return tensor.clone() if self.copy else tensor
-        if tensor.device.type != "cpu":
-            return tensor.cpu().numpy()
-        if self.copy:
-            return tensor.numpy().copy()
-        view = tensor.numpy()
-        view.flags.writeable = False
-        return view
+        return tensor.cpu().numpy()
 
     def _final_obs(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-slot observations of the finished ``slots``, before they reset."""
@@ -517,7 +576,7 @@ class TextVectorEnv(VectorEnv):
 
     def _push_span(self) -> None:
         """Bring the device copy of ``new_span`` up to date (a no-op on CPU: shared memory)."""
-        if self._span.device.type != "cpu":
+        if self._views is None:
             self._span.copy_(torch.from_numpy(self._span_np), non_blocking=True)
 
     @property
@@ -579,6 +638,11 @@ class _EncodedTask:
             )
         return self._texts[j]
 
+    def texts(self, samples: Sequence[int]) -> list[str]:
+        """The prompt texts of ``samples`` (ints)."""
+        texts = self._texts
+        return [texts[j] if texts[j] is not None else self.text(j) for j in samples]
+
     def ids(self, samples: Sequence[int]) -> list[list[int]]:
         """Token ids of the prompts of ``samples``; the missing ones in one batch."""
         missing = sorted({int(j) for j in samples if self._ids[j] is None})
@@ -620,18 +684,20 @@ def chat_messages(sample: Sample) -> list[dict[str, str]]:
     return sample.extra.get("messages") or [{"role": "user", "content": sample.prompt}]
 
 
+# The stream arithmetic is on uint64 arrays, never scalars: numpy wraps array overflow
+# silently (as the hash wants), where a scalar would warn.
+
+
 def _stream_of(seed: np.ndarray) -> np.ndarray:
-    """The base of a seed's counter-based sample stream (see ``TextVectorEnv._refill``)."""
-    with np.errstate(over="ignore"):
-        return _mix(seed * _GOLDEN + _GOLDEN)
+    """The base of each seed's counter-based sample stream (see ``TextVectorEnv._refill``)."""
+    return _mix(seed * _GOLDEN + _GOLDEN)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser: a bijective, well-mixed hash of uint64 values."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
+    """SplitMix64's finaliser: a bijective, well-mixed hash of uint64 arrays."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 def _per_slot_seeds(seed: Any, n: int) -> list[int | None]:
@@ -666,25 +732,29 @@ def _mask(slots: np.ndarray, n: int) -> np.ndarray:
     return mask
 
 
-def _put_info(infos: dict[str, Any], key: str, slots: np.ndarray, values: Sequence[Any], n: int) -> None:  # fmt: skip
-    """Write ``values`` for ``slots`` into ``infos[key]`` the way Gymnasium's vector envs do.
+def _put_info(infos: dict[str, Any], key: str, slots: np.ndarray, values: Sequence[Any], mask: np.ndarray) -> None:  # fmt: skip
+    """Write ``values`` for ``slots`` (``mask``: the same slots as a bool array over all
+    of them) into ``infos[key]`` the way Gymnasium's vector envs do.
 
     The array's dtype follows ``VectorEnv._add_info``: numbers and bools get numeric
     arrays, anything else an object array, so a native step equals ``SyncVectorEnv``'s.
     """
     if key not in infos:
         first = values[0]
-        if isinstance(first, (bool, np.bool_)):
-            array = np.zeros(n, dtype=np.bool_)
+        if isinstance(values, np.ndarray) and values.dtype != object:
+            array = np.zeros(len(mask), dtype=values.dtype)
+        elif isinstance(first, (bool, np.bool_)):
+            array = np.zeros(len(mask), dtype=np.bool_)
         elif isinstance(first, (int, float, np.number)):
-            array = np.zeros(n, dtype=np.asarray(first).dtype)
+            array = np.zeros(len(mask), dtype=np.asarray(first).dtype)
         else:
-            array = np.full(n, None, dtype=object)
-        infos[key], infos[f"_{key}"] = array, np.zeros(n, dtype=np.bool_)
+            array = np.empty(len(mask), dtype=object)  # None everywhere
+        infos[key], infos["_" + key] = array, mask.copy()
+    else:
+        infos["_" + key] |= mask
     array = infos[key]
     if array.dtype == object:
-        for slot, value in zip(slots, values):
+        for slot, value in zip(slots.tolist(), values):
             array[slot] = value
     else:
         array[slots] = values
-    infos[f"_{key}"][slots] = True
