@@ -319,6 +319,13 @@ def test_collect_episodes_when_the_policy_allows_only_the_stop_token(model):
     assert episodes.agent_mask.sum(1).tolist() == [1, 2, 3, 4] and episodes.terminated.all()
 
 
+REFILL_MODES = {
+    "packed": {"pack_refills": True},
+    "merged": {"pack_refills": False, "merge_refills": True},
+    "split": {"pack_refills": False, "merge_refills": False},
+}
+
+
 def count_calls(model):
     """Forward calls of ``model``, counted at its embedding; ``.remove()`` when done."""
     calls = []
@@ -330,25 +337,28 @@ def count_calls(model):
     ("dtype", "prefix_cache"), [(torch.float32, True), (torch.float32, False), (torch.bfloat16, True)],
     ids=["float32", "float32-no-prefix-cache", "bfloat16"],
 )  # fmt: skip
-def test_merged_refills_equal_split_calls(dtype, prefix_cache):
-    """Decode and prefill rows in one padded call give the rollout of two calls: actions,
-    log-probs and values (from the hidden states), over many refills of varied lengths."""
+def test_packed_and_merged_refills_equal_split_calls(dtype, prefix_cache):
+    """Decode and prefill rows in one packed call, or in one padded call, give the
+    rollout of two calls: actions, log-probs and values (from the hidden states), over
+    many refills of varied lengths."""
     model = tiny_model(load_tokenizer("byte"), seed=3, dtype=dtype)
     head = torch.nn.Linear(64, 1).to(dtype)
     stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
-    runs, calls = {}, {}
-    for merge in (True, False):
+    runs, calls, shapes = {}, {}, {}
+    for mode, knobs in REFILL_MODES.items():
         fed, hook = count_calls(model)
         collector = RolloutCollector(
             model, make_env(5), greedy=True, logits_processor=stop, value_head=lambda h: head(h)[:, 0],
-            prefix_cache=prefix_cache, merge_refills=merge,
+            prefix_cache=prefix_cache, **knobs,
         )  # fmt: skip
-        runs[merge], calls[merge] = collector.collect(40, seed=7), len(fed)
+        runs[mode], calls[mode], shapes[mode] = collector.collect(40, seed=7), len(fed), fed
         hook.remove()
-    assert runs[True].dones.sum() > 30  # many refills
-    assert calls[True] < calls[False] - 15  # one call where the split path made two
-    assert_same_rollout(runs[True], runs[False])
-    assert torch.allclose(runs[True].values.float(), runs[False].values.float(), atol=1e-4)
+    assert runs["split"].dones.sum() > 30  # many refills
+    assert calls["packed"] == calls["merged"] < calls["split"] - 15  # one call where the split path made two
+    assert any(shape[0] == 1 and shape[1] > 5 for shape in shapes["packed"])  # rows packed into one sequence
+    for mode in ("packed", "merged"):
+        assert_same_rollout(runs[mode], runs["split"])
+        assert torch.allclose(runs[mode].values.float(), runs["split"].values.float(), atol=1e-4)
 
 
 def test_split_steps_share_one_lm_head_call(monkeypatch):
@@ -364,7 +374,7 @@ def test_split_steps_share_one_lm_head_call(monkeypatch):
         hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: heads.append(args[0].shape))  # fmt: skip
         collector = RolloutCollector(
             model, make_env(5), greedy=True, logits_processor=stop, value_head=lambda h: value(h)[:, 0],
-            merge_refills=False,
+            pack_refills=False, merge_refills=False,
         )  # fmt: skip
         batch = collector.collect(40, seed=7)
         hook.remove()
@@ -380,23 +390,32 @@ def test_split_steps_share_one_lm_head_call(monkeypatch):
     assert plain_head(model) == (None, None)
 
 
-def test_merged_refills_equal_split_calls_with_user_replies(model):
+def test_packed_and_merged_refills_equal_split_calls_with_user_replies(model):
     """Multi-turn: an agent token plus the user's reply (a prefill mid-episode) shares a
-    merged call with decode rows and fresh prompts."""
+    packed or merged call with decode rows and fresh prompts."""
     import gymnasium as gym
 
     eos = torch.arange(258) == 256
     end_turns = lambda logits, obs: torch.where(((obs["new_span"][:, 1:] + torch.arange(3)[:, None]) % 3 == 0) & eos, 1e4, logits)  # noqa: E731  # fmt: skip
-    runs, calls = [], []
-    for merge in (True, False):
+    runs, calls = {}, {}
+    for mode, knobs in REFILL_MODES.items():
         env = gym.make_vec("TextDialogGoal-v0", num_envs=3, output="torch", tokenizer="byte", max_turns=3)  # fmt: skip
         fed, hook = count_calls(model)
-        collector = RolloutCollector(model, env, greedy=True, logits_processor=end_turns, merge_refills=merge)
-        runs.append(collector.collect(60, seed=0))
-        calls.append(len(fed))
+        collector = RolloutCollector(model, env, greedy=True, logits_processor=end_turns, **knobs)
+        runs[mode] = collector.collect(60, seed=0)
+        calls[mode] = len(fed)
         hook.remove()
-    assert runs[0].dones.sum() > 6 and calls[0] < calls[1] - 10
-    assert_same_rollout(*runs)
+    assert runs["split"].dones.sum() > 6 and calls["packed"] == calls["merged"] < calls["split"] - 10
+    assert_same_rollout(runs["packed"], runs["split"])
+    assert_same_rollout(runs["merged"], runs["split"])
+
+
+def test_pack_refills_needs_a_plain_head_model(monkeypatch):
+    monkeypatch.setattr(collector_module, "plain_head", lambda model: (None, None))
+    model = tiny_model(load_tokenizer("byte"))
+    with pytest.raises(ValueError, match="pack_refills=True needs a model whose logits are lm_head"):
+        RolloutCollector(model, make_env(2), pack_refills=True)
+    assert not RolloutCollector(model, make_env(2)).pack_refills  # the default falls back
 
 
 def test_cost_model_merges_for_a_small_body_and_splits_for_a_large_one_on_cpu():
@@ -416,7 +435,7 @@ def test_cost_model_merges_for_a_small_body_and_splits_for_a_large_one_on_cpu():
     assert budget("cpu", **tiny) > padded > budget("cpu", **smollm2)
     assert budget("cuda", **smollm2) > padded
     # the collector follows the budget unless told
-    collector = RolloutCollector(tiny_model(load_tokenizer("byte")), make_env(2))
+    collector = RolloutCollector(tiny_model(load_tokenizer("byte")), make_env(2), pack_refills=False)
     rows = int(collector.merge_budget // 10)
     assert collector._merges(rows, 11) and not collector._merges(rows + 1, 11)
     collector.merge_refills = False
