@@ -63,3 +63,19 @@ def test_learning_benchmark_smoke(tmp_path):
     for name in ("| zero-shot |", "| SFT continued |", "| SFT + PPO |", "| SFT + Q-learning |", "Budgets:"):
         assert name in result.stdout
     assert len(list(tmp_path.glob("*/*__ppo__*/model/config.json"))) == 2  # both seeds ran
+
+
+def test_publish_elsewhere_leaves_the_readme_alone(tmp_path, monkeypatch):
+    """A benchmark run with --out somewhere else writes its table there, not into the README."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import readme_tables
+
+    readme = ROOT / "README.md"
+    before = readme.read_text()
+    try:
+        readme_tables.publish("env_throughput", "| a table |\n", tmp_path, {"date": "x"}, [])
+        assert (tmp_path / "env_throughput.md").read_text() == "| a table |\n"
+        assert readme.read_text() == before
+    finally:
+        if readme.read_text() != before:
+            readme.write_text(before)
