@@ -17,26 +17,26 @@ on the rest of the prompt. The prefix only shrinks (a slice, no recompute), and 
 recomputed when the model's weights change.
 
 A step where some slots prefill (a fresh prompt's suffix, or an agent token plus a
-user's reply: up to ``q`` tokens) while the rest decode one token can run as two calls
-(decode rows, then prefill rows) or as one merged call of width ``q``: each row runs its
-own tokens in its last positions and is left-padded with positions that write their
-keys/values into a scratch column ``L`` of the cache, which no mask ever allows; the LM
-head runs on the last position only (``logits_to_keep=1``). Merging saves a read of all
-the weights and pays ``2 * body_params`` FLOP per padded position; :func:`merge_budget`
-weighs the two with the device's arithmetic intensity. A model whose LM head outweighs
-its body (a small model over a 49,152-token vocabulary) merges at small batches; a large
-body on CPU (SmolLM2-135M) keeps two calls. Two calls run only the model's body where its
-logits are plain ``lm_head(last hidden state)`` (:func:`plain_head`), and the LM head runs
-once over all rows' last hidden states: one read of its weights per step, not two.
+user's reply: up to ``q`` tokens) while the rest decode one token runs, for a model whose
+logits are plain ``lm_head(last hidden state)`` (:func:`plain_head`: Llama, Mistral,
+Qwen2/3), as one *packed* call (``pack_refills``): every row's new tokens side by side
+in one sequence (batch 1, no padding), so the weights are read once and each token
+costs its own FLOP and no more. Only attention needs the rows apart: a custom attention
+function (:data:`PACKED_ATTENTION`, selected for that call) places each query in its
+row's grid of ``q`` cells and attends over that row's cached window; the LM head runs on
+each row's last token. On CPU, SmolLM2-135M's body ran 8 rows plus an 11-token suffix
+in 1.2x the time of 8 decode rows, where two calls took 1.9x and a merged call 2.2x.
 
-For those models a refill step runs as one *packed* call instead (``pack_refills``):
-every row's new tokens side by side in one sequence (batch 1, no padding), so the
-weights are read once and each token costs its own FLOP and no more. Only attention
-needs the rows apart: a custom attention function (:data:`PACKED_ATTENTION`, selected
-for that call) places each query in its row's grid of ``q`` cells and attends over
-that row's cached window. On CPU, SmolLM2-135M's body ran 8 rows plus an 11-token
-suffix in 1.2x the time of 8 decode rows, where two calls took 1.9x and a merged call
-2.2x.
+Other models (or ``pack_refills=False``) run such a step as two calls (decode rows,
+then prefill rows) or as one merged call of width ``q``: each row runs its own tokens in
+its last positions and is left-padded with positions that write their keys/values into
+a scratch column ``L`` of the cache, which no mask ever allows; the LM head runs on the
+last position only (``logits_to_keep=1``). Merging saves a read of all the weights and
+pays ``2 * body_params`` FLOP per padded position; :func:`merge_budget` weighs the two
+with the device's arithmetic intensity. A model whose LM head outweighs its body (a
+small model over a 49,152-token vocabulary) merges at small batches; a large body on CPU
+(SmolLM2-135M) keeps two calls. Where the logits are plain, two calls run only the body
+in each and the LM head once over all rows' last hidden states.
 
 Example:
     >>> from text_gym import TextVectorEnv
