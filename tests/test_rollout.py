@@ -361,6 +361,20 @@ def test_packed_and_merged_refills_equal_split_calls(dtype, prefix_cache):
         assert torch.allclose(runs[mode].values.float(), runs["split"].values.float(), atol=1e-4)
 
 
+@pytest.mark.parametrize(("heads", "kv_heads"), [(4, 4), (6, 2)])
+def test_packed_refills_with_any_number_of_shared_key_value_heads(heads, kv_heads):
+    """The packed attention stacks the query heads that share a key/value head; with
+    none shared (4/4) and three sharing each (6/2), it equals two calls."""
+    model = tiny_model(load_tokenizer("byte"), seed=5, hidden=48, heads=heads, kv_heads=kv_heads)
+    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
+    runs = [
+        RolloutCollector(model, make_env(4), greedy=True, logits_processor=stop, **REFILL_MODES[mode]).collect(30, seed=2)
+        for mode in ("packed", "split")
+    ]  # fmt: skip
+    assert runs[1].dones.sum() > 15
+    assert_same_rollout(*runs)
+
+
 def test_split_steps_share_one_lm_head_call(monkeypatch):
     """Where logits are head(last hidden state), a step with two calls runs the body in
     each and the LM head once over all rows; the rollout equals two full calls'."""

@@ -57,7 +57,6 @@ from typing import Any
 
 import torch
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 LogitsProcessor = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (kv_heads, n, head_dim) each
@@ -75,20 +74,23 @@ PACKED_ATTENTION = "text_gym_packed"  # the attention implementation of a packed
 
 def packed_attention(
     module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor,
-    packed: tuple[torch.Tensor, torch.Tensor], **kwargs: Any,
+    packed: tuple[torch.Tensor, torch.Tensor], scaling: float | None = None, **_: Any,
 ) -> tuple[torch.Tensor, None]:  # fmt: skip
     """Attention of a packed call: ``query`` (1, Hq, T, D) holds the new tokens of every
     cache row in one sequence; ``packed = (rows, cells)`` (T,) gives token t's row and its
     cell in that row's grid of ``q`` queries; ``key``/``value`` are the cache's rows
-    (N, Hkv, L + 1, D) and ``attention_mask`` (N, 1, q, L + 1) the grid's additive mask.
-    Empty grid cells attend to nothing useful and are dropped. Returns (1, T, Hq, D)."""
+    (N, Hkv, L + 1, D). The Hq / Hkv query heads that share a key/value head are stacked
+    along the query axis (no copy of the cache per head), so ``attention_mask`` is the
+    grid's additive mask repeated per shared head, (N, 1, Hq / Hkv * q, L + 1). Empty grid
+    cells attend to nothing useful and are dropped. Returns (1, T, Hq, D)."""
     rows, cells = packed
-    n, q = attention_mask.shape[0], attention_mask.shape[2]
-    grid = query.new_zeros((n, q, query.shape[1], query.shape[3]))
-    grid[rows, cells] = query[0].transpose(0, 1)  # (T, Hq, D) into (n, q, Hq, D)
-    kwargs.pop("is_causal", None)
-    out, _ = sdpa_attention_forward(module, grid.transpose(1, 2), key, value, attention_mask, is_causal=False, **kwargs)  # fmt: skip
-    return out[rows, cells][None], None  # out: (n, q, Hq, D)
+    n, kv_heads, heads = key.shape[0], key.shape[1], query.shape[1]
+    grid = query.new_zeros((n, heads, attention_mask.shape[2] * kv_heads // heads, query.shape[3]))
+    grid[rows, :, cells] = query[0].transpose(0, 1)  # (T, Hq, D) into (n, Hq, q, D)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        grid.view(n, kv_heads, -1, grid.shape[3]), key, value, attn_mask=attention_mask, scale=scaling
+    )  # fmt: skip
+    return out.view(grid.shape)[rows, :, cells][None], None
 
 
 AttentionInterface.register(PACKED_ATTENTION, packed_attention)
@@ -554,8 +556,10 @@ class RolloutCollector:
         grid = (end[:, None] - width + j).masked_fill_(j < width - counts[:, None], self.cache.scratch)
         attn = torch.cat((attn, attn.new_zeros((n, 1))), 1)
         allowed = attn[:, None, None, :] & (self._cols <= grid[:, None, :, None])  # (n, 1, width, L + 1)
-        self.cache.select_packed(rows, cols, prefix)
         config = self._body.config
+        shared = config.num_attention_heads // (getattr(config, "num_key_value_heads", None) or config.num_attention_heads)  # fmt: skip
+        allowed = allowed.repeat(1, 1, shared, 1)  # per query head sharing a key/value head
+        self.cache.select_packed(rows, cols, prefix)
         before, config._attn_implementation = config._attn_implementation, PACKED_ATTENTION
         try:
             output = self._body(
