@@ -53,7 +53,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import AttentionInterface
@@ -72,25 +72,41 @@ ACCELERATOR_INTENSITY = 200.0
 PACKED_ATTENTION = "text_gym_packed"  # the attention implementation of a packed call
 
 
+class Packed(NamedTuple):
+    """Where the T tokens of a packed call sit (see :func:`packed_attention`)."""
+
+    rows: torch.Tensor  # (T,) each token's cache row
+    last: torch.Tensor  # (N,) each row's last token in the sequence
+    last_mask: torch.Tensor  # (N, 1, 1, L + 1) additive: the columns a row's last token attends
+    grid_rows: torch.Tensor  # (m,) the rows with several new tokens, laid out as grids
+    slot: torch.Tensor  # (T,) each token's grid (m for tokens of other rows: a dump slot)
+    cell: torch.Tensor  # (T,) each token's cell in its grid of q (right-aligned)
+
+
 def packed_attention(
     module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor,
-    packed: tuple[torch.Tensor, torch.Tensor], scaling: float | None = None, **_: Any,
+    packed: Packed, scaling: float | None = None, **_: Any,
 ) -> tuple[torch.Tensor, None]:  # fmt: skip
     """Attention of a packed call: ``query`` (1, Hq, T, D) holds the new tokens of every
-    cache row in one sequence; ``packed = (rows, cells)`` (T,) gives token t's row and its
-    cell in that row's grid of ``q`` queries; ``key``/``value`` are the cache's rows
-    (N, Hkv, L + 1, D). The Hq / Hkv query heads that share a key/value head are stacked
-    along the query axis (no copy of the cache per head), so ``attention_mask`` is the
-    grid's additive mask repeated per shared head, (N, 1, Hq / Hkv * q, L + 1). Empty grid
-    cells attend to nothing useful and are dropped. Returns (1, T, Hq, D)."""
-    rows, cells = packed
-    n, kv_heads, heads = key.shape[0], key.shape[1], query.shape[1]
-    grid = query.new_zeros((n, heads, attention_mask.shape[2] * kv_heads // heads, query.shape[3]))
-    grid[rows, :, cells] = query[0].transpose(0, 1)  # (T, Hq, D) into (n, Hq, q, D)
-    out = torch.nn.functional.scaled_dot_product_attention(
-        grid.view(n, kv_heads, -1, grid.shape[3]), key, value, attn_mask=attention_mask, scale=scaling
-    )  # fmt: skip
-    return out.view(grid.shape)[rows, :, cells][None], None
+    cache row in one sequence; ``key``/``value`` are the cache's rows (N, Hkv, L + 1, D).
+
+    Two batched attentions: every row's last token over its row's window (all a decode
+    row has; the call of a decode step), and the rows with several new tokens
+    (``packed.grid_rows``) each as a grid of ``q`` queries over its own window, under
+    ``attention_mask`` (m, 1, Hq / Hkv * q, L + 1). The Hq / Hkv query heads that share
+    a key/value head are stacked along the query axis, so the cache is never copied per
+    head. Returns (1, T, Hq, D)."""
+    p, sdpa = packed, torch.nn.functional.scaled_dot_product_attention
+    n, kv_heads, heads, dim = key.shape[0], key.shape[1], query.shape[1], query.shape[3]
+    tokens = query[0].transpose(0, 1)  # (T, Hq, D)
+    last = sdpa(tokens[p.last].view(n, kv_heads, -1, dim), key, value, attn_mask=p.last_mask, scale=scaling)  # fmt: skip
+    m, q = len(p.grid_rows), attention_mask.shape[2] * kv_heads // heads
+    grid = query.new_zeros((m + 1, heads, q, dim))
+    grid[p.slot, :, p.cell] = tokens  # other rows' tokens land in the dump slot m
+    rows_k, rows_v = key.index_select(0, p.grid_rows), value.index_select(0, p.grid_rows)
+    out = sdpa(grid[:m].view(m, kv_heads, -1, dim), rows_k, rows_v, attn_mask=attention_mask, scale=scaling)  # fmt: skip
+    from_grid = out.view(m, heads, q, dim)[p.slot.clamp(max=m - 1), :, p.cell]  # (T, Hq, D)
+    return torch.where((p.slot < m)[:, None, None], from_grid, last.view(n, heads, dim)[p.rows])[None], None
 
 
 AttentionInterface.register(PACKED_ATTENTION, packed_attention)
@@ -424,7 +440,7 @@ class RolloutCollector:
         width, counts, tokens, prefix = self._plan_prefill(obs, prefill)
         if self.pack_refills:
             all_counts = torch.ones_like(span[:, 0]).index_copy_(0, prefill, counts)  # (N,)
-            return self._forward_packed(obs, all_counts, width, len(decode) + tokens, prefix)
+            return self._forward_packed(obs, all_counts, prefill, width, len(decode) + tokens, prefix)
         if len(decode) and self._merges(len(decode), width):
             all_counts = torch.ones_like(span[:, 0]).index_copy_(0, prefill, counts)  # (N,)
             return self._forward(obs, None, width, all_counts, prefix)
@@ -536,40 +552,45 @@ class RolloutCollector:
         return (output.logits if head else output.last_hidden_state)[:, -1], hidden
 
     def _forward_packed(
-        self, obs: dict[str, torch.Tensor], counts: torch.Tensor, width: int, total: int, prefix: Prefix | None,
+        self, obs: dict[str, torch.Tensor], counts: torch.Tensor, grid_rows: torch.Tensor, width: int, total: int,
+        prefix: Prefix | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
         """One call over every row's last ``counts[i]`` new tokens, packed into one
-        sequence of ``total`` tokens (see :func:`packed_attention`); ``width``: the
-        largest count. Returns each row's next-token logits and the value head's input."""
+        sequence of ``total`` tokens (see :func:`packed_attention`); ``grid_rows``: the
+        rows with several tokens, ``width`` the largest count. Returns each row's
+        next-token logits and the value head's input."""
         end = obs["new_span"][:, 1]
-        dev, P, n = end.device, self.env.prompt_tokens, len(end)
+        dev, P, n, m = end.device, self.env.prompt_tokens, len(end), len(grid_rows)
         rows = torch.repeat_interleave(torch.arange(n, device=dev), counts, output_size=total)  # (T,)
         starts = counts.cumsum(0) - counts  # each row's first token in the sequence
+        last = starts + counts - 1  # each row's last token
         k = torch.arange(total, device=dev) - starts[rows]  # token's index within its row
         cols = end[rows] - counts[rows] + k
-        cells = width - counts[rows] + k  # right-aligned in the row's grid of `width` cells
         attn = obs["attention_mask"].bool()
         first = P - attn[:, :P].sum(1)  # column of each prompt's first token
         positions = (cols - first[rows]).clamp_(min=0)
-        # grid cell (i, j) is the token in column end_i - width + j, or empty (scratch)
-        j = torch.arange(width, device=dev)
-        grid = (end[:, None] - width + j).masked_fill_(j < width - counts[:, None], self.cache.scratch)
         attn = torch.cat((attn, attn.new_zeros((n, 1))), 1)
-        allowed = attn[:, None, None, :] & (self._cols <= grid[:, None, :, None])  # (n, 1, width, L + 1)
+        last_mask = attn & (self._cols < end[:, None])  # (n, L + 1): the window up to each row's end
+        # grid cell (g, j) of grid row g is the token in column end - width + j, or empty (scratch)
+        slot = torch.full((n,), m, device=dev).index_copy_(0, grid_rows, torch.arange(m, device=dev))
+        j = torch.arange(width, device=dev)
+        g_end, g_counts = end[grid_rows], counts[grid_rows]
+        grid = (g_end[:, None] - width + j).masked_fill_(j < width - g_counts[:, None], self.cache.scratch)
+        allowed = attn[grid_rows, None, None, :] & (self._cols <= grid[:, None, :, None])  # (m, 1, width, L + 1)
         config = self._body.config
         shared = config.num_attention_heads // (getattr(config, "num_key_value_heads", None) or config.num_attention_heads)  # fmt: skip
         allowed = allowed.repeat(1, 1, shared, 1)  # per query head sharing a key/value head
+        packed = Packed(rows, last, self._additive(last_mask[:, None, None, :]), grid_rows, slot[rows], width - counts[rows] + k)  # fmt: skip
         self.cache.select_packed(rows, cols, prefix)
         before, config._attn_implementation = config._attn_implementation, PACKED_ATTENTION
         try:
             output = self._body(
                 input_ids=obs["input_ids"][rows, cols][None], attention_mask=self._additive(allowed),
                 position_ids=positions[None], cache=self.cache, use_cache=True,
-                output_hidden_states=self.value_head is not None, packed=(rows, cells),
+                output_hidden_states=self.value_head is not None, packed=packed,
             )  # fmt: skip
         finally:
             config._attn_implementation = before
-        last = starts + counts - 1  # each row's last token
         hidden = output.hidden_states[-1][0, last] if self.value_head is not None else None
         return self._head(output.last_hidden_state[0, last]), hidden
 
