@@ -22,9 +22,10 @@ logits are plain ``lm_head(last hidden state)`` (:func:`plain_head`: Llama, Mist
 Qwen2/3), as one *packed* call (``pack_refills``): every row's new tokens side by side
 in one sequence (batch 1, no padding), so the weights are read once and each token
 costs its own FLOP and no more. Only attention needs the rows apart: a custom attention
-function (:data:`PACKED_ATTENTION`, selected for that call) places each query in its
-row's grid of ``q`` cells and attends over that row's cached window; the LM head runs on
-each row's last token. On CPU, SmolLM2-135M's body ran 8 rows plus an 11-token suffix
+function (:func:`packed_attention`, selected for that call) attends every row's last
+token over its cached window, as a decode step does, and lays out the tokens of each row
+with several as a grid of ``q`` queries over that row's window; the LM head runs on each
+row's last token. On CPU, SmolLM2-135M's body ran 8 rows plus an 11-token suffix
 in 1.2x the time of 8 decode rows, where two calls took 1.9x and a merged call 2.2x.
 
 Other models (or ``pack_refills=False``) run such a step as two calls (decode rows,
@@ -294,8 +295,8 @@ class RolloutCollector:
         # (a 49,152-wide matmul per prompt token for SmolLM2) where the model allows it
         takes_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._last_logits_only = {"logits_to_keep": 1} if takes_keep else {}
-        # a step with two calls (decode rows, prefill rows) runs the body in each and the
-        # LM head once over all rows, where the logits are just head(last hidden state)
+        # where the logits are just head(last hidden state), a refill step runs the body
+        # once, packed, or in each of two calls, and the LM head once over all rows
         self._body, self._head = plain_head(model)
         if pack_refills and self._body is None:
             raise ValueError(
@@ -438,11 +439,10 @@ class RolloutCollector:
         decode = torch.nonzero(~many)[:, 0]
         prefill = torch.nonzero(many)[:, 0]
         width, counts, tokens, prefix = self._plan_prefill(obs, prefill)
+        all_counts = torch.ones_like(span[:, 0]).index_copy_(0, prefill, counts)  # (N,)
         if self.pack_refills:
-            all_counts = torch.ones_like(span[:, 0]).index_copy_(0, prefill, counts)  # (N,)
             return self._forward_packed(obs, all_counts, prefill, width, len(decode) + tokens, prefix)
         if len(decode) and self._merges(len(decode), width):
-            all_counts = torch.ones_like(span[:, 0]).index_copy_(0, prefill, counts)  # (N,)
             return self._forward(obs, None, width, all_counts, prefix)
         if len(decode) == 0:
             return self._forward(obs, prefill, width, counts, prefix)
