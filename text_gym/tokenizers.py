@@ -95,12 +95,16 @@ class ByteTable:
         np.cumsum(sizes, out=self.offsets[1:])
         self.data = np.frombuffer(b"".join(pieces), dtype=np.uint8)
 
+    def decode_ids(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """The texts of id sequences, one lookup per token."""
+        get = self.pieces.__getitem__
+        return [b"".join(map(get, x)).decode("utf-8", "replace") for x in ids]
+
     def decode_rows(self, rows: np.ndarray, lengths: np.ndarray) -> list[str]:
         """The texts of ``rows[i, :lengths[i]]`` (ids of an int array ``(k, w)``); bytes
         that are not valid UTF-8 become U+FFFD, as in the tokenizers' ``decode_batch``."""
         if lengths.sum() < 128:
-            get = self.pieces.__getitem__
-            return [b"".join(map(get, row[:n].tolist())).decode("utf-8", "replace") for row, n in zip(rows, lengths.tolist())]  # fmt: skip
+            return self.decode_ids([row[:n].tolist() for row, n in zip(rows, lengths.tolist())])
         ids = rows[np.arange(rows.shape[1]) < lengths[:, None]]  # row after row
         starts = self.offsets[ids]
         sizes = self.offsets[ids + 1] - starts
@@ -184,8 +188,7 @@ class HFTokenizer(_EncodeMixin):
         if not ids:
             return []
         if self.byte_table is not None:
-            get = self.byte_table.pieces.__getitem__
-            return [b"".join(map(get, x)).decode("utf-8", "replace") for x in ids]
+            return self.byte_table.decode_ids(ids)
         if self._backend is not None:
             return self._backend.decode_batch([list(x) for x in ids], skip_special_tokens=True)
         return self.hf.batch_decode(ids, skip_special_tokens=True)
