@@ -320,7 +320,8 @@ class TextVectorEnv(VectorEnv):
             flags[0] = False
             if turn_ended.size:
                 self._user_turns(turn_ended, flags)
-        finished = np.flatnonzero(flags[0] | flags[1])
+        done = flags[0] | flags[1]
+        finished = np.flatnonzero(done)
 
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         infos: dict[str, Any] = {}
@@ -331,7 +332,7 @@ class TextVectorEnv(VectorEnv):
             infos.update(final_info)
             if reset_now.size:
                 self._refill(reset_now, infos)
-            self._pending = flags[0] | flags[1]
+            self._pending = done
         elif self.autoreset_mode is AutoresetMode.SAME_STEP:
             if finished.size:
                 infos["final_obs"], infos["_final_obs"] = self._final_obs(finished)
@@ -339,7 +340,7 @@ class TextVectorEnv(VectorEnv):
                 self._refill(finished, infos)
         else:
             infos.update(final_info)
-            self._pending = flags[0] | flags[1]
+            self._pending = done
         self._push_span()
         return (self._observe(), *self._step_outputs(rewards, flags), infos)
 
@@ -572,7 +573,7 @@ class TextVectorEnv(VectorEnv):
             r = self._zero_rewards.clone() if not rewards.any() else torch.as_tensor(rewards, dtype=torch.float32, device=self.device)  # fmt: skip
             done = torch.from_numpy(flags).to(self.device)
             return r, done[0], done[1]
-        return rewards, flags[0].copy(), flags[1].copy()
+        return rewards, flags[0], flags[1]  # views of this step's own array
 
     def _push_span(self) -> None:
         """Bring the device copy of ``new_span`` up to date (a no-op on CPU: shared memory)."""
