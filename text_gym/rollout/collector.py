@@ -531,25 +531,38 @@ class RolloutCollector:
         position's logits (``head=False``: its final hidden state, for ``self._head``)
         and the value head's input."""
         pick = (lambda t: t) if rows is None else (lambda t: t[rows])
-        end = pick(obs["new_span"])[:, 1]
-        L, j = self.env.window, torch.arange(width, device=end.device)
-        cols = end[:, None] - width + j  # (r, q)
-        if counts is not None:
-            cols = cols.masked_fill_(j < width - counts[:, None], self.cache.scratch)
-        ids = pick(obs["input_ids"]).gather(1, cols.clamp(max=L - 1))
+        cols = self._grid_columns(pick(obs["new_span"])[:, 1], width, counts)  # (r, q)
+        ids = pick(obs["input_ids"]).gather(1, cols.clamp(max=self.env.window - 1))
         attn = pick(obs["attention_mask"]).bool()  # (r, L)
-        P = self.env.prompt_tokens
-        first = P - attn[:, :P].sum(1)  # column of each prompt's first token
-        positions = (cols - first[:, None]).clamp_(min=0)
-        # the token in column c attends to valid columns <= c, never to scratch: (r, 1, q, L + 1)
-        attn = torch.cat((attn, attn.new_zeros((len(attn), 1))), 1)
-        allowed = attn[:, None, None, :] & (self._cols <= cols[:, None, :, None])
+        positions = (cols - self._first_columns(attn)[:, None]).clamp_(min=0)
+        allowed = self._allowed(attn, cols)
         self.cache.select(rows, cols, prefix)
         inputs = {"input_ids": ids, "attention_mask": self._additive(allowed), "position_ids": positions,
                   "cache": self.cache, "use_cache": True, "output_hidden_states": self.value_head is not None}  # fmt: skip
         output = self.model(**inputs, **self._last_logits_only) if head else self._body(**inputs)
         hidden = output.hidden_states[-1][:, -1] if self.value_head is not None else None
         return (output.logits if head else output.last_hidden_state)[:, -1], hidden
+
+    def _grid_columns(self, end: torch.Tensor, width: int, counts: torch.Tensor | None) -> torch.Tensor:
+        """Window columns (r, width) of the last ``width`` positions before each row's
+        ``end``; with ``counts``, those before a row's last ``counts[i]`` are the scratch
+        column instead (padding)."""
+        j = torch.arange(width, device=end.device)
+        cols = end[:, None] - width + j
+        if counts is not None:
+            cols = cols.masked_fill_(j < width - counts[:, None], self.cache.scratch)
+        return cols
+
+    def _first_columns(self, attn: torch.Tensor) -> torch.Tensor:
+        """Column of each row's first prompt token, from its attention mask (r, L) bool."""
+        P = self.env.prompt_tokens
+        return P - attn[:, :P].sum(1)
+
+    def _allowed(self, attn: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """(r, 1, q, L + 1): the token in column ``cols[i, j]`` attends to row i's valid
+        columns (``attn`` (r, L) bool) up to its own, never to the scratch column."""
+        attn = torch.cat((attn, attn.new_zeros((len(attn), 1))), 1)
+        return attn[:, None, None, :] & (self._cols <= cols[:, None, :, None])
 
     def _forward_packed(
         self, obs: dict[str, torch.Tensor], counts: torch.Tensor, grid_rows: torch.Tensor, width: int, total: int,
@@ -560,27 +573,22 @@ class RolloutCollector:
         rows with several tokens, ``width`` the largest count. Returns each row's
         next-token logits and the value head's input."""
         end = obs["new_span"][:, 1]
-        dev, P, n, m = end.device, self.env.prompt_tokens, len(end), len(grid_rows)
+        dev, n, m = end.device, len(end), len(grid_rows)
         rows = torch.repeat_interleave(torch.arange(n, device=dev), counts, output_size=total)  # (T,)
         starts = counts.cumsum(0) - counts  # each row's first token in the sequence
         last = starts + counts - 1  # each row's last token
         k = torch.arange(total, device=dev) - starts[rows]  # token's index within its row
         cols = end[rows] - counts[rows] + k
         attn = obs["attention_mask"].bool()
-        first = P - attn[:, :P].sum(1)  # column of each prompt's first token
-        positions = (cols - first[rows]).clamp_(min=0)
-        attn = torch.cat((attn, attn.new_zeros((n, 1))), 1)
-        last_mask = attn & (self._cols < end[:, None])  # (n, L + 1): the window up to each row's end
-        # grid cell (g, j) of grid row g is the token in column end - width + j, or empty (scratch)
+        positions = (cols - self._first_columns(attn)[rows]).clamp_(min=0)
+        last_mask = self._allowed(attn, end[:, None] - 1)  # (n, 1, 1, L + 1): each row's last token
         slot = torch.full((n,), m, device=dev).index_copy_(0, grid_rows, torch.arange(m, device=dev))
-        j = torch.arange(width, device=dev)
-        g_end, g_counts = end[grid_rows], counts[grid_rows]
-        grid = (g_end[:, None] - width + j).masked_fill_(j < width - g_counts[:, None], self.cache.scratch)
-        allowed = attn[grid_rows, None, None, :] & (self._cols <= grid[:, None, :, None])  # (m, 1, width, L + 1)
+        grid = self._grid_columns(end[grid_rows], width, counts[grid_rows])
+        allowed = self._allowed(attn[grid_rows], grid)  # (m, 1, width, L + 1)
         config = self._body.config
         shared = config.num_attention_heads // (getattr(config, "num_key_value_heads", None) or config.num_attention_heads)  # fmt: skip
         allowed = allowed.repeat(1, 1, shared, 1)  # per query head sharing a key/value head
-        packed = Packed(rows, last, self._additive(last_mask[:, None, None, :]), grid_rows, slot[rows], width - counts[rows] + k)  # fmt: skip
+        packed = Packed(rows, last, self._additive(last_mask), grid_rows, slot[rows], width - counts[rows] + k)  # fmt: skip
         self.cache.select_packed(rows, cols, prefix)
         before, config._attn_implementation = config._attn_implementation, PACKED_ATTENTION
         try:
