@@ -11,6 +11,7 @@ from gymnasium.vector import AutoresetMode
 
 from text_gym import TextVectorEnv
 from text_gym.tasks import Sample, Scores, Task
+from text_gym.tokenizers import load_tokenizer
 
 
 class EchoTask(Task):
@@ -239,6 +240,32 @@ def test_prompt_longer_than_window():
         _, info = env.reset(seed=seed)
         *_, info = env.step(np.array([65]))
         assert info["prompt_truncated"][0] == (info["sample_index"][0] == 0)
+
+
+@pytest.mark.parametrize("truncation", ["left", "right"])
+def test_prompt_table_filled_up_front_equals_filled_on_first_draw(monkeypatch, truncation):
+    """All prompts encoded (the default window needs their lengths): the table is
+    filled at construction; otherwise as samples are drawn. Same episodes either way."""
+    words = tuple("abcdefghij")
+    prompts = tuple(w + "0123456789"[:k] for k, w in enumerate(words))  # 1..10 bytes
+    kwargs = dict(max_prompt_tokens=6, prompt_truncation=truncation, max_new_tokens=3, tokenizer=load_tokenizer("byte"))  # fmt: skip
+    task = EchoTask(words, prompts)
+    task._config = {"words": words, "prompts": prompts}  # envs of this task and tokenizer share its encoding
+    make(5, task=task, **kwargs)._encoded.lengths()  # now every prompt is encoded
+    eager = make(5, task=task, **kwargs)
+    monkeypatch.setattr("text_gym.vector_env._EAGER_TABLE_BYTES", 0)
+    lazy = make(5, task=task, **kwargs)
+    assert eager._table_size == len(words) and lazy._table_size == 0
+    actions = np.random.default_rng(0).integers(0, 256, size=(40, 5))
+    outs = [env.reset(seed=3) for env in (eager, lazy)]
+    assert data_equivalence(*outs, exact=True)
+    for row in actions:
+        outs = [env.step(row) for env in (eager, lazy)]
+        assert data_equivalence(*outs, exact=True)
+    assert 0 < lazy._table_size <= len(words)
+    cut = [p[-6:] if truncation == "left" else p[:6] for p in prompts]
+    table = {bytes(r[r != eager.tokenizer.pad_token_id].tolist()).decode() for r in eager._table[:10]}
+    assert table == set(cut)
 
 
 def test_undecodable_bytes_fall_back_to_replacement_character():

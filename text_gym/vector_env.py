@@ -15,6 +15,7 @@ memory: a numpy op on a small array costs about a microsecond, a torch op severa
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +34,7 @@ OUTPUTS = ("numpy", "torch")
 TRUNCATIONS = ("left", "right", "error")
 _MASK_DTYPE = torch.int8
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_EAGER_TABLE_BYTES = 64 << 20  # a bigger prompt table fills as samples are drawn
 
 
 class TextVectorEnv(VectorEnv):
@@ -215,12 +217,16 @@ class TextVectorEnv(VectorEnv):
         self._prompt_len_np = np.zeros(N, dtype=np.int64)  # each slot's prompt, in tokens
         self._prompt_truncated = np.zeros(N, dtype=bool)
         # Prompt rows as the window shows them (left-padded into [0, P), cut by the
-        # truncation rule), added the first time a sample is drawn: a refill gathers rows.
+        # truncation rule): a refill gathers rows. Added the first time a sample is
+        # drawn, or all here when every prompt is encoded already (the default window
+        # needs every prompt's length) and the table is small.
         self._row_of = np.full(len(self.task), -1, dtype=np.int64)  # sample -> table row
         self._table = np.empty((0, P), dtype=np.int32)
         self._table_len = np.empty(0, dtype=np.int64)  # prompt tokens kept
         self._table_cut = np.empty(0, dtype=bool)  # the prompt was truncated
         self._table_size = 0
+        if encoded.complete and len(self.task) * P * 4 <= _EAGER_TABLE_BYTES:
+            self._add_prompts(range(len(self.task)))  # all encoded already: no first-draw cost
         # row n: the attention mask of a prompt of n tokens (left-padded into [0, P))
         self._prompt_masks = ((np.arange(L) >= P - np.arange(P + 1)[:, None]) & (np.arange(L) < P)).astype(np.int8)  # fmt: skip
         self._dialogues: list[Any] = [None] * N  # multi-turn tasks: each slot's state
@@ -424,22 +430,29 @@ class TextVectorEnv(VectorEnv):
         first time are encoded (in one batch) and added."""
         rows = self._row_of[samples]
         if (rows < 0).any():
-            new = np.unique(samples[rows < 0])
-            start, P = self._table_size, self.prompt_tokens
-            if start + len(new) > len(self._table):  # grow by doubling
-                size = max(2 * len(self._table), start + len(new), 64)
-                self._table = np.resize(self._table, (size, P))
-                self._table_len = np.resize(self._table_len, size)
-                self._table_cut = np.resize(self._table_cut, size)
-            self._table[start : start + len(new)] = self.tokenizer.pad_token_id
-            for row, ids in enumerate(self._encoded.ids(new), start):
-                kept = ids[-P:] if self.prompt_truncation == "left" else ids[:P]
-                self._table[row, P - len(kept) :] = kept
-                self._table_len[row], self._table_cut[row] = len(kept), len(ids) > P
-            self._row_of[new] = np.arange(start, start + len(new))
-            self._table_size = start + len(new)
+            self._add_prompts(sorted(set(samples[rows < 0].tolist())))
             rows = self._row_of[samples]
         return rows
+
+    def _add_prompts(self, new: Sequence[int]) -> None:
+        """Append the prompt rows of samples ``new`` (distinct, not yet in the table)."""
+        start, P = self._table_size, self.prompt_tokens
+        if start + len(new) > len(self._table):  # grow by doubling
+            size = max(2 * len(self._table), start + len(new), 64)
+            self._table = np.resize(self._table, (size, P))
+            self._table_len = np.resize(self._table_len, size)
+            self._table_cut = np.resize(self._table_cut, size)
+        encoded = self._encoded.ids(new)
+        kept = [ids[-P:] if self.prompt_truncation == "left" else ids[:P] for ids in encoded]
+        lengths = np.fromiter(map(len, kept), np.int64, len(kept))
+        block = self._table[start : start + len(new)]
+        block[:] = self.tokenizer.pad_token_id
+        # row-major boolean assignment: row i's last lengths[i] columns, in order
+        block[np.arange(P) >= P - lengths[:, None]] = np.fromiter(itertools.chain.from_iterable(kept), np.int32, int(lengths.sum()))  # fmt: skip
+        self._table_len[start : start + len(new)] = lengths
+        self._table_cut[start : start + len(new)] = np.fromiter(map(len, encoded), np.int64, len(new)) > P  # fmt: skip
+        self._row_of[new] = np.arange(start, start + len(new))
+        self._table_size = start + len(new)
 
     def _score(self, slots: np.ndarray, infos: dict[str, Any], terminated: np.ndarray) -> np.ndarray:
         """Decode and score the responses of finished ``slots`` in one task call."""
@@ -626,6 +639,7 @@ class _EncodedTask:
         self.tokenizer, self.task, self.chat_template = tokenizer, task, chat_template
         self._texts: list[str | None] = [None] * len(task)
         self._ids: list[list[int] | None] = [None] * len(task)
+        self._missing = len(task)  # prompts not encoded yet
         self._longest_reference: int | None = None
 
     def text(self, j: int) -> str:
@@ -650,7 +664,13 @@ class _EncodedTask:
         if missing:
             for j, ids in zip(missing, self.tokenizer.encode_batch([self.text(j) for j in missing])):  # fmt: skip
                 self._ids[j] = ids
+            self._missing -= len(missing)
         return [self._ids[j] for j in samples]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every prompt is encoded."""
+        return self._missing == 0
 
     def lengths(self) -> np.ndarray:
         """Every prompt's length in tokens (encodes the whole task once)."""
