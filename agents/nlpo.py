@@ -35,7 +35,7 @@ from transformers import AutoModelForCausalLM
 
 import text_gym  # noqa: F401  (registers the env ids)
 from text_gym import load_tokenizer
-from text_gym.rollout import RolloutCollector, tiny_model, token_logprobs
+from text_gym.rollout import RolloutCollector, tiny_model, token_logprobs, top_p_keep
 
 
 @dataclass
@@ -107,14 +107,6 @@ def load_policy(args: Args):
         return model, load_tokenizer(str(words) if words.exists() else model.config.text_gym_tokenizer)
     tokenizer = load_tokenizer(args.tokenizer)
     return tiny_model(tokenizer, hidden=128, layers=2, heads=4, kv_heads=2, seed=args.seed), tokenizer
-
-
-def top_p_keep(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """The smallest set of tokens (bool, like ``logits``) whose probability reaches top_p."""
-    sorted_logits, order = logits.float().sort(-1, descending=True)
-    probs = sorted_logits.softmax(-1)
-    keep_sorted = probs.cumsum(-1) - probs < top_p  # the most likely token is always kept
-    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from text_gym.rollout.collector import (
     sample_categorical,
     sequence_logprobs,
     token_logprobs,
+    top_p_keep,
 )
 from text_gym.rollout.models import cache_dir, load_default_model, tiny_model
 
@@ -24,4 +25,5 @@ __all__ = [
     "sequence_logprobs",
     "tiny_model",
     "token_logprobs",
+    "top_p_keep",
 ]

@@ -424,10 +424,7 @@ class RolloutCollector:
             kth = logits.topk(self.top_k, dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
         if self.top_p < 1:
-            sorted_logits, order = logits.sort(-1, descending=True)
-            cum = sorted_logits.softmax(-1).cumsum(-1)
-            drop = cum - sorted_logits.softmax(-1) >= self.top_p  # keep the first token always
-            logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+            logits = logits.masked_fill(~top_p_keep(logits, self.top_p), float("-inf"))
         logp = torch.log_softmax(logits, -1)
         actions = sample_categorical(logp.exp())
         return actions, logp.gather(1, actions[:, None])[:, 0]
@@ -663,6 +660,21 @@ def merge_budget(model: Any, device_type: str | None = None) -> float:
     device_type = device_type or params[0].device.type
     intensity = ARITHMETIC_INTENSITY.get(device_type, ACCELERATOR_INTENSITY)
     return intensity * read * params[0].element_size() / (2 * max(body, 1))
+
+
+def top_p_keep(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The nucleus of each row of ``logits`` (..., V): the smallest set of most likely
+    tokens whose probability reaches ``top_p`` (bool, like ``logits``). The most likely
+    token is always in it.
+
+    Example:
+        >>> top_p_keep(torch.tensor([[2.0, 0.0, 1.0]]).log(), 0.8).tolist()  # p = 2/3, 0, 1/3
+        [[True, False, True]]
+    """
+    sorted_logits, order = logits.float().sort(-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    keep_sorted = probs.cumsum(-1) - probs < top_p  # the mass before each token
+    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
 
 
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
