@@ -10,7 +10,9 @@ Measured in one run, on the same model, batch, prompts and number of new tokens:
 * (d) ``rl4lms``: RL4LMs' pattern, ``generate`` then a replay of every token through the
   policy, a value model and a reference model (three more full forward passes);
 * (a, random lengths): (a) where each episode stops at a random length (EOS forced at a
-  per-episode length), so slots finish and refill at different times.
+  per-episode length), so slots finish and refill at different times;
+* (a, compiled), with ``--compile``: (a) with ``RolloutCollector(compile=True)`` (the
+  decode step as one ``torch.compile`` graph; compiled in the untimed warm-up).
 
 (a), (a, random lengths) and (b) are each timed over ``--repeats`` calls, in
 ``--rounds`` rounds in which they take turns, and keep their best round (a burst of
@@ -109,14 +111,14 @@ def timed(fn, repeats: int, warmup: bool = True) -> float:
     return tokens / (time.perf_counter() - start)
 
 
-def bench(name: str, model, batch: int, new_tokens: int, repeats: int, rounds: int, seed: int) -> dict:  # fmt: skip
+def bench(name: str, model, batch: int, new_tokens: int, repeats: int, rounds: int, seed: int, compiled: bool = False) -> dict:  # fmt: skip
     tok_eos, pad = model.config.eos_token_id, model.config.pad_token_id
     eos = make_env(1, new_tokens).tokenizer.eos_token_id
     ids, mask = prompts_of(make_env(batch, new_tokens), seed)
 
-    def ours(processor):
+    def ours(processor, **knobs):
         env = make_env(batch, new_tokens)  # its own env: the runners take turns
-        collector = RolloutCollector(model, env, logits_processor=processor)
+        collector = RolloutCollector(model, env, logits_processor=processor, **knobs)
         collector.collect(1, seed=seed)  # reset and prefill outside the timing
         def run():  # noqa: E306
             batch_out = collector.collect(new_tokens)
@@ -128,6 +130,8 @@ def bench(name: str, model, batch: int, new_tokens: int, repeats: int, rounds: i
         "text_gym_random_lengths": ours(random_lengths(eos, make_env(1, new_tokens).prompt_tokens, new_tokens, seed)),  # fmt: skip
         "generate": lambda: run_generate(model, ids, mask, new_tokens, tok_eos, pad),
     }
+    if compiled:
+        runners["text_gym_compiled"] = ours(never_stop(eos), compile=True)
     row = {"model": name, "batch": batch, "new_tokens": new_tokens}
     for round_ in range(rounds):
         for key, run in runners.items():
@@ -145,6 +149,10 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         "| model | batch | new tokens | (a) text_gym | (a) random lengths | (b) generate | (c) recompute | (d) rl4lms | a/b | a/c | a(random)/a |",  # fmt: skip
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    compiled = all("text_gym_compiled" in r for r in rows)
+    if compiled:
+        lines[2] += " (a) compiled | compiled/a |"
+        lines[3] += "---|---|"
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['new_tokens']} | {r['text_gym']:,.0f} | "
@@ -152,6 +160,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
             f"{r['rl4lms']:,.0f} | {r['text_gym'] / r['generate']:.2f}x | "
             f"{r['text_gym'] / r['recompute']:.1f}x | {r['text_gym_random_lengths'] / r['text_gym']:.2f}x |"
         )
+        if compiled:
+            lines[-1] += f" {r['text_gym_compiled']:,.0f} | {r['text_gym_compiled'] / r['text_gym']:.2f}x |"
     return "\n".join(lines) + "\n"
 
 
@@ -163,6 +173,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds of (a) and (b); each keeps its best")
     parser.add_argument("--models", nargs="+", default=["tiny", "smollm2"], choices=["tiny", "smollm2"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", action="store_true", help="also time (a) with compile=True")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run, writes nothing")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -177,7 +188,7 @@ def main() -> None:
     for name in args.models:
         model = tiny_model(load_tokenizer("default"), hidden=256, layers=4, heads=8, kv_heads=4) if name == "tiny" else load_default_model()  # fmt: skip
         for batch in args.batch:
-            rows.append(bench(name, model, batch, args.new_tokens, args.repeats, args.rounds, args.seed))
+            rows.append(bench(name, model, batch, args.new_tokens, args.repeats, args.rounds, args.seed, args.compile))  # fmt: skip
             print({k: round(v, 1) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)  # fmt: skip
     table = to_markdown(rows, meta)
     print(table)
