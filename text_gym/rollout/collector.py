@@ -248,10 +248,12 @@ class RolloutCollector:
             shapes never change (the cache is the fixed window), so it compiles once per
             batch shape and dtype; refill steps stay eager. The first decode step pays
             the compile (seconds to minutes on a CPU). Results equal eager decoding up to
-            float rounding. On a 2-core CPU it did not pay: SmolLM2-135M ran 1.09x eager
-            at batch 8 and 0.91x at batch 32, the benchmark's 16.5M-parameter tiny model
-            0.94-0.98x. It is meant for accelerators, where a decode step is hundreds of
-            small kernel launches (not measured here).
+            float rounding. On a 2-core CPU it paid little and not always
+            (``benchmarks/rollout_throughput.py --compile``: the tiny model 1.18x eager
+            at batch 8 and 1.16x at 32, SmolLM2-135M 1.23x and 0.91x; an earlier A/B
+            gave 0.94x, 0.98x, 1.09x, 0.91x), and SmolLM2 took ~100 s to compile, so
+            it is off by default. Accelerators, where a decode step is hundreds of small
+            kernel launches, are where it should pay most (not measured here).
 
     Raises:
         ValueError: the model and env disagree on tokenizer, vocabulary or device.
