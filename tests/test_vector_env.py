@@ -264,7 +264,7 @@ def test_prompt_table_filled_up_front_equals_filled_on_first_draw(monkeypatch, t
     filled at construction; otherwise as samples are drawn. Same episodes either way."""
     words = tuple("abcdefghij")
     prompts = tuple(w + "0123456789"[:k] for k, w in enumerate(words))  # 1..10 bytes
-    kwargs = dict(max_prompt_tokens=6, prompt_truncation=truncation, max_new_tokens=3, tokenizer=load_tokenizer("byte"))  # fmt: skip
+    kwargs = {"max_prompt_tokens": 6, "prompt_truncation": truncation, "max_new_tokens": 3, "tokenizer": load_tokenizer("byte")}  # fmt: skip
     task = EchoTask(words, prompts)
     task._config = {"words": words, "prompts": prompts}  # envs of this task and tokenizer share its encoding
     make(5, task=task, **kwargs)._encoded.lengths()  # now every prompt is encoded
