@@ -10,7 +10,7 @@ import torch
 from text_gym import TextVectorEnv
 from text_gym.rollout import RolloutCollector, merge_budget, sample_categorical, sequence_logprobs, tiny_model
 from text_gym.rollout import collector as collector_module
-from text_gym.rollout.collector import plain_head
+from text_gym.rollout.collector import SAMPLE_BLOCK, plain_head
 from text_gym.tasks.base import Sample, Scores, Task
 from text_gym.tokenizers import load_tokenizer
 
@@ -41,28 +41,51 @@ def model():
     return tiny_model(load_tokenizer("byte"), seed=3)
 
 
+def full_forward_logprobs(model, first_obs, actions, P, temperature=1.0):
+    """log p(action) at every step, from one forward pass over prompts + actions (steps, N)."""
+    prompt_ids, prompt_mask = first_obs["input_ids"][:, :P], first_obs["attention_mask"][:, :P].long()
+    full = torch.cat((prompt_ids, actions.T), 1)
+    mask = torch.cat((prompt_mask, torch.ones_like(actions.T)), 1)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = model(full, attention_mask=mask, position_ids=positions).logits.float()
+    logp = torch.log_softmax(logits / temperature, -1)
+    return logp[:, P - 1 : -1].gather(2, actions.T[:, :, None])[:, :, 0].T
+
+
+def first_episodes(dones):
+    """(steps, N) bool: the steps of each slot's first episode."""
+    return torch.cumsum(dones.long(), 0) - dones.long() == 0
+
+
 def test_greedy_tokens_equal_generate_and_logprobs_equal_full_forward(model):
     env = make_env(4)
     first_obs, _ = make_env(4).reset(seed=0)  # the same prompts the collector will see
     batch = RolloutCollector(model, env, greedy=True).collect(T, seed=0)
     P = env.prompt_tokens
-    prompt_ids, prompt_mask = first_obs["input_ids"][:, :P], first_obs["attention_mask"][:, :P].long()
     generated = model.generate(
-        prompt_ids, attention_mask=prompt_mask, max_new_tokens=T, do_sample=False,
+        first_obs["input_ids"][:, :P], attention_mask=first_obs["attention_mask"][:, :P].long(),
+        max_new_tokens=T, do_sample=False,
         eos_token_id=env.tokenizer.eos_token_id, pad_token_id=env.tokenizer.pad_token_id,
     )[:, P:]  # fmt: skip
     for i in range(4):
         steps = int(batch.dones[:, i].nonzero()[0]) + 1  # the first episode's length
         assert batch.actions[:steps, i].tolist() == generated[i, :steps].tolist()
-    # log-probs of the taken actions from one forward pass over the whole sequences
-    full = torch.cat((prompt_ids, batch.actions.T), 1)
-    mask = torch.cat((prompt_mask, torch.ones_like(batch.actions.T)), 1)
-    positions = (mask.cumsum(1) - 1).clamp(min=0)
-    with torch.no_grad():
-        logp = torch.log_softmax(model(full, attention_mask=mask, position_ids=positions).logits.float(), -1)  # fmt: skip
-    expected = logp[:, P - 1 : -1].gather(2, batch.actions.T[:, :, None])[:, :, 0].T  # (steps, N)
-    first_episode = torch.cumsum(batch.dones.long(), 0) - batch.dones.long() == 0
-    assert torch.allclose(batch.logprobs[first_episode], expected[first_episode], atol=1e-4)
+    expected = full_forward_logprobs(model, first_obs, batch.actions, P)
+    first = first_episodes(batch.dones)
+    assert torch.allclose(batch.logprobs[first], expected[first], atol=1e-4)
+
+
+def test_sampled_logprobs_equal_full_forward_at_the_temperature(model):
+    """Sampling (temperature 0.7) records log-probs of the tempered distribution."""
+    env = make_env(4)
+    first_obs, _ = make_env(4).reset(seed=0)
+    torch.manual_seed(0)
+    batch = RolloutCollector(model, env, temperature=0.7).collect(T, seed=0)
+    expected = full_forward_logprobs(model, first_obs, batch.actions, env.prompt_tokens, 0.7)
+    first = first_episodes(batch.dones)
+    assert first.sum() > 8
+    assert torch.allclose(batch.logprobs[first], expected[first], atol=1e-4)
 
 
 def test_slot_refill_keeps_each_episode_as_it_would_be_alone(model):
@@ -106,6 +129,18 @@ def test_sample_categorical_follows_the_distribution_and_never_draws_zero_probab
     a = sample_categorical(probs[:50], generator=torch.Generator().manual_seed(5))
     b = sample_categorical(probs[:50], generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+    # several blocks of columns and a partial last one: a block with no weight at all,
+    # zeros scattered inside the others, and odds spanning five orders of magnitude
+    V = 2 * SAMPLE_BLOCK + 37
+    weights = torch.rand(V, generator=torch.Generator().manual_seed(1)) ** 4
+    weights[::7] = 0.0
+    weights[SAMPLE_BLOCK : 2 * SAMPLE_BLOCK] = 0.0
+    counts = torch.zeros(V, dtype=torch.float64)
+    for _ in range(10):  # 400k draws, 40k rows at a time
+        counts += torch.bincount(sample_categorical(weights.expand(40_000, V).contiguous(), gen), minlength=V)  # fmt: skip
+    p = weights.double() / weights.double().sum()
+    assert counts[weights == 0].sum() == 0
+    assert ((counts / counts.sum() - p).abs() <= 5 * (p * (1 - p) / counts.sum()).sqrt() + 1e-6).all()
 
 
 def test_construction_checks():
