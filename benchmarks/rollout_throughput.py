@@ -62,8 +62,10 @@ def random_lengths(eos: int, prompt_width: int, new_tokens: int, seed: int):
         fresh = length == 0
         state["target"][fresh] = torch.randint(1, new_tokens + 1, (int(fresh.sum()),), generator=gen)
         logits = logits.index_fill(1, torch.tensor([eos]), float("-inf"))
-        stop = (length + 1 >= state["target"])[:, None] & (torch.arange(logits.shape[1]) == eos)
-        return torch.where(stop, 1e4, logits)
+        # the EOS column alone: a slot at its length can only stop (as cheap as never_stop,
+        # so that the column measures refills, not this processor)
+        logits[:, eos] = torch.where(length + 1 >= state["target"], 1e4, float("-inf"))
+        return logits
 
     return process
 

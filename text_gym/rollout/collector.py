@@ -701,7 +701,7 @@ def sample_categorical(weights: torch.Tensor, generator: torch.Generator | None 
     N, V = weights.shape
     B = SAMPLE_BLOCK
     full = V // B
-    totals = weights[:, : full * B].view(N, full, B).sum(-1)  # (N, blocks)
+    totals = weights[:, : full * B].reshape(N, full, B).sum(-1)  # (N, blocks)
     if full * B < V:
         totals = torch.cat((totals, weights[:, full * B :].sum(-1, keepdim=True)), 1)
     cum = totals.double().cumsum(-1)
