@@ -695,9 +695,8 @@ def sample_categorical(weights: torch.Tensor, generator: torch.Generator | None 
     The full (N, V) tensor is read once (the block totals) and nothing of its size is
     written: a running sum over every column, in float64 so that rare tokens keep their
     odds, took 2.4-7.6x longer on CPU at V = 49,152 and 8-32 rows (``torch.multinomial``
-    ~35x). A token of
-    weight 0 is never drawn: each search returns the first entry whose running sum
-    exceeds the draw, and each draw is kept below its total.
+    ~35x). A token of weight 0 is never drawn: each search returns the first entry whose
+    running sum exceeds the draw, and each draw is kept below its total.
     """
     N, V = weights.shape
     B = SAMPLE_BLOCK
