@@ -10,7 +10,7 @@ import torch
 from text_gym import TextVectorEnv
 from text_gym.rollout import RolloutCollector, merge_budget, sample_categorical, sequence_logprobs, tiny_model
 from text_gym.rollout import collector as collector_module
-from text_gym.rollout.collector import SAMPLE_BLOCK, plain_head
+from text_gym.rollout.collector import SAMPLE_BLOCK, SWAPPED_HEAD_ROWS, head_logits, plain_head
 from text_gym.tasks.base import Sample, Scores, Task
 from text_gym.tokenizers import load_tokenizer
 
@@ -417,6 +417,8 @@ def test_split_steps_share_one_lm_head_call(monkeypatch):
     assert plain_head(model)[1] is model.get_output_embeddings()
     stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
     value = torch.nn.Linear(64, 1)
+    # every application of the head through the module, so that the hook counts them
+    monkeypatch.setattr(collector_module, "head_logits", lambda head, hidden: head(hidden))
 
     def run():
         heads = []
@@ -437,6 +439,22 @@ def test_split_steps_share_one_lm_head_call(monkeypatch):
     assert torch.allclose(shared.values, per_call.values, atol=1e-5)
     model.config.final_logit_softcapping = 30.0  # logits are not head(hidden) alone
     assert plain_head(model) == (None, None)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_head_logits_equal_the_head_module(bias):
+    """The swapped product of few float32 rows on CPU, and the module call it falls back
+    to elsewhere, give the head's logits."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(48, 1000, bias=bias)
+    for rows in (1, 8, SWAPPED_HEAD_ROWS, SWAPPED_HEAD_ROWS + 1):
+        hidden = torch.randn(rows, 48)
+        logits = head_logits(head, hidden)
+        assert logits.shape == (rows, 1000) and logits.is_contiguous()
+        torch.testing.assert_close(logits, head(hidden), rtol=1e-5, atol=1e-5)
+    half = torch.nn.Linear(48, 1000, bias=bias).to(torch.bfloat16)
+    hidden = torch.randn(8, 48, dtype=torch.bfloat16)
+    assert torch.equal(head_logits(half, hidden), half(hidden))
 
 
 def test_packed_and_merged_refills_equal_split_calls_with_user_replies(model):

@@ -71,6 +71,7 @@ MIN_PREFIX = 4  # a shorter shared prefix is not worth the copy: prefill whole p
 ARITHMETIC_INTENSITY = {"cpu": 12.0}
 ACCELERATOR_INTENSITY = 200.0
 PACKED_ATTENTION = "text_gym_packed"  # the attention implementation of a packed call
+SWAPPED_HEAD_ROWS = 64  # see :func:`head_logits`
 SAMPLE_BLOCK = 256  # columns per block of :func:`sample_categorical` (~sqrt of a 49k vocabulary)
 
 
@@ -245,14 +246,17 @@ class RolloutCollector:
             Results are the same either way up to float rounding.
         compile: run the decode step (every slot, one new token: most steps) through
             ``torch.compile(model, dynamic=False, **compile)`` (``True``: default
-            options; a dict: ``torch.compile`` keyword arguments such as ``mode``). Its
+            options; a dict: ``torch.compile`` keyword arguments such as ``mode``); for a
+            model with a plain head (:func:`plain_head`), of its body, the LM head
+            running outside the graph as in every other call (:func:`head_logits`). Its
             shapes never change (the cache is the fixed window), so it compiles once per
             batch shape and dtype; refill steps stay eager. The first decode step pays
             the compile (seconds to minutes on a CPU). Results equal eager decoding up to
             float rounding. On a 2-core CPU it paid little and not always
             (``benchmarks/rollout_throughput.py --compile``: the tiny model 1.18x eager
             at batch 8 and 1.16x at 32, SmolLM2-135M 1.23x and 0.91x; an earlier A/B
-            gave 0.94x, 0.98x, 1.09x, 0.91x), and SmolLM2 took ~100 s to compile, so
+            gave 0.94x, 0.98x, 1.09x, 0.91x; both with the head in the graph), and
+            SmolLM2 took ~100 s to compile, so
             it is off by default. Accelerators, where a decode step is hundreds of small
             kernel launches, are where it should pay most (not measured here).
 
@@ -319,9 +323,11 @@ class RolloutCollector:
                 "pack_refills=None or False"
             )
         self.pack_refills = self._body is not None and pack_refills is not False
-        # the decode step's model call; compiled, a graph over fixed shapes
+        # the decode step's model call (the body, for a plain head); compiled, a graph over
+        # fixed shapes
         options = compile if isinstance(compile, dict) else {}
-        self._decode_model = torch.compile(model, dynamic=False, **options) if compile else model
+        decode_model = model if self._body is None else self._body
+        self._decode_model = torch.compile(decode_model, dynamic=False, **options) if compile else decode_model  # fmt: skip
         self._prefix: torch.Tensor | None = None  # (n,) token ids common to every prompt so far
         self._prefix_kv: KeyValues | None = None
         self._prefix_weights: tuple[tuple[int, int], ...] = ()  # the parameters they came from
@@ -473,7 +479,7 @@ class RolloutCollector:
         out_d, hidden_d = self._forward(obs, decode, 1, head=not shared_head)
         out = out_p.new_empty((self.env.num_envs, out_p.shape[-1]))
         out[prefill], out[decode] = out_p, out_d
-        logits = self._head(out) if shared_head else out
+        logits = head_logits(self._head, out) if shared_head else out
         hidden = None
         if hidden_p is not None:
             hidden = hidden_p.new_empty((self.env.num_envs, hidden_p.shape[-1]))
@@ -548,7 +554,7 @@ class RolloutCollector:
         """One call over ``rows`` (None: all), ``width`` positions each: row i's last
         ``counts[i]`` new tokens (None: ``width``), left-padded with positions that write
         to the scratch column and that no real token attends to. Returns the last
-        position's logits (``head=False``: its final hidden state, for ``self._head``)
+        position's logits (``head=False``: its final hidden state, for :func:`head_logits`)
         and the value head's input."""
         pick = (lambda t: t) if rows is None else (lambda t: t[rows])
         cols = self._grid_columns(pick(obs["new_span"])[:, 1], width, counts)  # (r, q)
@@ -559,10 +565,16 @@ class RolloutCollector:
         self.cache.select(rows, cols, prefix)
         inputs = {"input_ids": ids, "attention_mask": self._additive(allowed), "position_ids": positions,
                   "cache": self.cache, "use_cache": True, "output_hidden_states": self.value_head is not None}  # fmt: skip
-        model = self._decode_model if rows is None and width == 1 else self.model
-        output = model(**inputs, **self._last_logits_only) if head else self._body(**inputs)
+        decode = rows is None and width == 1
+        if self._head is not None:  # the body, then the LM head on the last position only
+            output = (self._decode_model if decode else self._body)(**inputs)
+            out = output.last_hidden_state[:, -1]
+            out = head_logits(self._head, out) if head else out
+        else:
+            output = (self._decode_model if decode else self.model)(**inputs, **self._last_logits_only)  # fmt: skip
+            out = output.logits[:, -1]
         hidden = output.hidden_states[-1][:, -1] if self.value_head is not None else None
-        return (output.logits if head else output.last_hidden_state)[:, -1], hidden
+        return out, hidden
 
     def _grid_columns(self, end: torch.Tensor, width: int, counts: torch.Tensor | None) -> torch.Tensor:
         """Window columns (r, width) of the last ``width`` positions before each row's
@@ -621,7 +633,7 @@ class RolloutCollector:
         finally:
             config._attn_implementation = before
         hidden = output.hidden_states[-1][0, last] if self.value_head is not None else None
-        return self._head(output.last_hidden_state[0, last]), hidden
+        return head_logits(self._head, output.last_hidden_state[0, last]), hidden
 
 
 PLAIN_HEAD_MODELS = ("llama", "mistral", "qwen2", "qwen3")  # logits = lm_head(last hidden state)
@@ -641,6 +653,24 @@ def plain_head(model: Any) -> tuple[Any, torch.nn.Linear] | tuple[None, None]:
     if body is None or body is model or not isinstance(head, torch.nn.Linear):
         return None, None
     return body, head
+
+
+def head_logits(head: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
+    """``head(hidden)``: the LM head's logits (r, V) of hidden states (r, d).
+
+    On CPU in float32, up to ``SWAPPED_HEAD_ROWS`` rows are computed as
+    ``(weight @ hidden.T).T``: the same products with the operands swapped, so that the
+    BLAS call has the few rows on its short side. MKL ran SmolLM2's 49,152 x 576 head
+    1.2-1.6x faster that way at 8-64 rows (slower from ~128 rows, and in bfloat16); in
+    A/B rounds of ``collect(64)``, tokens/s rose 1.15-1.56x for the rollout benchmark's
+    tiny model at batch 8 and 1.10-1.15x for SmolLM2 at batch 32. Elsewhere
+    (accelerators, where either is one library call) it is ``head(hidden)``.
+    """
+    weight, bias = head.weight, head.bias
+    if hidden.device.type != "cpu" or weight.dtype != torch.float32 or len(hidden) > SWAPPED_HEAD_ROWS:
+        return head(hidden)
+    logits = (weight @ hidden.T).T.contiguous()
+    return logits if bias is None else logits + bias
 
 
 def merge_budget(model: Any, device_type: str | None = None) -> float:
