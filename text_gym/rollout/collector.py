@@ -36,8 +36,10 @@ last position only (``logits_to_keep=1``). Merging saves a read of all the weigh
 pays ``2 * body_params`` FLOP per padded position; :func:`merge_budget` weighs the two
 with the device's arithmetic intensity. A model whose LM head outweighs its body (a
 small model over a 49,152-token vocabulary) merges at small batches; a large body on CPU
-(SmolLM2-135M) keeps two calls. Where the logits are plain, two calls run only the body
-in each and the LM head once over all rows' last hidden states.
+(SmolLM2-135M) keeps two calls. Where the logits are plain, every call runs the body
+and the collector applies the LM head itself (:func:`head_logits`, a faster product on
+CPU), so two calls run only the body in each and the LM head once over all rows' last
+hidden states.
 
 Example:
     >>> from text_gym import TextVectorEnv
@@ -256,9 +258,9 @@ class RolloutCollector:
             (``benchmarks/rollout_throughput.py --compile``: the tiny model 1.18x eager
             at batch 8 and 1.16x at 32, SmolLM2-135M 1.23x and 0.91x; an earlier A/B
             gave 0.94x, 0.98x, 1.09x, 0.91x; both with the head in the graph), and
-            SmolLM2 took ~100 s to compile, so
-            it is off by default. Accelerators, where a decode step is hundreds of small
-            kernel launches, are where it should pay most (not measured here).
+            SmolLM2 took ~100 s to compile, so it is off by default. Accelerators, where
+            a decode step is hundreds of small kernel launches, are where it should pay
+            most (not measured here).
 
     Raises:
         ValueError: the model and env disagree on tokenizer, vocabulary or device.
