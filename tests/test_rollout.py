@@ -455,6 +455,11 @@ def test_head_logits_equal_the_head_module(bias):
     half = torch.nn.Linear(48, 1000, bias=bias).to(torch.bfloat16)
     hidden = torch.randn(8, 48, dtype=torch.bfloat16)
     assert torch.equal(head_logits(half, hidden), half(hidden))
+    # a hook on the head (an adapter's, a user's) still sees every call
+    seen = []
+    head.register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
+    hidden = torch.randn(8, 48)
+    assert torch.equal(head_logits(head, hidden), head(hidden)) and seen == [(8, 48)] * 2
 
 
 def test_packed_and_merged_refills_equal_split_calls_with_user_replies(model):

@@ -666,10 +666,14 @@ def head_logits(head: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
     1.2-1.6x faster that way at 8-64 rows (slower from ~128 rows, and in bfloat16); in
     A/B rounds of ``collect(64)``, tokens/s rose 1.15-1.56x for the rollout benchmark's
     tiny model at batch 8 and 1.10-1.15x for SmolLM2 at batch 32. Elsewhere
-    (accelerators, where either is one library call) it is ``head(hidden)``.
+    (accelerators, where either is one library call) it is ``head(hidden)``, as it is
+    for a head whose call does more than ``F.linear`` (a subclass, hooks, a patched
+    ``forward``), so that nothing attached to it is skipped.
     """
     weight, bias = head.weight, head.bias
-    if hidden.device.type != "cpu" or weight.dtype != torch.float32 or len(hidden) > SWAPPED_HEAD_ROWS:
+    plain = type(head) is torch.nn.Linear and not (head._forward_hooks or head._forward_pre_hooks or "forward" in vars(head))  # fmt: skip
+    on_cpu = weight.device.type == hidden.device.type == "cpu"
+    if not plain or not on_cpu or weight.dtype != torch.float32 or len(hidden) > SWAPPED_HEAD_ROWS:
         return head(hidden)
     logits = (weight @ hidden.T).T.contiguous()
     return logits if bias is None else logits + bias
