@@ -10,7 +10,7 @@ import torch
 from text_gym import TextVectorEnv
 from text_gym.rollout import RolloutCollector, merge_budget, sample_categorical, sequence_logprobs, tiny_model
 from text_gym.rollout import collector as collector_module
-from text_gym.rollout.collector import SAMPLE_BLOCK, SWAPPED_HEAD_ROWS, head_logits, plain_head
+from text_gym.rollout.collector import SAMPLE_BLOCK, SWAPPED_HEAD_MIN_WEIGHTS, SWAPPED_HEAD_ROWS, head_logits, plain_head
 from text_gym.tasks.base import Sample, Scores, Task
 from text_gym.tokenizers import load_tokenizer
 
@@ -58,9 +58,17 @@ def first_episodes(dones):
     return torch.cumsum(dones.long(), 0) - dones.long() == 0
 
 
-def test_greedy_tokens_equal_generate_and_logprobs_equal_full_forward(model):
-    env = make_env(4)
-    first_obs, _ = make_env(4).reset(seed=0)  # the same prompts the collector will see
+@pytest.mark.parametrize("large_head", [False, True])
+def test_greedy_tokens_equal_generate_and_logprobs_equal_full_forward(model, large_head):
+    """``large_head``: a 49,152-token vocabulary, whose head over 4 rows runs swapped on
+    CPU (:func:`head_logits`)."""
+    make = make_env
+    if large_head:
+        model = tiny_model(load_tokenizer("default"), hidden=128, seed=3)
+        assert model.get_output_embeddings().weight.numel() >= SWAPPED_HEAD_MIN_WEIGHTS
+        make = lambda n: TextVectorEnv(n, output="torch", max_new_tokens=T)  # noqa: E731
+    env = make(4)
+    first_obs, _ = make(4).reset(seed=0)  # the same prompts the collector will see
     batch = RolloutCollector(model, env, greedy=True).collect(T, seed=0)
     P = env.prompt_tokens
     generated = model.generate(
@@ -442,24 +450,30 @@ def test_split_steps_share_one_lm_head_call(monkeypatch):
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_head_logits_equal_the_head_module(bias):
-    """The swapped product of few float32 rows on CPU, and the module call it falls back
-    to elsewhere, give the head's logits."""
+def test_head_logits_equal_the_head_module(bias, monkeypatch):
+    """The swapped product (few float32 rows of a large head, on CPU) and the module call
+    it falls back to elsewhere give the head's logits; each is taken where it should be."""
+    linear_calls = []
+    linear = torch.nn.functional.linear
+    monkeypatch.setattr(torch.nn.functional, "linear", lambda *a: linear_calls.append(1) or linear(*a))
     torch.manual_seed(0)
-    head = torch.nn.Linear(48, 1000, bias=bias)
+    head = torch.nn.Linear(64, SWAPPED_HEAD_MIN_WEIGHTS // 64, bias=bias)
     for rows in (1, 8, SWAPPED_HEAD_ROWS, SWAPPED_HEAD_ROWS + 1):
-        hidden = torch.randn(rows, 48)
+        hidden = torch.randn(rows, 64)
         logits = head_logits(head, hidden)
-        assert logits.shape == (rows, 1000) and logits.is_contiguous()
+        assert logits.shape == (rows, head.out_features) and logits.is_contiguous()
         torch.testing.assert_close(logits, head(hidden), rtol=1e-5, atol=1e-5)
-    half = torch.nn.Linear(48, 1000, bias=bias).to(torch.bfloat16)
-    hidden = torch.randn(8, 48, dtype=torch.bfloat16)
-    assert torch.equal(head_logits(half, hidden), half(hidden))
+    assert len(linear_calls) == 4 + 1  # each reference, and the module for 17 rows only
+    linear_calls.clear()
+    small = torch.nn.Linear(64, 1000, bias=bias)  # a small head: the module
+    half = torch.nn.Linear(64, SWAPPED_HEAD_MIN_WEIGHTS // 64, bias=bias).to(torch.bfloat16)
+    assert torch.equal(head_logits(small, hidden[:8]), small(hidden[:8]))
+    assert torch.equal(head_logits(half, hidden[:8].bfloat16()), half(hidden[:8].bfloat16()))
+    assert len(linear_calls) == 4
     # a hook on the head (an adapter's, a user's) still sees every call
     seen = []
     head.register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
-    hidden = torch.randn(8, 48)
-    assert torch.equal(head_logits(head, hidden), head(hidden)) and seen == [(8, 48)] * 2
+    assert torch.equal(head_logits(head, hidden[:8]), head(hidden[:8])) and seen == [(8, 64)] * 2
 
 
 def test_packed_and_merged_refills_equal_split_calls_with_user_replies(model):

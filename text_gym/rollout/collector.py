@@ -73,7 +73,9 @@ MIN_PREFIX = 4  # a shorter shared prefix is not worth the copy: prefill whole p
 ARITHMETIC_INTENSITY = {"cpu": 12.0}
 ACCELERATOR_INTENSITY = 200.0
 PACKED_ATTENTION = "text_gym_packed"  # the attention implementation of a packed call
-SWAPPED_HEAD_ROWS = 64  # see :func:`head_logits`
+# :func:`head_logits` swaps the product for up to this many rows of a head this large
+SWAPPED_HEAD_ROWS = 16
+SWAPPED_HEAD_MIN_WEIGHTS = 1 << 22  # 16 MB of float32
 SAMPLE_BLOCK = 256  # columns per block of :func:`sample_categorical` (~sqrt of a 49k vocabulary)
 
 
@@ -660,12 +662,15 @@ def plain_head(model: Any) -> tuple[Any, torch.nn.Linear] | tuple[None, None]:
 def head_logits(head: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
     """``head(hidden)``: the LM head's logits (r, V) of hidden states (r, d).
 
-    On CPU in float32, up to ``SWAPPED_HEAD_ROWS`` rows are computed as
-    ``(weight @ hidden.T).T``: the same products with the operands swapped, so that the
-    BLAS call has the few rows on its short side. MKL ran SmolLM2's 49,152 x 576 head
-    1.2-1.6x faster that way at 8-64 rows (slower from ~128 rows, and in bfloat16); in
-    A/B rounds of ``collect(64)``, tokens/s rose 1.15-1.56x for the rollout benchmark's
-    tiny model at batch 8 and 1.10-1.15x for SmolLM2 at batch 32. Elsewhere
+    On CPU in float32, a large head (``SWAPPED_HEAD_MIN_WEIGHTS`` weights or more) over
+    up to ``SWAPPED_HEAD_ROWS`` rows is computed as ``(weight @ hidden.T).T``: the same
+    products with the operands swapped, so that the few rows sit on the short side of
+    the BLAS call. Measured with MKL on one x86_64 CPU (2 threads), ``F.linear`` took
+    1.1-1.8x as long at 8-16 rows and 2-6x at 2-4 rows, for heads of 16 MB to 0.5 GB
+    (d = 128 to 2,048, V = 16,384 to 151,936); at 32-64 rows it went either way
+    (0.66-1.43x), for small heads the swap lost (0.4-0.9x), and in bfloat16 too. In
+    A/B rounds of ``collect(64)`` at batch 8, tokens/s rose 1.15-1.56x for the rollout
+    benchmark's tiny model (d = 256) and ~1.1x for SmolLM2-135M. Elsewhere
     (accelerators, where either is one library call) it is ``head(hidden)``, as it is
     for a head whose call does more than ``F.linear`` (a subclass, hooks, a patched
     ``forward``), so that nothing attached to it is skipped.
@@ -673,7 +678,8 @@ def head_logits(head: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
     weight, bias = head.weight, head.bias
     plain = type(head) is torch.nn.Linear and not (head._forward_hooks or head._forward_pre_hooks or "forward" in vars(head))  # fmt: skip
     on_cpu = weight.device.type == hidden.device.type == "cpu"
-    if not plain or not on_cpu or weight.dtype != torch.float32 or len(hidden) > SWAPPED_HEAD_ROWS:
+    few_rows = len(hidden) <= SWAPPED_HEAD_ROWS and weight.numel() >= SWAPPED_HEAD_MIN_WEIGHTS
+    if not (plain and on_cpu and few_rows and weight.dtype == torch.float32):
         return head(hidden)
     logits = (weight @ hidden.T).T.contiguous()
     return logits if bias is None else logits + bias
