@@ -669,7 +669,7 @@ def head_logits(head: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
     1.1-1.8x as long at 8-16 rows and 2-6x at 2-4 rows, for heads of 16 MB to 0.5 GB
     (d = 128 to 2,048, V = 16,384 to 151,936); at 32-64 rows it went either way
     (0.66-1.43x), for small heads the swap lost (0.4-0.9x), and in bfloat16 too. In
-    A/B rounds of ``collect(64)`` at batch 8, tokens/s rose 1.15-1.56x for the rollout
+    A/B rounds of ``collect(64)`` at batch 8, tokens/s rose 1.15-1.6x for the rollout
     benchmark's tiny model (d = 256) and ~1.1x for SmolLM2-135M. Elsewhere
     (accelerators, where either is one library call) it is ``head(hidden)``, as it is
     for a head whose call does more than ``F.linear`` (a subclass, hooks, a patched
@@ -678,8 +678,8 @@ def head_logits(head: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
     weight, bias = head.weight, head.bias
     plain = type(head) is torch.nn.Linear and not (head._forward_hooks or head._forward_pre_hooks or "forward" in vars(head))  # fmt: skip
     on_cpu = weight.device.type == hidden.device.type == "cpu"
-    few_rows = len(hidden) <= SWAPPED_HEAD_ROWS and weight.numel() >= SWAPPED_HEAD_MIN_WEIGHTS
-    if not (plain and on_cpu and few_rows and weight.dtype == torch.float32):
+    shape = len(hidden) <= SWAPPED_HEAD_ROWS and weight.numel() >= SWAPPED_HEAD_MIN_WEIGHTS
+    if not (plain and on_cpu and shape and weight.dtype == torch.float32):
         return head(hidden)
     logits = (weight @ hidden.T).T.contiguous()
     return logits if bias is None else logits + bias
