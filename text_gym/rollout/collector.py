@@ -444,8 +444,8 @@ class RolloutCollector:
             logits = logits.masked_fill(~top_p_keep(logits, self.top_p), float("-inf"))
         top = logits.amax(-1, keepdim=True)
         weights = (logits - top).exp_()  # unnormalised probabilities
-        actions = sample_categorical(weights)
-        logprobs = logits.gather(1, actions[:, None]) - top - weights.sum(-1, keepdim=True).log()
+        actions, total = _categorical(weights)  # total: the sampler's float64 sum of weights
+        logprobs = logits.gather(1, actions[:, None]) - top - total.log().float()
         return actions, logprobs[:, 0]
 
     @torch.no_grad()
@@ -469,10 +469,10 @@ class RolloutCollector:
         decode = torch.nonzero(~many)[:, 0]
         prefill = torch.nonzero(many)[:, 0]
         width, counts, tokens, prefix = self._plan_prefill(obs, prefill)
-        all_counts = torch.ones_like(span[:, 0]).index_copy_(0, prefill, counts)  # (N,)
-        if self.pack_refills:
-            return self._forward_packed(obs, all_counts, prefill, width, len(decode) + tokens, prefix)
-        if len(decode) and self._merges(len(decode), width):
+        if self.pack_refills or (len(decode) and self._merges(len(decode), width)):  # one call
+            all_counts = torch.ones_like(span[:, 0]).index_copy_(0, prefill, counts)  # (N,)
+            if self.pack_refills:
+                return self._forward_packed(obs, all_counts, prefill, width, len(decode) + tokens, prefix)  # fmt: skip
             return self._forward(obs, None, width, all_counts, prefix)
         if len(decode) == 0:
             return self._forward(obs, prefill, width, counts, prefix)
@@ -740,6 +740,12 @@ def sample_categorical(weights: torch.Tensor, generator: torch.Generator | None 
     ~35x). A token of weight 0 is never drawn: each search returns the first entry whose
     running sum exceeds the draw, and each draw is kept below its total.
     """
+    return _categorical(weights, generator)[0]
+
+
+def _categorical(weights: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """:func:`sample_categorical`'s draws (N,), and each row's total weight (N, 1) as the
+    float64 sum of its block totals (so a caller normalising needs no second pass)."""
     N, V = weights.shape
     B = SAMPLE_BLOCK
     full = V // B
@@ -756,7 +762,7 @@ def sample_categorical(weights: torch.Tensor, generator: torch.Generator | None 
     inner = weights.gather(1, cols.clamp(max=V - 1)).masked_fill_(cols >= V, 0).double().cumsum(-1)  # fmt: skip
     # the block's own running sum may round differently from its total: stay inside it
     rest = torch.minimum((u - before).clamp_(min=0), torch.nextafter(inner[:, -1:], torch.zeros_like(u)))  # fmt: skip
-    return (block * B + torch.searchsorted(inner, rest, right=True))[:, 0]
+    return (block * B + torch.searchsorted(inner, rest, right=True))[:, 0], total
 
 
 def token_logprobs(
