@@ -114,10 +114,13 @@ def test_easy_suite_is_deterministic_and_split_by_hash():
     assert problems[0].prompt.startswith("def ") and '    """' in problems[0].prompt
 
 
-def test_easy_tests_check_types_so_an_always_equal_object_scores_zero():
-    task = CodeTask(dataset="easy", max_samples=6)
+def test_an_always_equal_object_scores_zero(humaneval):
     hack = "    class Any:\n        def __eq__(self, other):\n            return True\n    return Any()\n"
-    assert task.score([hack] * 6, task.samples).rewards.tolist() == [0.0] * 6
+    easy = CodeTask(dataset="easy", max_samples=6)
+    assert easy.score([hack] * 6, easy.samples).rewards.tolist() == [0.0] * 6
+    samples = humaneval.samples[::8]  # HumanEval's asserts compare with == alone
+    assert humaneval.score([hack] * len(samples), samples).rewards.tolist() == [0.0] * len(samples)
+    assert all("NotPlain" in r.detail for r in humaneval.last_runs if r.reason == "ok")
 
 
 def test_easy_references_pass_every_test():

@@ -284,6 +284,58 @@ def test_overwritten_builtins_and_modules_fake_nothing(unharmed):
     assert run.detail == "test 2: SystemExit: 0", run
 
 
+YES = ("class Yes:  # says yes to any comparison, and survives arithmetic\n"
+       "    __eq__ = __lt__ = __le__ = __gt__ = __ge__ = lambda s, o: True\n"
+       "    __ne__ = lambda s, o: False\n"
+       "    __contains__ = __bool__ = lambda s, *o: True\n"
+       "    __abs__ = __neg__ = __getitem__ = __sub__ = __rsub__ = lambda s, *o: s\n"
+       "    __len__ = __hash__ = lambda s: 1\n"
+       "def add(a, b):\n    return Yes()\n")
+YES_TESTS = ["assert add(1, 2) == 3", "assert abs(add(1, 2) - 3) < 1e-9", "assert 3 in add(1, 2)",
+             "assert not add(1, 2) != 3", "assert add(1, 2)[0] == 3", "assert sorted([add(1, 2)]) == [3]"]
+
+
+def test_objects_that_say_yes_to_anything_pass_nothing(unharmed):
+    run = run_one(YES, YES_TESTS)
+    assert run.passed == (False,) * 6 and run.reason == "ok", run
+    assert run.detail == "test 0: NotPlain: a call returned a Yes object, not plain data", run
+    # Without the check, tests trust the program's objects: honest ones, and this one.
+    honest = "class V:\n    def __init__(s, x):\n        s.x = x\n    def __eq__(s, o):\n        return s.x == o.x\ndef add(a, b):\n    return V(a + b)\n"  # fmt: skip
+    assert run_one(honest, ["assert add(1, 2) == add(3, 0)"], plain_results=False).passed == (True,)
+    assert run_one(honest, ["assert add(1, 2) == add(3, 0)"]).passed == (False,)
+    assert run_one(YES, YES_TESTS, plain_results=False).passed == (True,) * 6
+    # Inside a list, past rebound builtins, or out of an iterator taken apart without a call.
+    inside = YES.replace("return Yes()", "import builtins\n    builtins.list = builtins.dict = None\n    return [Yes()]")  # fmt: skip
+    assert run_one(inside, ["assert add(1, 2) == [3]", "assert add(1, 2)[0] == 3"]).passed == (False, False)  # fmt: skip
+    lazy = YES.replace("return Yes()", "return (y for y in [Yes()])")
+    tests = ["assert [*add(1, 2)] == [3]", "assert 3 in add(1, 2)", "for v in add(1, 2):\n    assert v == 3"]
+    assert run_one(lazy, tests).passed == (False, False, False)
+    assert run_one(lazy, tests, plain_results=False).passed == (True, True, True)
+
+
+def test_program_cannot_change_the_names_tests_use(unharmed):
+    program = (ADD.replace("a + b", "a + b + 1") + "import builtins\nbuiltins.abs = lambda x: 0\n"
+               "def type(x):\n    return str\nisinstance = lambda *a: True\n")
+    tests = ["assert abs(add(1, 2) - 3) < 1e-9", "assert type(add(1, 2)) is str",
+             "assert isinstance(add(1, 2), str)", "assert add(1, 2) == 4", "assert abs(-1) == 1"]
+    assert run_one(program, tests).passed == (False, False, False, True, True)
+
+
+def test_plain_results_keep_honest_values(unharmed):
+    program = ("import collections\n"
+               "def counts(s):\n    return collections.Counter(s)\n"
+               "def point(x, y):\n    return collections.namedtuple('P', 'x y')(x, y)\n"
+               "def squares(n):\n    return (i * i for i in range(n))\n"
+               "def pairs(n):\n    return map(lambda i: (i, -i), range(n))\n"
+               "def value(node):\n    return node.value\n")
+    setup = "import random\nrng = random.Random(0)\nclass Node:\n    def __init__(self, v):\n        self.value = v\n"  # fmt: skip
+    tests = ["assert counts('aab') == {'a': 2, 'b': 1}", "assert point(1, 2) == (1, 2)",
+             "assert list(squares(3)) == [0, 1, 4]", "assert dict(pairs(2)) == {0: 0, 1: -1}",
+             "assert value(Node(rng.randint(1, 1))) == 1", "assert [(1, {2: [3.0]})] == [(1, {2: [3]})]"]
+    run = run_one(program, tests, setup=[setup])
+    assert run.passed == (True,) * 6 and run.reason == "ok", run
+
+
 def test_print_flood(unharmed):
     tracemalloc.start()
     try:

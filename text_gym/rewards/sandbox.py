@@ -28,11 +28,23 @@ Protected (each tested in ``tests/test_sandbox.py``):
   per-run nonce; the harness binds all it calls before user code runs; a test counts
   only if its record arrives, and the monitor says how the worker ended. Closing
   stdout, printing or spraying fake records, replacing builtins or ``sys.modules``,
-  ``sys.exit`` and ``os._exit`` never turn a test into a pass.
+  ``sys.exit`` and ``os._exit`` never turn a test into a pass;
+* the tests' judgement (``plain_results``, on by default): the setup and tests run in a
+  namespace of their own, with the program's names except those that would hide a
+  builtin, and the builtins as they were before the program ran; every call in them
+  returns through a check that the result is plain data: numbers, strings, bytes, None,
+  and lists, tuples, sets and dicts of them (a subclass, such as a ``Counter`` or a
+  named tuple, counts as its value in the base type), or an object of a type written
+  in C (``range``; an iterator such as ``map`` or a generator has its items checked as
+  they come), of a class the setup or tests define, or of a module they import.
+  Anything else fails the snippet (``NotPlain``), so an object whose ``__eq__``,
+  ``__lt__`` or ``__contains__`` says yes to anything passes nothing.
 
 Not protected: a program that digs the nonce out of its own interpreter (``gc``,
-frames) can forge records, and an object whose ``__eq__`` is always true passes
-``==`` tests (compare types too). World-readable files stay readable; world-writable
+frames) can forge records; one that patches a shared module the tests call
+(``math.isclose``) or a helper of its own the tests trust, or returns a C container
+other than the builtin ones (a ``deque``) holding its own objects, can sway them.
+World-readable files stay readable; world-writable
 directories (``/tmp``, ``/dev/shm``) stay writable and what is left there stays. The
 worker reaches the stdlib through directory fds opened before the uid switch
 (``/proc/self/fd/N`` on ``sys.path``), so an interpreter under ``/root`` works.
@@ -48,6 +60,7 @@ only (pidfd: kernel >= 5.3).
 
 from __future__ import annotations
 
+import ast
 import marshal
 import math
 import os
@@ -71,6 +84,7 @@ REASONS = ("ok", "syntax_error", "exception", "timeout", "memory", "output_limit
 UID_BASE = 1_800_000_000  # workers run as uids from here on (a range nothing else uses)
 SLOTS = 64  # programs one process runs at once, each as its own uid (see _uid)
 TAIL_BYTES = 4096  # how much of stdout and of stderr a TestRun keeps (the end)
+PLAIN = "_sandbox_plain_"  # the harness's result check, as the setup and tests name it
 
 # ``python -c _HARNESS <report fd>``; the job comes on stdin. Everything the harness
 # calls after user code has run is bound before (default arguments), beyond its reach.
@@ -79,8 +93,10 @@ import builtins, marshal, os, resource as R, sys
 def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, str=str,
          type=type, exec=exec, compile=compile, enumerate=enumerate, BE=BaseException,
          SE=SystemExit, ME=MemoryError, OE=OSError, settrace=sys.settrace,
-         setprofile=sys.setprofile, streams=(sys.stdout, sys.stderr)):
-    program, setup, tests, uid, limits, nonce = marshal.loads(sys.stdin.buffer.read())
+         setprofile=sys.setprofile, streams=(sys.stdout, sys.stderr), id=id, dict=dict,
+         issubclass=issubclass, flags=type.__dict__["__flags__"].__get__,
+         pristine=dict(vars(builtins))):
+    program, setup, tests, modules, uid, limits, nonce = marshal.loads(sys.stdin.buffer.read())
     rep = min(R.getrlimit(R.RLIMIT_NOFILE)[0], 1024) - 1  # out of the way of os.close(3)
     if rep != rfd:
         os.dup2(rfd, rep, False), os.close(rfd)
@@ -150,11 +166,64 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
         say("R %s %s" % (reason, detail))
         exit(0)
 
+    class NotPlain(BE):  # past a test's "except Exception"
+        pass
+
+    ours = set()  # ids of the classes of the setup and tests, and of the modules they import
+
+    def build_class(*args, build=pristine["__build_class__"], **kwargs):
+        cls = build(*args, **kwargs)
+        ours.add(id(cls))
+        return cls
+
+    scalars = {id(t) for t in (int, float, complex, bool, str, bytes, type(None))}
+    containers = {id(t) for t in (list, tuple, set, frozenset)}
+    bases = (dict, list, tuple, set, frozenset, str, bytes, int, float, complex)
+    items, has = dict.items, hasattr  # bound before the program runs, as all here
+
+    def checked(it):  # an iterator of C's (map, a generator), checked as it goes
+        for v in it:
+            yield plain(v)
+
+    def plain(x):  # every call in the setup and tests returns through here
+        t = type(x)
+        if id(t) in scalars or id(t) in ours:
+            return x
+        if t is dict:
+            for k, v in items(x):
+                plain(k), plain(v)
+            return x
+        if id(t) in containers:
+            for v in x:
+                plain(v)
+            return x
+        if not flags(t) & 512:  # not a heap type: a type written in C, whose methods
+            return checked(x) if has(t, "__next__") else x  # are not the program's
+        for base in bases:  # a subclass (Counter, a named tuple): its value, as the base
+            if issubclass(t, base):
+                y = base(x)
+                if type(y) is base:
+                    return plain(y)
+        raise NotPlain("a call returned a %s object, not plain data" % t.__name__)
+
+    for name in modules:  # imported before the program runs: their classes are not its
+        try:
+            pristine["__import__"](name)
+        except BE:
+            continue
+        for v in dict(vars(sys.modules[name])).values():
+            if issubclass(type(v), type):
+                ours.add(id(v))
     g = {"__name__": "__main__", "__builtins__": builtins}
     say("S")
     bad = run(program, "<program>")
     if bad:
         finish(bad[0], describe(bad[1], ""))
+    # The setup and tests run in a namespace of their own: the program's names, less those
+    # that hide a builtin, and the builtins as they were before the program ran.
+    g = {k: v for k, v in dict.items(g) if k not in pristine}
+    g["__builtins__"] = dict(pristine, __build_class__=build_class)
+    g["__name__"], g["_sandbox_plain_"] = "__main__", plain  # sandbox.PLAIN
     bad = setup is not None and run(setup, "<setup>")
     if bad:
         finish("exception" if bad[0] == "syntax_error" else bad[0], describe(bad[1], "setup: "))
@@ -351,8 +420,50 @@ def _verdict(report: bytes, nonce: bytes, why: str | None, status: int, n: int,
     return (*passed, *[False] * (n - len(passed))), reason, detail
 
 
+class _PlainCalls(ast.NodeTransformer):
+    def visit_Call(self, node: ast.Call) -> ast.Call:
+        self.generic_visit(node)
+        return ast.copy_location(ast.Call(ast.Name(PLAIN, ast.Load()), [node], []), node)
+
+
+@lru_cache(maxsize=8192)  # a task's snippets recur in every batch
+def plain_calls(source: str) -> str:
+    """``source`` with every call's result passed through the harness's plain-data check
+    (``f(x) == 1`` becomes ``_sandbox_plain_(f(x)) == 1``); unchanged if it does not parse,
+    so that the sandbox reports the syntax error.
+
+    >>> plain_calls("assert abs(f(x) - 1) < 1e-6")
+    'assert _sandbox_plain_(abs(_sandbox_plain_(f(x)) - 1)) < 1e-06'
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return source
+    return ast.unparse(ast.fix_missing_locations(_PlainCalls().visit(tree)))
+
+
+@lru_cache(maxsize=8192)
+def imported_modules(source: str) -> tuple[str, ...]:
+    """The absolute imports of ``source`` (``import a.b``, ``from c import d``).
+
+    >>> imported_modules("import math, os.path; from collections import Counter; from . import x")
+    ('math', 'os.path', 'collections')
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return ()
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return tuple(dict.fromkeys(names))
+
+
 def _run_one(program: str, setup: str | None, tests: Sequence[str], limits: Limits,
-             slot: int) -> TestRun:
+             slot: int, modules: Sequence[str] = ()) -> TestRun:
     """Run one program in a fresh sandbox (see the module docstring)."""
     start, (prefix, info) = monotonic(), _isolation()
     uid = _uid(slot) if info["uid_switch"] else -1
@@ -373,7 +484,8 @@ def _run_one(program: str, setup: str | None, tests: Sequence[str], limits: Limi
                         limits.file_bytes, limits.processes + (1 if uid >= 0 else 2),
                         limits.open_files)
         try:
-            job = (str(program), None if setup is None else str(setup), tuple(map(str, tests)))
+            job = (str(program), None if setup is None else str(setup), tuple(map(str, tests)),
+                   tuple(modules))
             proc.stdin.write(marshal.dumps((*job, uid, limit_values, nonce)))  # exact strs only
             proc.stdin.close()
         except BrokenPipeError:
@@ -400,7 +512,7 @@ def _run_one(program: str, setup: str | None, tests: Sequence[str], limits: Limi
 
 def run_tests(programs: Sequence[str], tests: Sequence[Sequence[str]], *,
               setup: Sequence[str | None] | None = None, limits: Limits = Limits(),
-              workers: int | None = None) -> list[TestRun]:
+              workers: int | None = None, plain_results: bool = True) -> list[TestRun]:
     """Run each program, then its setup snippet, then each of its test snippets, sandboxed.
 
     Programs run in up to ``workers`` sandboxes at once; one program's failure (even a
@@ -413,6 +525,10 @@ def run_tests(programs: Sequence[str], tests: Sequence[Sequence[str]], *,
             ``"candidate = add"``), or None.
         limits: Limits for every program.
         workers: Programs run at once (default: the CPUs this process may use).
+        plain_results: Every call in the setup and tests must return plain data (see
+            the module docstring), else that snippet fails: an object of the program's
+            making, whose ``__eq__`` or ``__lt__`` says yes to anything, passes nothing.
+            False for tests that compare objects of the program's own classes.
 
     Returns:
         One ``TestRun`` per program, in order.
@@ -435,6 +551,12 @@ def run_tests(programs: Sequence[str], tests: Sequence[Sequence[str]], *,
                             f"wrap it: [{ts[:40]!r}]")
         if not all(isinstance(x, str) for x in (p, *ts)) or not isinstance(s, (str, type(None))):
             raise TypeError(f"program {i}, its setup and its tests must be str")
+    modules = [()] * len(programs)
+    if plain_results:
+        modules = [tuple(dict.fromkeys(m for x in (s or "", *ts) for m in imported_modules(x)))
+                   for s, ts in zip(setup, tests)]
+        setup = [None if x is None else plain_calls(x) for x in setup]
+        tests = [[plain_calls(x) for x in ts] for ts in tests]
     workers = len(os.sched_getaffinity(0)) if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -445,7 +567,7 @@ def run_tests(programs: Sequence[str], tests: Sequence[Sequence[str]], *,
             slot = min(set(range(SLOTS)) - _busy)
             _busy.add(slot)
         try:
-            return _run_one(programs[i], setup[i], tests[i], limits, slot)
+            return _run_one(programs[i], setup[i], tests[i], limits, slot, modules[i])
         except Exception as e:  # a broken sandbox fails this program only
             return TestRun((False,) * len(tests[i]), "sandbox_error", f"{type(e).__name__}: {e}",
                            "", "", 0.0)
