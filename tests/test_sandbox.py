@@ -7,13 +7,18 @@ unharmed: no sandbox process left, no temporary directory left, the parent alive
 from __future__ import annotations
 
 import doctest
+import json
 import os
+import shutil
 import socket
 import stat
+import subprocess
+import sysconfig
 import tempfile
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -137,7 +142,7 @@ def test_bad_arguments():
 
 def test_isolation_report():
     info = isolation()
-    assert set(info) == {"uid_switch", "network", "pid_namespace", "no_new_privs"}
+    assert set(info) == {"uid_switch", "filesystem", "network", "pid_namespace", "no_new_privs"}
     assert sandbox.network_isolated() == info["network"]
     run = run_one("import os\nprint(os.getuid(), os.getgid(), os.getgroups())", tests=())
     if ROOT:
@@ -183,7 +188,7 @@ def test_huge_file(unharmed):
     assert_failed(run_one(program), "exception", "File too large")
 
 
-@pytest.mark.skipif(not ROOT, reason="without root the sandbox runs as the caller's uid")
+@pytest.mark.skipif(not (ROOT or isolation()["filesystem"]), reason="nothing confines files here")
 @pytest.mark.parametrize("attack", [
     "open({canary!r}, 'w').write('pwned')",
     "import os\nos.remove({canary!r})",
@@ -195,11 +200,12 @@ def test_files_outside_are_safe(tmp_path, attack, unharmed):
     home.mkdir(mode=0o755)
     (canary := home / "canary.txt").write_text("intact")
     run = run_one(attack.format(canary=str(canary), home=str(home)))
-    assert_failed(run, "exception", "PermissionError")
+    assert_failed(run, "exception")  # hidden (a private /tmp), read-only or not its uid's
+    assert run.detail.startswith(("FileNotFoundError", "OSError: [Errno 30]", "PermissionError")), run
     assert canary.read_text() == "intact" and os.listdir(home) == ["canary.txt"]
 
 
-@pytest.mark.skipif(not ROOT, reason="without root the sandbox runs as the caller's uid")
+@pytest.mark.skipif(not (ROOT or isolation()["filesystem"]), reason="nothing confines files here")
 def test_secret_files_unreadable(tmp_path, monkeypatch, unharmed):
     ssh = tmp_path / "home" / ".ssh"
     ssh.mkdir(parents=True)
@@ -210,10 +216,130 @@ def test_secret_files_unreadable(tmp_path, monkeypatch, unharmed):
     (tmp_path / "home").chmod(0o755)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     run = run_one(f"print(open({str(key)!r}).read())")
-    assert_failed(run, "exception", "PermissionError")
+    assert_failed(run, "exception")  # not its uid's, or hidden (a private /tmp)
+    assert run.detail.startswith(("PermissionError", "FileNotFoundError")), run
     run = run_one("import os\nprint(open(os.path.expanduser('~/.ssh/id_ed25519')).read())")
     assert_failed(run, "exception", "FileNotFoundError")
     assert "SECRET" not in run.stdout + run.stderr
+
+
+CONFINED = pytest.mark.skipif(not isolation()["filesystem"], reason="no mount namespace here")
+
+
+@pytest.fixture
+def open_dir():
+    """A world-writable folder outside the places confine() replaces (/tmp and the like)."""
+    path = Path(__file__).parent / f".sandbox_{os.getpid()}_{threading.get_ident()}"
+    path.mkdir()
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path)
+
+
+@CONFINED
+def test_files_are_read_only_even_where_anyone_may_write(open_dir, unharmed):
+    run = run_one(f"open({str(open_dir / 'x')!r}, 'w')")
+    assert_failed(run, "exception", "Read-only file system")
+    assert list(open_dir.iterdir()) == []
+
+
+@CONFINED
+def test_shared_scratch_places_are_private_and_bounded(tmp_path, unharmed):
+    mark = f"text_gym_leak_{os.getpid()}"
+    (tmp_path / "host.txt").write_text("host")  # tmp_path is under /tmp
+    program = (
+        "import os\n"
+        "for d in ('/tmp', '/var/tmp', '/dev/shm', '/run', os.getcwd()):\n"
+        f"    open(os.path.join(d, {mark!r}), 'w').write('x')\n"
+        f"print(os.path.exists({str(tmp_path / 'host.txt')!r}))\n"
+        "print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+        f"print(os.listdir({sysconfig.get_paths()['purelib']!r}))\n"
+        "try:\n"
+        "    for i in range(100):\n"
+        "        open('/dev/shm/%d' % i, 'wb').write(bytes(2**20 - 1))\n"
+        "except OSError as e:\n"
+        "    print(i, e.errno)\n"
+    )
+    run = run_one(program, tests=())
+    assert run.reason == "ok", run  # 16 x file_bytes (1 MiB) of /dev/shm, then ENOSPC
+    assert run.stdout.splitlines() == ["False", "['1', '2']", "[]", "16 28"], run
+    assert not any(os.path.exists(os.path.join(d, mark)) for d in ("/tmp", "/var/tmp", "/dev/shm", "/run"))
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # one that uid 65534 may run (ours may live under /root)
+# Run by uid 65534 from a folder holding a copy of sandbox.py (it needs only the stdlib).
+NOBODY_SCRIPT = r"""
+import json, os, sys
+sys.path.insert(0, os.getcwd())
+import sandbox
+program = (
+    "import ctypes, os\n"
+    "def add(a, b):\n"
+    "    return a + b\n"
+    f"for path in ({os.getcwd() + '/victim.txt'!r}, {os.getcwd() + '/new.txt'!r}):\n"
+    "    try:\n"
+    "        open(path, 'a').write('pwned')\n"
+    "        print('wrote', path)\n"
+    "    except OSError as e:\n"
+    "        print(type(e).__name__, e.errno)\n"
+    "try:\n"
+    f"    print(open({os.environ['HOME'] + '/key'!r}).read())\n"
+    "except OSError as e:\n"
+    "    print(type(e).__name__)\n"
+    "try:\n"
+    "    print(open('/proc/1/environ').read())\n"
+    "except OSError as e:\n"
+    "    print('environ', type(e).__name__)\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "print(libc.umount2(b'/tmp', 2), libc.mount(None, b'/', None, 32 | 4096 | 16384, None))\n"
+)
+info = sandbox.isolation()
+run = sandbox.run_tests([program], [["assert add(1, 2) == 3"]])[0] if info["filesystem"] else None
+print(json.dumps([info, run and (run.reason, run.passed, run.stdout, run.stderr)]))
+"""
+
+
+@pytest.mark.skipif(not (ROOT and shutil.which("setpriv") and os.access(SYSTEM_PYTHON, os.X_OK)),
+                    reason="needs root (to become uid 65534), setpriv and /usr/bin/python3")
+def test_without_root_user_namespaces_keep_the_callers_files(open_dir):
+    """The sandbox run by uid 65534: its programs have that kernel uid too, so only the
+    read-only view and the hidden home keep them out of the caller's files."""
+    shutil.copy(sandbox.__file__, open_dir / "sandbox.py")
+    (open_dir / "victim.txt").write_text("intact")
+    (open_dir / "home").mkdir()
+    (open_dir / "home" / "key").write_text("SECRET")
+    for path in (open_dir, *open_dir.iterdir(), open_dir / "home" / "key"):
+        os.chown(path, 65534, 65534)
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+         "--bounding-set=-all", SYSTEM_PYTHON, "-B", "-c", NOBODY_SCRIPT],
+        cwd=open_dir, env={"PATH": os.environ["PATH"], "HOME": str(open_dir / "home")},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    info, run = json.loads(out.stdout)
+    if not info["filesystem"]:
+        pytest.skip(f"unprivileged user namespaces cannot confine files here: {info}")
+    reason, passed, stdout, stderr = run
+    assert reason == "ok" and passed == [True], run
+    # the caller's files are read-only, its home hidden, the monitor out of reach
+    assert stdout.splitlines() == ["OSError 30", "OSError 30", "FileNotFoundError", "environ PermissionError", "-1 -1"]  # fmt: skip
+    assert (open_dir / "victim.txt").read_text() == "intact"
+    assert sorted(os.listdir(open_dir)) == ["home", "sandbox.py", "victim.txt"]
+
+
+def test_unconfined_machines_refuse_to_run_programs(monkeypatch):
+    nothing = dict.fromkeys(("uid_switch", "filesystem", "network", "pid_namespace", "no_new_privs"), False)  # fmt: skip
+    monkeypatch.setattr(sandbox, "_isolation", lambda: ((), nothing))
+    monkeypatch.delenv(sandbox.UNCONFINED, raising=False)
+    with pytest.raises(RuntimeError, match="not root.*TEXT_GYM_SANDBOX_UNCONFINED=1"):
+        run_tests([ADD], [["assert add(1, 2) == 3"]])
+    from text_gym.tasks.code import CodeTask
+
+    with pytest.raises(RuntimeError, match="cannot confine"):
+        CodeTask(dataset="easy", max_samples=1)
+    monkeypatch.setenv(sandbox.UNCONFINED, "1")  # the user's informed choice
+    assert run_one(ADD).passed == (True,)
 
 
 def test_parent_environment_hidden(monkeypatch, unharmed):

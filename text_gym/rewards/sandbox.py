@@ -4,13 +4,15 @@ Threat model: generated code is hostile. It may loop, fork, allocate, write or p
 without end, crash its interpreter, read secrets, reach the network, signal other
 processes or fake its own results. ``run_tests`` never runs it in the library's
 process: each program gets a new ``python -S -s -P`` (stdlib only) with an
-environment built from scratch (PATH, LANG, HOME = TMPDIR = its own temporary
-directory, removed afterwards; ``PYTHONHASHSEED=0`` for determinism), in a new
-session, under ``setpriv --no-new-privs`` and ``unshare --net --ipc --pid`` where
-allowed (``isolation()`` says what is active). There a monitor (pid 1 of the pid
-namespace; runs no user code) forks the worker, which sets rlimits, drops to a uid of
-its own when we are root, then runs the program, the setup snippet and each test
-snippet (a test passes if it raises nothing).
+environment built from scratch (PATH, LANG, HOME = TMPDIR = its own scratch folder,
+removed afterwards; ``PYTHONHASHSEED=0`` for determinism), in a new session, under
+``setpriv --no-new-privs`` and ``unshare --mount --net --ipc --pid`` (with ``--user
+--map-root-user`` when we are not root) where allowed (``isolation()`` says what is
+active). There a monitor (pid 1 of the pid namespace; runs no user code) confines the
+filesystem, then forks the worker, which sets rlimits, drops to a uid of its own when
+we are root (else enters a user namespace of its own, with no power over the
+monitor's mounts), then runs the program, the setup snippet and each test snippet (a
+test passes if it raises nothing).
 
 Protected (each tested in ``tests/test_sandbox.py``):
 
@@ -19,11 +21,18 @@ Protected (each tested in ``tests/test_sandbox.py``):
   worker has its own, see ``_uid``); the pid namespace's end takes every process along;
 * memory, file size, open files, core dumps (RLIMIT_AS, _FSIZE, _NOFILE, _CORE = 0);
   stdout and stderr, read as they come and killed past ``output_bytes`` (a tail kept);
+* files (``filesystem``): every mount read-only; fresh tmpfs on ``/tmp``, ``/var/tmp``,
+  ``/dev/shm``, ``/run`` and the scratch folder, each at most 16 x ``file_bytes``
+  (at least 1 MiB), gone with the namespace (nothing left behind, no host socket
+  there to reach); every site-packages and the caller's home hidden under empty
+  read-only ones (installed packages may hold the answers: HumanEval's do); a /proc of
+  the pid namespace alone, where the kernel allows its mount. Without it, as root, the
+  worker's uid owns only its folder;
 * the network: a new, empty network namespace (not even loopback is up), and SysV IPC
   (a new IPC namespace);
-* the parent: its files (the worker's uid owns only its directory), its environment,
-  its process (``kill`` reaches nothing outside the pid namespace, though ``/proc``
-  lists it); setuid binaries grant nothing (no_new_privs);
+* the parent: its environment and its process (``kill`` reaches nothing outside the pid
+  namespace; the monitor is not dumpable, so no ptrace or ``/proc/1/mem``); setuid
+  binaries grant nothing (no_new_privs);
 * the verdict: records go over a pipe the harness moved to a high fd, tagged with a
   per-run nonce; the harness binds all it calls before user code runs; a test counts
   only if its record arrives, and the monitor says how the worker ended. Closing
@@ -40,18 +49,23 @@ Protected (each tested in ``tests/test_sandbox.py``):
   Anything else fails the snippet (``NotPlain``), so an object whose ``__eq__``,
   ``__lt__`` or ``__contains__`` says yes to anything passes nothing.
 
+Where neither a uid switch (root) nor the filesystem's confinement (user namespaces)
+is available, nothing would keep a program out of the caller's files and process:
+``run_tests`` and ``CodeTask`` raise ``RuntimeError`` saying how to fix it, unless
+``TEXT_GYM_SANDBOX_UNCONFINED=1`` says to run anyway.
+
 Not protected: a program that digs the nonce out of its own interpreter (``gc``,
 frames) can forge records; one that patches a shared module the tests call
 (``math.isclose``) or a helper of its own the tests trust, or returns a C container
 other than the builtin ones (a ``deque``) holding its own objects, can sway them.
-World-readable files stay readable; world-writable
-directories (``/tmp``, ``/dev/shm``) stay writable and what is left there stays. The
-worker reaches the stdlib through directory fds opened before the uid switch
-(``/proc/self/fd/N`` on ``sys.path``), so an interpreter under ``/root`` works.
-Without root: no uid switch (the caller's files are readable; RLIMIT_NPROC counts all
-the caller's processes). Without namespaces: the network is reachable and, with
-``processes > 0``, a child that calls ``setsid`` can outlive the group kill. Linux
-only (pidfd: kernel >= 5.3).
+Files outside the hidden folders stay readable (the library's own checkout too). The
+worker reaches the stdlib through directory fds opened before the confinement
+(``/proc/self/fd/N`` on ``sys.path``), so an interpreter under ``/root`` or a hidden
+home works, and the tree below those folders stays readable through them. Without
+root, RLIMIT_NPROC counts all the caller's processes. Without namespaces (root only):
+the network is reachable, world-writable folders stay writable and what is left there
+stays, and, with ``processes > 0``, a child that calls ``setsid`` can outlive the group
+kill. Linux only (pidfd: kernel >= 5.3; mount_setattr: >= 5.12).
 
 >>> [r.passed for r in run_tests(["def f(x):\\n    return 2 * x"],
 ...                               [["assert f(2) == 4", "assert f(3) == 5"]])]
@@ -77,7 +91,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from time import monotonic
 
-__all__ = ["REASONS", "Limits", "TestRun", "run_tests", "isolation", "network_isolated"]
+__all__ = ["REASONS", "UNCONFINED", "Limits", "TestRun", "check_confinement", "isolation",
+           "network_isolated", "run_tests"]
 
 REASONS = ("ok", "syntax_error", "exception", "timeout", "memory", "output_limit", "exit",
            "crash", "sandbox_error")
@@ -86,9 +101,43 @@ SLOTS = 64  # programs one process runs at once, each as its own uid (see _uid)
 TAIL_BYTES = 4096  # how much of stdout and of stderr a TestRun keeps (the end)
 PLAIN = "_sandbox_plain_"  # the harness's result check, as the setup and tests name it
 
+# Run by the harness, in its new mount namespace, before it forks the worker (and once,
+# alone, by ``_isolation``'s probe): everything read-only, fresh size-limited tmpfs on the
+# shared writable places and on the scratch folder, empty read-only ones over ``masks``
+# (site-packages, the caller's home), and a /proc of the pid namespace (where allowed).
+_CONFINE = r"""
+import ctypes, os
+def confine(scratch, uid, masks, size, libc=ctypes.CDLL(None, use_errno=True)):
+    def check(ret, what):
+        if ret != 0:
+            raise OSError(ctypes.get_errno(), "sandbox confinement: " + what)
+    class MountAttr(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_uint64) for n in ("set", "clr", "propagation", "userns")]
+    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 16384, 262144
+    check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    attr = MountAttr(1 | 2, 0, 0, 0)  # MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID
+    check(libc.syscall(442, -100, b"/", 0x8000, ctypes.byref(attr), ctypes.sizeof(attr)),
+          "mount_setattr(/, AT_RECURSIVE, read-only)")  # 442 on every architecture
+    def tmpfs(path, options, flags=MS_NOSUID | MS_NODEV):
+        check(libc.mount(b"tmpfs", path.encode(), b"tmpfs", flags, options.encode()),
+              "tmpfs on " + path)
+    for path in ("/tmp", "/var/tmp", "/dev/shm", "/run"):
+        if os.path.isdir(path) and not os.path.islink(path):
+            tmpfs(path, "size=%d,nr_inodes=4096,mode=1777" % size)
+    for path in masks:
+        if os.path.isdir(path):
+            tmpfs(path, "size=4k,nr_inodes=16,mode=555", MS_NOSUID | MS_NODEV | MS_RDONLY)
+    os.makedirs(scratch, exist_ok=True)
+    owner = ",uid=%d,gid=%d" % (uid, uid) if uid >= 0 else ""
+    tmpfs(scratch, "size=%d,nr_inodes=4096,mode=700%s" % (size, owner))
+    os.chdir(scratch)
+    libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    return libc
+"""
+
 # ``python -c _HARNESS <report fd>``; the job comes on stdin. Everything the harness
 # calls after user code has run is bound before (default arguments), beyond its reach.
-_HARNESS = r"""
+_HARNESS = _CONFINE + r"""
 import builtins, marshal, os, resource as R, sys
 def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, str=str,
          type=type, exec=exec, compile=compile, enumerate=enumerate, BE=BaseException,
@@ -96,31 +145,38 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
          setprofile=sys.setprofile, streams=(sys.stdout, sys.stderr), id=id, dict=dict,
          issubclass=issubclass, flags=type.__dict__["__flags__"].__get__,
          pristine=dict(vars(builtins))):
-    program, setup, tests, modules, uid, limits, nonce = marshal.loads(sys.stdin.buffer.read())
+    (program, setup, tests, modules, uid, limits, nonce,
+     confined) = marshal.loads(sys.stdin.buffer.read())
     rep = min(R.getrlimit(R.RLIMIT_NOFILE)[0], 1024) - 1  # out of the way of os.close(3)
     if rep != rfd:
         os.dup2(rfd, rep, False), os.close(rfd)
+    if uid >= 0 or confined:  # reach the stdlib through fds: its path may be closed to
+        fds = {p: "/proc/self/fd/%d" % os.open(p, os.O_RDONLY | os.O_DIRECTORY)  # the
+               for p in sys.path if os.path.isdir(p)}  # new uid, or hidden by confine()
+        sys.path[:] = fds.values()
+        for m in list(sys.modules.values()):  # packages already imported (encodings)
+            if type(getattr(m, "__path__", None)) is list:
+                m.__path__[:] = [next((f + p[len(d):] for d, f in fds.items()
+                                       if (p + "/").startswith(d + "/")), p) for p in m.__path__]
+    if confined:
+        libc = confine(*confined)
     pid = os.fork()
     if pid:  # the monitor: says how the worker ended, runs nothing of the user's
+        if confined:  # no ptrace or /proc/<pid>/mem for the worker (it has our kernel uid
+            libc.prctl(4, 0, 0, 0, 0)  # without root): PR_SET_DUMPABLE 0
         _, status, ru = os.wait4(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         write(rep, b"%s X %d %d %.3f\n" % (nonce, max(code, 0), max(-code, 0),
                                            ru.ru_utime + ru.ru_stime))
         exit(0)
     pid, ino = getpid(), fstat(rep).st_ino
-    if uid >= 0:  # reach the stdlib through fds: its path may be closed to the new uid
-        fds = {p: "/proc/self/fd/%d" % os.open(p, os.O_RDONLY | os.O_DIRECTORY)
-               for p in sys.path if os.path.isdir(p)}
-        sys.path[:] = fds.values()
-        for m in list(sys.modules.values()):  # packages already imported (encodings)
-            if type(getattr(m, "__path__", None)) is list:
-                m.__path__[:] = [next((f + p[len(d):] for d, f in fds.items()
-                                       if (p + "/").startswith(d + "/")), p) for p in m.__path__]
     for lim, val in zip((R.RLIMIT_CORE, R.RLIMIT_CPU, R.RLIMIT_AS, R.RLIMIT_FSIZE,
                          R.RLIMIT_NPROC, R.RLIMIT_NOFILE), (0, *limits)):
         R.setrlimit(lim, (val, val + (lim == R.RLIMIT_CPU)))  # SIGXCPU, then SIGKILL
     if uid >= 0:
         os.setgroups([]), os.setgid(uid), os.setuid(uid)
+    elif confined and libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER: no power over the
+        exit(112)  # mounts confine() made, which the namespace's root could undo
     os.umask(0o077)
 
     def say(line):
@@ -302,22 +358,71 @@ def _isolation() -> tuple[tuple[str, ...], dict[str, bool]]:
     """The command prefix that works here, and what it isolates (probed once)."""
     def works(cmd: list[str]) -> bool:
         try:
-            return subprocess.run([*cmd, "true"], capture_output=True, timeout=10).returncode == 0
+            return subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
         except (OSError, subprocess.SubprocessError):
             return False
     root = os.geteuid() == 0
-    nnp = ["setpriv", "--no-new-privs"] if works(["setpriv", "--no-new-privs"]) else []
-    ns = ["unshare", *([] if root else ["--user"]), "--net", "--ipc", "--pid", "--fork",
-          "--kill-child"]
-    ns = ns if works(ns) else []
-    return (*nnp, *ns), {"uid_switch": root, "network": bool(ns), "pid_namespace": bool(ns),
-                         "no_new_privs": bool(nnp)}
+    nnp = ["setpriv", "--no-new-privs"] if works(["setpriv", "--no-new-privs", "true"]) else []
+    rest = ["--net", "--ipc", "--pid", "--fork", "--kill-child"]
+    ns = ["unshare", *([] if root else ["--user", "--map-root-user"]), "--mount", *rest]
+    probe = tempfile.mkdtemp(prefix="text_gym_sandbox_probe_")
+    try:
+        confined = works([*nnp, *ns, sys.executable, "-S", "-s", "-P", "-c",
+                          _CONFINE + f"confine({probe!r}, -1, (), 1 << 20)"])
+    finally:
+        os.rmdir(probe)
+    if not confined:  # the namespaces without the filesystem's confinement, if they work
+        ns = ["unshare", *([] if root else ["--user"]), *rest]
+        ns = ns if works([*ns, "true"]) else []
+    return (*nnp, *ns), {"uid_switch": root, "filesystem": confined, "network": bool(ns),
+                         "pid_namespace": bool(ns), "no_new_privs": bool(nnp)}
 
 
 def isolation() -> dict[str, bool]:
-    """Which protections are active here: ``uid_switch`` (needs root), ``network``
-    (a new network namespace), ``pid_namespace`` and ``no_new_privs``. Probed once."""
+    """Which protections are active here: ``uid_switch`` (needs root), ``filesystem``
+    (a read-only view of the files with private scratch space, see the module
+    docstring), ``network`` (a new network namespace), ``pid_namespace`` and
+    ``no_new_privs``. Probed once."""
     return dict(_isolation()[1])
+
+
+UNCONFINED = "TEXT_GYM_SANDBOX_UNCONFINED"  # "1": run programs even where nothing confines them
+
+
+def check_confinement() -> None:
+    """Raise unless programs can be kept out of the caller's files and process here: by a
+    uid of their own (root) or a confined filesystem (user namespaces), or the user has
+    accepted the risk (``TEXT_GYM_SANDBOX_UNCONFINED=1``).
+
+    Raises:
+        RuntimeError: neither is available; the message says how to fix it.
+    """
+    info = _isolation()[1]
+    if info["uid_switch"] or info["filesystem"] or os.environ.get(UNCONFINED) == "1":
+        return
+    raise RuntimeError(
+        "the code sandbox cannot confine programs on this machine: this process is not root "
+        "and user namespaces cannot confine the filesystem here (unshare --user "
+        "--map-root-user --mount with a read-only remount failed), "
+        "so a generated program could write your files and read this process's memory. "
+        "Run as root, allow unprivileged user namespaces (sysctl "
+        "kernel.unprivileged_userns_clone=1; on Ubuntu also "
+        f"kernel.apparmor_restrict_unprivileged_userns=0), or set {UNCONFINED}=1 to run "
+        f"programs unconfined anyway (isolation() = {info})"
+    )
+
+
+@lru_cache(maxsize=None)
+def _masks() -> tuple[str, ...]:
+    """Folders confine() hides: every site-packages (the stdlib is all programs get;
+    installed packages may hold answers, such as HumanEval's) and the caller's home."""
+    import site
+    import sysconfig
+
+    paths = {sysconfig.get_paths(vars={"base": b, "platbase": b})[key]
+             for b in {sys.prefix, sys.base_prefix} for key in ("purelib", "platlib")}
+    paths |= {site.getusersitepackages(), os.path.expanduser("~")}
+    return tuple(sorted(os.path.realpath(p) for p in paths if os.path.isabs(p) and p != "/"))
 
 
 def network_isolated() -> bool:
@@ -483,10 +588,14 @@ def _run_one(program: str, setup: str | None, tests: Sequence[str], limits: Limi
         limit_values = (max(1, math.ceil(limits.cpu_seconds)), limits.memory_bytes,
                         limits.file_bytes, limits.processes + (1 if uid >= 0 else 2),
                         limits.open_files)
+        confined = None
+        if info["filesystem"]:  # hide no folder that holds the scratch folder
+            masks = tuple(m for m in _masks() if not (tmp + "/").startswith(m + "/"))
+            confined = (tmp, uid, masks, max(16 * limits.file_bytes, 1 << 20))
         try:
             job = (str(program), None if setup is None else str(setup), tuple(map(str, tests)),
-                   tuple(modules))
-            proc.stdin.write(marshal.dumps((*job, uid, limit_values, nonce)))  # exact strs only
+                   tuple(modules), uid, limit_values, nonce, confined)
+            proc.stdin.write(marshal.dumps(job))  # exact strs only
             proc.stdin.close()
         except BrokenPipeError:
             pass
@@ -560,6 +669,7 @@ def run_tests(programs: Sequence[str], tests: Sequence[Sequence[str]], *,
     workers = len(os.sched_getaffinity(0)) if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    check_confinement()
 
     def one(i: int) -> TestRun:
         with _slots:  # the lowest free slot; wait if all are busy

@@ -99,7 +99,7 @@ from typing import Any
 
 import numpy as np
 
-from text_gym.rewards.sandbox import REASONS, Limits, TestRun, run_tests
+from text_gym.rewards.sandbox import REASONS, Limits, TestRun, check_confinement, run_tests
 from text_gym.tasks.base import Sample, Scores, Task, check_choice, load_hf_rows, report_skipped_rows
 
 METRICS = ("pass_fraction", "passed_all", "num_tests", *(f"reason_{r}" for r in REASONS))
@@ -153,6 +153,7 @@ class CodeTask(Task):
             raise ValueError(f"timeout={timeout!r} must be a positive number of seconds")
         if level is not None and dataset != "easy":
             raise ValueError(f"level={level!r} applies only to dataset='easy', not {dataset!r}")
+        check_confinement()  # fail here, not at the first episode's end
         if dataset in ("humaneval", "easy") and (data_files is not None or dataset_config is not None):
             raise ValueError(f"data_files= and dataset_config= apply to Hugging Face sets, not dataset={dataset!r}")  # fmt: skip
         if dataset == "humaneval":
