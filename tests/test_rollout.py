@@ -3,6 +3,7 @@ slot refill leaves every episode as it would be alone, and construction-time che
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -164,6 +165,41 @@ def test_construction_checks():
     meta = tiny_model(load_tokenizer("byte")).to("meta")
     with pytest.raises(ValueError, match="model is on meta but the env is on cpu"):
         RolloutCollector(meta, make_env(1))
+    for mode in ("same_step", "disabled"):  # a finished slot's next step must be its reset
+        with pytest.raises(ValueError, match=f"needs autoreset_mode=NEXT_STEP.*{mode.upper()}"):
+            RolloutCollector(byte_model, make_env(2, autoreset_mode=mode))
+    wrapped = gym.wrappers.vector.TransformReward(make_env(2), lambda r: r + 100.0)
+    with pytest.raises(ValueError, match="wrappers around it would be skipped.*env.unwrapped"):
+        RolloutCollector(byte_model, wrapped)
+
+
+def test_seeded_collection_is_reproducible(model):
+    def actions(seed):
+        collector = RolloutCollector(model, make_env(3))
+        return collector.collect(6, seed=seed).actions, collector.collect_episodes(seed=seed).input_ids
+
+    (a1, e1), (a2, e2), (b, f) = actions(5), actions(5), actions(6)
+    assert torch.equal(a1, a2) and torch.equal(e1, e2)
+    assert not torch.equal(a1, b) and not torch.equal(e1, f)
+
+
+def test_a_collector_starts_over_when_other_code_moved_its_env(model):
+    env = make_env(3)
+    train, other = RolloutCollector(model, env), RolloutCollector(model, env, greedy=True)
+    train.collect(4, seed=0)
+    other.evaluate(range(5))  # resets and steps the shared env
+    assert env.calls != train._calls
+    rollout = train.collect(5)  # starts over with a reset: its cache matches the env again
+    assert env.calls == train._calls and not rollout.dones[:4].any()
+    # every action it records as taken is in the window (not eaten by a pending autoreset)
+    P = env.prompt_tokens
+    assert rollout.mask.all() and torch.equal(train._obs["input_ids"][:, P : P + 5], rollout.actions.T)
+    obs = train._obs  # the next-token logits it holds equal a full forward of the windows
+    attn = obs["attention_mask"].long()
+    with torch.no_grad():
+        logits = model(obs["input_ids"], attention_mask=attn, position_ids=(attn.cumsum(1) - 1).clamp(min=0)).logits  # fmt: skip
+    last = logits[torch.arange(3), obs["new_span"][:, 1] - 1]
+    assert torch.allclose(train._last[0], last, atol=1e-4)
 
 
 def test_multi_turn_user_replies_are_prefilled(model):
@@ -180,12 +216,11 @@ def test_multi_turn_user_replies_are_prefilled(model):
 
 def test_reference_logprobs_of_finished_windows_match_the_rollout(model):
     """One batched pass over final windows gives the log-probs the policy sampled with."""
-    env = make_env(3, max_new_tokens=5, autoreset_mode="DISABLED")
+    env = make_env(3, max_new_tokens=5)
     collector = RolloutCollector(model, env, temperature=1.0)
-    torch.manual_seed(0)  # a draw where no slot samples EOS early (DISABLED would then refuse a step)
-    batch = collector.collect(5, seed=4)  # exactly one episode per slot (truncated at 5)
-    assert batch.dones[-1].all()
-    window = collector._obs
+    batch = collector.collect(5, seed=4)  # a draw with one episode per slot (truncated at 5)
+    assert batch.dones[-1].all() and not batch.dones[:-1].any()
+    window = collector._obs  # NEXT_STEP: the final windows, until the next step resets them
     logp = sequence_logprobs(model, window["input_ids"], window["attention_mask"])
     agent = window["agent_mask"].bool()
     assert torch.allclose(logp[agent].view(3, 5), batch.logprobs.T, atol=1e-4)

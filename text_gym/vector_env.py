@@ -131,6 +131,9 @@ class TextVectorEnv(VectorEnv):
         check_choice("render_mode", render_mode, [None, *self.metadata["render_modes"]])
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
+        # reset() and step() calls so far: whoever keeps state derived from the
+        # observations (a rollout's KV cache) can tell whether someone else moved the env
+        self.calls = 0
         self.num_envs, self.output, self.copy = int(num_envs), output, copy
         self.render_mode, self.env_id = render_mode, env_id
         self.device = torch.device(device)
@@ -290,6 +293,7 @@ class TextVectorEnv(VectorEnv):
         self._refill(slots, infos, pinned)
         self._pending[slots] = False
         self._started = True
+        self.calls += 1
         self._push_span()
         return self._observe(), infos
 
@@ -297,6 +301,7 @@ class TextVectorEnv(VectorEnv):
         """Append one token to every slot; score and (auto)reset the slots that finish."""
         if not self._started:
             raise RuntimeError("call reset() before step()")
+        self.calls += 1
         reset_now = self._pending.nonzero()[0]  # (the method: np.flatnonzero costs 10x more)
         if self.autoreset_mode is AutoresetMode.DISABLED and reset_now.size:
             raise ValueError(

@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
+from gymnasium.vector import AutoresetMode
 from transformers import AttentionInterface
 
 LogitsProcessor = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
@@ -228,7 +229,11 @@ class RolloutCollector:
         model: a causal LM (``model(input_ids, attention_mask=4D, position_ids, cache)``
             returning ``.logits``), e.g. :func:`~text_gym.rollout.tiny_model`.
         env: a :class:`~text_gym.vector_env.TextVectorEnv` built with ``output="torch"``
-            and the default ``NEXT_STEP`` autoreset.
+            and the default ``NEXT_STEP`` autoreset, not wrapped (the collector steps the
+            env itself, so a wrapper's changes would be skipped: shape the rewards of
+            the :class:`Rollout` or :class:`Episodes` instead). Other code may use the
+            same env between calls (an evaluation, another collector): the collector
+            sees it (``env.calls``) and starts its next ``collect`` with a reset.
         temperature, top_k, top_p, greedy: sampling controls.
         logits_processor: ``fn(logits (N, V), obs) -> logits`` applied before sampling
             (NLPO-style action masking, for example).
@@ -264,8 +269,14 @@ class RolloutCollector:
             a decode step is hundreds of small kernel launches, are where it should pay
             most (not measured here).
 
+    Sampling draws from the collector's own ``torch.Generator`` once a ``seed`` has been
+    given to :meth:`collect` or :meth:`collect_episodes` (which seed the env and it), so
+    that the same seed, model and env give the same actions; before that, from torch's
+    global generator.
+
     Raises:
-        ValueError: the model and env disagree on tokenizer, vocabulary or device.
+        ValueError: the model and env disagree on tokenizer, vocabulary or device; the env
+            is wrapped, or does not use the NEXT_STEP autoreset.
     """
 
     def __init__(
@@ -284,7 +295,19 @@ class RolloutCollector:
         merge_refills: bool | None = None,
         compile: bool | dict[str, Any] = False,
     ) -> None:
-        env = getattr(env, "unwrapped", env)
+        inner = getattr(env, "unwrapped", env)
+        if inner is not env:
+            raise ValueError(
+                f"RolloutCollector steps the TextVectorEnv itself, so the wrappers around it "
+                f"would be skipped (got {env}): pass env.unwrapped, and shape rewards on "
+                "the Rollout's or Episodes' rewards instead"
+            )
+        if getattr(env, "autoreset_mode", None) is not AutoresetMode.NEXT_STEP:
+            raise ValueError(
+                f"RolloutCollector needs autoreset_mode=NEXT_STEP (a finished slot's next "
+                f"step is its reset); the env has {getattr(env, 'autoreset_mode', None)}: "
+                "build it with the default autoreset_mode"
+            )
         if env.output != "torch":
             raise ValueError("the rollout needs TextVectorEnv(output='torch') so observations stay on device")  # fmt: skip
         model_tok = getattr(model.config, "text_gym_tokenizer", None)
@@ -310,6 +333,8 @@ class RolloutCollector:
         self._cols = torch.arange(env.window + 1, device=env.device)  # the window and scratch
         self._obs: dict[str, torch.Tensor] | None = None
         self._last: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._calls = -1  # env.calls after this collector's last reset or step
+        self.generator: torch.Generator | None = None  # seeded by the first seed given
         self.prefix_cache = prefix_cache
         self.merge_refills = merge_refills
         self.merge_budget = merge_budget(model)  # padded positions a merged call may add
@@ -338,8 +363,9 @@ class RolloutCollector:
 
     @torch.no_grad()
     def collect(self, num_steps: int, seed: int | None = None) -> Rollout:
-        """Run ``num_steps`` env steps; the first call (or a ``seed``) resets the env."""
-        if self._obs is None or seed is not None:
+        """Run ``num_steps`` env steps. The first call, a ``seed``, or other code having
+        stepped or reset the env since this collector's last step resets it first."""
+        if self._obs is None or seed is not None or self.env.calls != self._calls:
             self._reset(seed)
         out = {k: [] for k in ("actions", "logprobs", "values", "rewards", "dones", "mask")}
         for _ in range(num_steps):
@@ -409,7 +435,10 @@ class RolloutCollector:
         return torch.cat(out) if out else torch.zeros(0, device=self.env.device)
 
     def _reset(self, seed: Any, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        if seed is not None:
+            self.generator = torch.Generator(self.env.device).manual_seed(int(seed))
         self._obs, infos = self.env.reset(seed=seed, options=options)
+        self._calls = self.env.calls
         self._last = self.feed(self._obs)
         self._done = torch.zeros(self.env.num_envs, dtype=torch.bool, device=self.env.device)
         return infos
@@ -424,6 +453,7 @@ class RolloutCollector:
             logits = torch.where(replace[0][:, None], replace[1], logits)
         actions, logprobs = self._sample(logits)
         self._obs, rewards, terminated, truncated, _ = self.env.step(actions)
+        self._calls = self.env.calls
         self._done = terminated | truncated
         self._last = self.feed(self._obs)
         return actions, logprobs, rewards, terminated, truncated
@@ -444,7 +474,7 @@ class RolloutCollector:
             logits = logits.masked_fill(~top_p_keep(logits, self.top_p), float("-inf"))
         top = logits.amax(-1, keepdim=True)
         weights = (logits - top).exp_()  # unnormalised probabilities
-        actions, total = _categorical(weights)  # total: the sampler's float64 sum of weights
+        actions, total = _categorical(weights, self.generator)  # total: its float64 sum of weights
         logprobs = logits.gather(1, actions[:, None]) - top - total.log().float()
         return actions, logprobs[:, 0]
 
