@@ -33,6 +33,18 @@ def test_list_prints_ids(capsys):
     assert "TextTranslate-v0" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--env-id", "Bogus"], "invalid choice: 'Bogus'"),
+    (["--num-envs", "0"], "--num-envs: 0 is not >= 1"),
+    (["--episodes", "0"], "--episodes: 0 is not >= 1"),
+    (["--p-eos", "1.5"], "--p-eos: 1.5 is not a probability"),
+])  # fmt: skip
+def test_demo_rejects_bad_arguments_with_a_usage_error(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo", *args])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "script, expected",
     [

@@ -27,6 +27,7 @@ def test_default_tokenizer_is_smollm2():
     ids = tok.encode("walk twice and jump left")
     assert ids == [16617, 6757, 284, 7379, 2049]  # SmolLM2's ids for this text
     assert tok.decode_batch([ids + [tok.eos_token_id]]) == ["walk twice and jump left"]
+    assert tok.decode(ids + [tok.eos_token_id]) == "walk twice and jump left"
     assert "<|im_start|>assistant" in tok.apply_chat_template([{"role": "user", "content": "hi"}])
 
 
@@ -66,6 +67,7 @@ def test_byte_tokenizer_round_trip_and_bad_bytes():
     assert tok.decode_batch(tok.encode_batch([text])) == [text]
     assert tok.decode_batch([[0xC3]]) == ["\ufffd"]  # truncated UTF-8: replacement character
     assert tok.decode_batch([[104, 256, 105, 257]]) == ["hi"]  # specials dropped
+    assert tok.decode(tok.encode(text)) == text
 
 
 def test_hf_tokenizer_object_is_not_mutated(tmp_path):

@@ -208,11 +208,20 @@ def test_bad_actions_raise_value_error(actions, pattern):
     env.step(np.array([1, 2]))  # the env is unharmed
 
 
-@pytest.mark.parametrize("action", [3.0, 1e9, -2, np.array([1, 2]), "x", True])
+@pytest.mark.parametrize("action", [3.0, 1e9, -2, np.array([1, 2]), torch.tensor([5, 6]), "x", True])
 def test_bad_single_env_actions(byte_env, action):
     byte_env.reset(seed=0)
     with pytest.raises(ValueError):
         byte_env.step(action)
+
+
+def test_single_env_step_after_the_end_says_reset(byte_env):
+    byte_env.reset(seed=0)
+    assert byte_env.step(byte_env.unwrapped.eos_token_id)[2]
+    with pytest.raises(RuntimeError, match=r"episode has ended: call reset\(\)"):
+        byte_env.step(1)
+    byte_env.reset()
+    byte_env.step(1)
 
 
 def test_construction_errors_list_choices():
@@ -226,8 +235,25 @@ def test_construction_errors_list_choices():
         make(autoreset_mode="sometimes")
     with pytest.raises(ValueError, match=r"output='jax'"):
         make(output="jax")
-    with pytest.raises(ValueError, match=r"stop_token_ids=\[999\]"):
-        make(stop_token_ids=[999])
+    for stops in ([999], "12", [2.7], [True], []):
+        with pytest.raises(ValueError, match=r"stop_token_ids=.*must be an int id or a non-empty list of int ids in \[0, 258\)"):  # fmt: skip
+            make(stop_token_ids=stops)
+    assert make(stop_token_ids=5).stop_token_ids == (5,) and make(stop_token_ids=np.array([3, 4])).stop_token_ids == (3, 4)  # fmt: skip
+    with pytest.raises(ValueError, match=r"copy='no' must be True or False"):
+        make(copy="no")
+    with pytest.raises(ValueError, match=r"device='meta' holds no data"):
+        make(device="meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device='cuda' is not usable here"):
+            make(device="cuda")
+    with pytest.raises(ValueError, match=r"seed 2361183241434822606848 must be an int in \[0, 2\*\*64\)"):
+        make().reset(seed=2**71)
+    with pytest.raises(ValueError, match=r"did you mean 'max_new_tokens' for 'max_new_token'.*env arguments: \[.*'max_new_tokens'"):  # fmt: skip
+        gym.make("TextTranslate-v0", max_new_token=5)
+    with pytest.raises(ValueError, match=r"need an int max_turns >= 1.*'5'"):
+        gym.make("TextDialogGoal-v0", max_turns="5")
+    with pytest.raises(ValueError, match=r"vector_kwargs=\{'autoreset_mode'"):
+        gym.make_vec("TextTranslate-v0", num_envs=2, vectorization_mode="sync", autoreset_mode="same_step")
     with pytest.raises(ValueError, match=r"num_envs=0"):
         make(0)
     with pytest.raises(ValueError, match=r"render_mode='human'"):

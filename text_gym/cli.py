@@ -68,16 +68,34 @@ def render_episode(env_id: str, seed: int, p_eos: float) -> str:
     return f"{text}reward={reward:.4g} metrics={metrics} references={info['references']}"
 
 
+def _at_least(low: int):  # an argparse type: an int >= low
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is not >= {low}")
+        return value
+
+    return parse
+
+
+def _chance(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a probability in [0, 1]")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="text-gym", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="print the registered env ids")
     demo = sub.add_parser("demo", help="run every env with a random policy")
-    demo.add_argument("--env-id", nargs="+", default=text_gym.env_ids())
-    demo.add_argument("--num-envs", type=int, default=16)
-    demo.add_argument("--episodes", type=int, default=32)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--p-eos", type=float, default=0.05, help="chance the policy stops")
+    ids = text_gym.env_ids()
+    demo.add_argument("--env-id", nargs="+", default=ids, choices=[*ids, *(f"text_gym/{i}" for i in ids)], metavar="ID")  # fmt: skip
+    demo.add_argument("--num-envs", type=_at_least(1), default=16)
+    demo.add_argument("--episodes", type=_at_least(1), default=32)
+    demo.add_argument("--seed", type=_at_least(0), default=0)
+    demo.add_argument("--p-eos", type=_chance, default=0.05, help="chance the policy stops")
     args = parser.parse_args(argv)
     if args.command == "list":
         for env_id, kwargs in text_gym.ENV_TABLE.items():

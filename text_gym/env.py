@@ -39,8 +39,10 @@ class TextEnv(gym.Env):
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         if "num_envs" in kwargs or "autoreset_mode" in kwargs:
             raise ValueError(
-                "TextEnv is one episode without autoreset; use gym.make_vec(id, num_envs=n, "
-                "autoreset_mode=...) for a vector env"
+                "TextEnv is one episode without autoreset, so it takes no num_envs or "
+                "autoreset_mode: use gym.make_vec(id, num_envs=n, autoreset_mode=...) for the "
+                "native vector env, or gym.make_vec(id, num_envs=n, vectorization_mode='sync', "
+                "vector_kwargs={'autoreset_mode': ...}) for SyncVectorEnv"
             )
         self.vector = TextVectorEnv(
             1, autoreset_mode=AutoresetMode.DISABLED, render_mode=render_mode, **kwargs
@@ -70,16 +72,16 @@ class TextEnv(gym.Env):
         return _unbatch(obs), _unbatch_info(infos)
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        if isinstance(action, torch.Tensor):
-            batch = action.reshape(1)
-        else:
-            batch = np.asarray(action)
-            if batch.shape not in ((), (1,)):
-                raise ValueError(
-                    f"a TextEnv action is one token id; got shape {batch.shape} ({action!r:.80})"
-                )
-            batch = batch.reshape(1)
+        if self._done:
+            raise RuntimeError("the episode has ended: call reset() before step()")
+        batch = action if isinstance(action, torch.Tensor) else np.asarray(action)
+        if tuple(batch.shape) not in ((), (1,)):
+            raise ValueError(
+                f"a TextEnv action is one token id; got shape {tuple(batch.shape)} ({action!r:.80})"
+            )
+        batch = batch.reshape(1)
         obs, rewards, terminated, truncated, infos = self.vector.step(batch)
+        self._done = bool(terminated[0] or truncated[0])
         return (
             _unbatch(obs),
             float(rewards[0]),

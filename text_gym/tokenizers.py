@@ -131,13 +131,17 @@ def decode_rows(tokenizer: Tokenizer, rows: np.ndarray, lengths: np.ndarray) -> 
     return tokenizer.decode_batch([row[:n].tolist() for row, n in zip(rows, lengths.tolist())])
 
 
-class _EncodeMixin:
+class _OneTextMixin:
     def encode(self, text: str) -> list[int]:
         """Token ids of one text, with no special tokens added."""
         return self.encode_batch([text])[0]
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of one id sequence, special tokens dropped."""
+        return self.decode_batch([ids])[0]
 
-class HFTokenizer(_EncodeMixin):
+
+class HFTokenizer(_OneTextMixin):
     """Read-only adapter over a Hugging Face tokenizer.
 
     Args:
@@ -244,7 +248,7 @@ def _byte_table(hf: Any, backend: Any) -> list[bytes] | None:
     return table
 
 
-class ByteTokenizer(_EncodeMixin):
+class ByteTokenizer(_OneTextMixin):
     """UTF-8 bytes as tokens: ids 0-255 are bytes, 256 is ``<eos>``, 257 is ``<pad>``.
 
     Decoding replaces byte sequences that are not valid UTF-8 with U+FFFD (the
@@ -277,7 +281,7 @@ class ByteTokenizer(_EncodeMixin):
         return "ByteTokenizer()"
 
 
-class WordTokenizer(_EncodeMixin):
+class WordTokenizer(_OneTextMixin):
     """A closed vocabulary of words, each token a word with the whitespace before it.
 
     Ids 0-2 are ``<eos>``, ``<pad>`` and ``<unk>``; the rest are the chunks (whitespace

@@ -72,9 +72,10 @@ class TextVectorEnv(VectorEnv):
     episode then uses the sample ``hash(s + i, k) mod len(task)``, so a run is
     reproducible and equals ``SyncVectorEnv`` of single :class:`TextEnv` seeded alike.
 
-    Infos: the final step of an episode carries ``prompt``, ``response``,
-    ``references``, ``sample_index``, ``prompt_truncated`` and ``metrics`` (every
-    component of the reward); a reset carries ``sample_index``. Gymnasium's vector info
+    Infos: the final step of an episode carries ``prompt`` (the task's whole prompt text,
+    even where the window kept part of it), ``response``, ``references``,
+    ``sample_index``, ``prompt_truncated`` and ``metrics`` (every component of the
+    reward); a reset carries ``sample_index``. Gymnasium's vector info
     layout is used (arrays plus ``_key`` masks; ``final_obs``/``final_info`` in
     ``SAME_STEP`` mode).
 
@@ -92,8 +93,9 @@ class TextVectorEnv(VectorEnv):
         output: ``"numpy"`` (default) or ``"torch"`` (tensors on ``device``; rewards
             float32).
         copy: return fresh observation arrays each step (default). ``False`` returns
-            read-only views of the env's buffers, valid until the next ``step``: for
-            agents that consume each observation at once.
+            views of the env's buffers, valid until the next ``step``, for agents that
+            consume each observation at once: numpy views are read-only; torch tensors
+            cannot be made so, and writing to them changes the env.
         render_mode: ``None`` or ``"ansi"``.
         chat_template: format each prompt with the tokenizer's chat template (one user
             message, or the task's ``sample.extra["messages"]``) and a generation
@@ -134,9 +136,11 @@ class TextVectorEnv(VectorEnv):
         # reset() and step() calls so far: whoever keeps state derived from the
         # observations (a rollout's KV cache) can tell whether someone else moved the env
         self.calls = 0
-        self.num_envs, self.output, self.copy = int(num_envs), output, copy
+        if not isinstance(copy, (bool, np.bool_)):
+            raise ValueError(f"copy={copy!r} must be True or False")
+        self.num_envs, self.output, self.copy = int(num_envs), output, bool(copy)
         self.render_mode, self.env_id = render_mode, env_id
-        self.device = torch.device(device)
+        self.device = _usable_device(device)
         self.tokenizer: Tokenizer = load_tokenizer(tokenizer)
         self.task = make_task(task, env_id, **task_kwargs)
         if len(self.task) == 0:
@@ -172,11 +176,16 @@ class TextVectorEnv(VectorEnv):
             max_new_tokens = self.task.response_budget(self.tokenizer.encode_batch)
         self.max_new_tokens = int(max_new_tokens or encoded.longest_reference + 1)
         self.window = self.prompt_tokens + self.max_new_tokens
-        stops = list(stop_token_ids) if stop_token_ids is not None else [self.tokenizer.eos_token_id]
-        bad = [s for s in stops if not 0 <= int(s) < vocab]
-        if not stops or bad:
+        stops = [self.tokenizer.eos_token_id] if stop_token_ids is None else stop_token_ids
+        if isinstance(stops, (int, np.integer)):
+            stops = [stops]  # one id
+        if isinstance(stops, (str, bytes)) or not hasattr(stops, "__iter__"):
+            stops = [stops]  # reported as not an id below
+        stops = list(stops)
+        if not stops or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and 0 <= s < vocab for s in stops):  # fmt: skip
             raise ValueError(
-                f"stop_token_ids={stops} must be a non-empty list of ids in [0, {vocab})"
+                f"stop_token_ids={stop_token_ids!r} must be an int id or a non-empty list of "
+                f"int ids in [0, {vocab})"
             )
 
         # Spaces.
@@ -754,9 +763,25 @@ def _per_slot_seeds(seed: Any, n: int) -> list[int | None]:
     else:
         raise ValueError(f"seed={seed!r} must be None, an int, or a list of {n} ints/None")
     for s in seeds:
-        if s is not None and (not isinstance(s, (int, np.integer)) or s < 0):
-            raise ValueError(f"seed {s!r} must be a non-negative int (or None)")
+        if s is not None and (not isinstance(s, (int, np.integer)) or isinstance(s, bool) or not 0 <= s < 2**64):  # fmt: skip
+            raise ValueError(f"seed {s!r} must be an int in [0, 2**64) (or None); slot i of seed=s gets s + i")  # fmt: skip
     return [None if s is None else int(s) for s in seeds]
+
+
+def _usable_device(device: Any) -> torch.device:
+    """``torch.device(device)``, checked to hold data here: a clear error for a CUDA
+    device without CUDA, or the data-less ``meta`` device."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device={device!r} is not a torch device ({e}); use 'cpu' or 'cuda'") from None  # fmt: skip
+    if dev.type == "meta":
+        raise ValueError("device='meta' holds no data; the env keeps its windows on the device: use 'cpu' or 'cuda'")  # fmt: skip
+    try:
+        torch.zeros(1, device=dev)
+    except (AssertionError, RuntimeError) as e:  # torch raises AssertionError for CUDA without it
+        raise ValueError(f"device={device!r} is not usable here ({e}); use 'cpu' or an available device") from None  # fmt: skip
+    return dev
 
 
 def _autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:

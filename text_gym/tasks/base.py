@@ -8,6 +8,7 @@ that finished in that step.
 from __future__ import annotations
 
 import abc
+import difflib
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -88,9 +89,16 @@ class Task(abc.ABC):
         valid = sorted(n for n, p in params.items() if n != "self" and p.kind is p.KEYWORD_ONLY)
         unknown = sorted(set(kwargs) - set(valid))
         if unknown:
+            from text_gym.vector_env import TextVectorEnv  # (it imports the tasks)
+
+            env_params = inspect.signature(TextVectorEnv.__init__).parameters
+            env_args = sorted(n for n, p in env_params.items() if n != "self" and p.kind is not p.VAR_KEYWORD)  # fmt: skip
+            close = {n: difflib.get_close_matches(n, valid + env_args, 1) for n in unknown}
+            hint = ", ".join(f"{m[0]!r} for {n!r}" for n, m in close.items() if m)
+            hint = f" (did you mean {hint}?)" if hint else ""
             raise ValueError(
-                f"unknown argument(s) {unknown} for {env_id} (task {cls.name!r}); valid task "
-                f"arguments are {valid}, and env arguments are those of TextVectorEnv"
+                f"unknown argument(s) {unknown} for {env_id} (task {cls.name!r}){hint}. Task "
+                f"arguments: {valid}; env arguments: {env_args}"
             )
 
 

@@ -77,8 +77,8 @@ class GuessNumberTask(MultiTurnTask):
         check_choice("split", split, ("train", "test"))
         if not (isinstance(low, int) and isinstance(high, int) and low < high):
             raise ValueError(f"need integers low < high, got low={low!r}, high={high!r}")
-        if max_turns < 1 or turn_cost < 0:
-            raise ValueError(f"need max_turns >= 1 and turn_cost >= 0, got {max_turns}, {turn_cost}")
+        if not (isinstance(max_turns, int) and max_turns >= 1 and isinstance(turn_cost, (int, float)) and turn_cost >= 0):  # fmt: skip
+            raise ValueError(f"need an int max_turns >= 1 and a number turn_cost >= 0, got {max_turns!r}, {turn_cost!r}")  # fmt: skip
         self._config = dict(split=split, low=low, high=high, max_turns=max_turns, turn_cost=turn_cost)  # fmt: skip
         self.low, self.high, self.max_turns, self.turn_cost = low, high, max_turns, turn_cost
         prompt = PROMPT.format(low=low, high=high)
