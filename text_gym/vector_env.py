@@ -91,7 +91,8 @@ class TextVectorEnv(VectorEnv):
         autoreset_mode: ``NEXT_STEP`` (default), ``SAME_STEP`` or ``DISABLED``
             (an ``AutoresetMode`` or its name).
         output: ``"numpy"`` (default) or ``"torch"`` (tensors on ``device``; rewards
-            float32).
+            float32; the spaces stay numpy, so ``gym.make``'s passive checker warns on
+            the first reset and step: pass ``disable_env_checker=True`` there).
         copy: return fresh observation arrays each step (default). ``False`` returns
             views of the env's buffers, valid until the next ``step``, for agents that
             consume each observation at once: numpy views are read-only; torch tensors

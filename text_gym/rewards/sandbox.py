@@ -61,7 +61,8 @@ other than the builtin ones (a ``deque``) holding its own objects, can sway them
 Files outside the hidden folders stay readable (the library's own checkout too). The
 worker reaches the stdlib through directory fds opened before the confinement
 (``/proc/self/fd/N`` on ``sys.path``), so an interpreter under ``/root`` or a hidden
-home works, and the tree below those folders stays readable through them. Without
+home works, and the folders between those and the hidden one stay readable through
+them (``fd/3/..``: the interpreter's installation, not the rest of the home). Without
 root, RLIMIT_NPROC counts all the caller's processes. Without namespaces (root only):
 the network is reachable, world-writable folders stay writable and what is left there
 stays, and, with ``processes > 0``, a child that calls ``setsid`` can outlive the group
@@ -116,7 +117,8 @@ def confine(scratch, uid, masks, size, libc=ctypes.CDLL(None, use_errno=True)):
     MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 16384, 262144
     check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
     attr = MountAttr(1 | 2, 0, 0, 0)  # MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID
-    check(libc.syscall(442, -100, b"/", 0x8000, ctypes.byref(attr), ctypes.sizeof(attr)),
+    check(libc.syscall(ctypes.c_long(442), ctypes.c_int(-100), b"/", ctypes.c_uint(0x8000),
+                       ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
           "mount_setattr(/, AT_RECURSIVE, read-only)")  # 442 on every architecture
     def tmpfs(path, options, flags=MS_NOSUID | MS_NODEV):
         check(libc.mount(b"tmpfs", path.encode(), b"tmpfs", flags, options.encode()),
@@ -225,11 +227,12 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
     class NotPlain(BE):  # past a test's "except Exception"
         pass
 
-    ours = set()  # ids of the classes of the setup and tests, and of the modules they import
+    ours = {}  # id -> class (kept alive, so its id is never reused) of the setup's and
+    # tests' classes and of those of the modules they import
 
     def build_class(*args, build=pristine["__build_class__"], **kwargs):
         cls = build(*args, **kwargs)
-        ours.add(id(cls))
+        ours[id(cls)] = cls
         return cls
 
     scalars = {id(t) for t in (int, float, complex, bool, str, bytes, type(None))}
@@ -269,7 +272,7 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
             continue
         for v in dict(vars(sys.modules[name])).values():
             if issubclass(type(v), type):
-                ours.add(id(v))
+                ours[id(v)] = v
     g = {"__name__": "__main__", "__builtins__": builtins}
     say("S")
     bad = run(program, "<program>")
@@ -366,9 +369,10 @@ def _isolation() -> tuple[tuple[str, ...], dict[str, bool]]:
     rest = ["--net", "--ipc", "--pid", "--fork", "--kill-child"]
     ns = ["unshare", *([] if root else ["--user", "--map-root-user"]), "--mount", *rest]
     probe = tempfile.mkdtemp(prefix="text_gym_sandbox_probe_")
-    try:
+    try:  # the harness's steps: confine(), then, without root, the worker's own user namespace
+        nested = "" if root else "\nassert libc.unshare(0x10000000) == 0"
         confined = works([*nnp, *ns, sys.executable, "-S", "-s", "-P", "-c",
-                          _CONFINE + f"confine({probe!r}, -1, (), 1 << 20)"])
+                          _CONFINE + f"libc = confine({probe!r}, -1, (), 1 << 20){nested}"])
     finally:
         os.rmdir(probe)
     if not confined:  # the namespaces without the filesystem's confinement, if they work
