@@ -33,6 +33,22 @@ def test_list_prints_ids(capsys):
     assert "TextTranslate-v0" in capsys.readouterr().out
 
 
+def test_demo_skips_the_code_env_where_nothing_confines_programs(capsys, monkeypatch):
+    from collections import OrderedDict
+
+    import text_gym.tasks
+    from text_gym.rewards import sandbox
+
+    nothing = dict.fromkeys(("uid_switch", "filesystem", "network", "pid_namespace", "no_new_privs"), False)  # fmt: skip
+    monkeypatch.setattr(sandbox, "_isolation", lambda: ((), nothing))
+    monkeypatch.delenv(sandbox.UNCONFINED, raising=False)
+    monkeypatch.setattr(text_gym.tasks, "_BUILT", OrderedDict())  # no code task built before
+    cli.main(["demo", "--env-id", "TextCode-v0", "TextTranslate-v0", "--num-envs", "2", "--episodes", "2"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "env_id=TextCode-v0 skipped: the code sandbox cannot confine programs" in out
+    assert "env_id=TextTranslate-v0 episodes=" in out
+
+
 @pytest.mark.parametrize("args, message", [
     (["--env-id", "Bogus"], "invalid choice: 'Bogus'"),
     (["--num-envs", "0"], "--num-envs: 0 is not >= 1"),

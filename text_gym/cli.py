@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 import text_gym
+from text_gym.rewards.sandbox import SandboxUnavailable
 
 
 def run_random(env_id: str, num_envs: int, episodes: int, seed: int, p_eos: float) -> dict:
@@ -102,7 +103,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"{env_id:24s} {kwargs}")
         return
     for env_id in args.env_id:
-        stats = run_random(env_id, args.num_envs, args.episodes, args.seed, args.p_eos)
+        try:
+            stats = run_random(env_id, args.num_envs, args.episodes, args.seed, args.p_eos)
+        except SandboxUnavailable as e:  # the code env, where nothing can confine programs
+            print(f"env_id={env_id} skipped: {e}")
+            continue
         print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))  # fmt: skip
         print(render_episode(env_id, args.seed, args.p_eos))
 

@@ -92,8 +92,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from time import monotonic
 
-__all__ = ["REASONS", "UNCONFINED", "Limits", "TestRun", "check_confinement", "isolation",
-           "network_isolated", "run_tests"]
+__all__ = ["REASONS", "UNCONFINED", "Limits", "SandboxUnavailable", "TestRun",
+           "check_confinement", "isolation", "network_isolated", "run_tests"]
 
 REASONS = ("ok", "syntax_error", "exception", "timeout", "memory", "output_limit", "exit",
            "crash", "sandbox_error")
@@ -393,18 +393,23 @@ def isolation() -> dict[str, bool]:
 UNCONFINED = "TEXT_GYM_SANDBOX_UNCONFINED"  # "1": run programs even where nothing confines them
 
 
+class SandboxUnavailable(RuntimeError):
+    """Nothing on this machine can confine generated programs (see ``check_confinement``)."""
+
+
 def check_confinement() -> None:
     """Raise unless programs can be kept out of the caller's files and process here: by a
     uid of their own (root) or a confined filesystem (user namespaces), or the user has
     accepted the risk (``TEXT_GYM_SANDBOX_UNCONFINED=1``).
 
     Raises:
-        RuntimeError: neither is available; the message says how to fix it.
+        SandboxUnavailable: (a RuntimeError) neither is available; the message says how
+            to fix it.
     """
     info = _isolation()[1]
     if info["uid_switch"] or info["filesystem"] or os.environ.get(UNCONFINED) == "1":
         return
-    raise RuntimeError(
+    raise SandboxUnavailable(
         "the code sandbox cannot confine programs on this machine: this process is not root "
         "and user namespaces cannot confine the filesystem here (unshare --user "
         "--map-root-user --mount with a read-only remount failed), "
