@@ -72,6 +72,10 @@ class TextVectorEnv(VectorEnv):
     episode then uses the sample ``hash(s + i, k) mod len(task)``, so a run is
     reproducible and equals ``SyncVectorEnv`` of single :class:`TextEnv` seeded alike.
 
+    ``calls`` counts the ``reset`` and ``step`` calls so far: a client that keeps state
+    derived from the observations (a rollout's KV cache) can tell whether other code
+    moved the env since its own last call.
+
     Infos: the final step of an episode carries ``prompt`` (the task's whole prompt text,
     even where the window kept part of it), ``response``, ``references``,
     ``sample_index``, ``prompt_truncated`` and ``metrics`` (every component of the
@@ -134,9 +138,7 @@ class TextVectorEnv(VectorEnv):
         check_choice("render_mode", render_mode, [None, *self.metadata["render_modes"]])
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
-        # reset() and step() calls so far: whoever keeps state derived from the
-        # observations (a rollout's KV cache) can tell whether someone else moved the env
-        self.calls = 0
+        self.calls = 0  # reset() and step() calls so far (see the class docstring)
         if not isinstance(copy, (bool, np.bool_)):
             raise ValueError(f"copy={copy!r} must be True or False")
         self.num_envs, self.output, self.copy = int(num_envs), output, bool(copy)
