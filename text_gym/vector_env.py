@@ -180,11 +180,8 @@ class TextVectorEnv(VectorEnv):
         self.max_new_tokens = int(max_new_tokens or encoded.longest_reference + 1)
         self.window = self.prompt_tokens + self.max_new_tokens
         stops = [self.tokenizer.eos_token_id] if stop_token_ids is None else stop_token_ids
-        if isinstance(stops, (int, np.integer)):
-            stops = [stops]  # one id
-        if isinstance(stops, (str, bytes)) or not hasattr(stops, "__iter__"):
-            stops = [stops]  # reported as not an id below
-        stops = list(stops)
+        one = isinstance(stops, (int, np.integer, str, bytes)) or not hasattr(stops, "__iter__")
+        stops = [stops] if one else list(stops)  # one id (or a str, refused below)
         if not stops or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and 0 <= s < vocab for s in stops):  # fmt: skip
             raise ValueError(
                 f"stop_token_ids={stop_token_ids!r} must be an int id or a non-empty list of "
