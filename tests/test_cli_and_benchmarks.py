@@ -39,7 +39,7 @@ def test_demo_skips_the_code_env_where_nothing_confines_programs(capsys, monkeyp
     import text_gym.tasks
     from text_gym.rewards import sandbox
 
-    nothing = dict.fromkeys(("uid_switch", "filesystem", "network", "pid_namespace", "no_new_privs"), False)  # fmt: skip
+    nothing = dict.fromkeys(("uid_switch", "filesystem", "private_proc", "network", "pid_namespace", "no_new_privs"), False)  # fmt: skip
     monkeypatch.setattr(sandbox, "_isolation", lambda: ((), nothing))
     monkeypatch.delenv(sandbox.UNCONFINED, raising=False)
     monkeypatch.setattr(text_gym.tasks, "_BUILT", OrderedDict())  # no code task built before

@@ -6,6 +6,7 @@ unharmed: no sandbox process left, no temporary directory left, the parent alive
 
 from __future__ import annotations
 
+import ctypes
 import doctest
 import json
 import os
@@ -142,7 +143,7 @@ def test_bad_arguments():
 
 def test_isolation_report():
     info = isolation()
-    assert set(info) == {"uid_switch", "filesystem", "network", "pid_namespace", "no_new_privs"}
+    assert set(info) == {"uid_switch", "filesystem", "private_proc", "network", "pid_namespace", "no_new_privs"}
     assert sandbox.network_isolated() == info["network"]
     run = run_one("import os\nprint(os.getuid(), os.getgid(), os.getgroups())", tests=())
     if ROOT:
@@ -267,16 +268,22 @@ def test_shared_scratch_places_are_private_and_bounded(tmp_path, unharmed):
         "print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
         f"p = {sysconfig.get_paths()['purelib']!r}\n"
         "print(os.listdir(p) if os.path.isdir(p) else 'hidden')\n"
+        "import sys\n"  # the site-packages beside the stdlib, through its directory fd
+        "print([os.listdir(os.path.join(d, 'site-packages')) for d in sys.path if os.path.isdir(os.path.join(d, 'site-packages'))])\n"  # fmt: skip
         "try:\n"
         "    for i in range(100):\n"
-        "        open('/dev/shm/%d' % i, 'wb').write(bytes(2**20 - 1))\n"
+        "        for d in ('/dev/shm', '/var/tmp', '/run', '.'):\n"
+        "            open('%s/%d' % (d, i), 'wb').write(bytes(2**18 - 1))\n"
         "except OSError as e:\n"
         "    print(i, e.errno)\n"
     )
     run = run_one(program, tests=())
-    assert run.reason == "ok", run  # 16 x file_bytes (1 MiB) of /dev/shm, then ENOSPC
+    assert run.reason == "ok", run
     lines = run.stdout.splitlines()  # site-packages: empty, or hidden with all /tmp
-    assert lines[:2] == ["False", "['1', '2']"] and lines[2] in ("[]", "hidden") and lines[3:] == ["16 28"], run  # fmt: skip
+    proc = "['1', '2']" if isolation()["private_proc"] else lines[1]
+    assert lines[:2] == ["False", proc] and lines[2] in ("[]", "hidden") and lines[3] in ("[]", "[[]]"), run  # fmt: skip
+    # one budget for all of them: 16 x file_bytes (1 MiB), then ENOSPC
+    assert lines[4].endswith(" 28") and 14 <= int(lines[4].split()[0]) <= 16, run
     assert not any(os.path.exists(os.path.join(d, mark)) for d in ("/tmp", "/var/tmp", "/dev/shm", "/run"))
 
 
@@ -343,7 +350,7 @@ def test_without_root_user_namespaces_keep_the_callers_files(open_dir):
 
 
 def test_unconfined_machines_refuse_to_run_programs(monkeypatch):
-    nothing = dict.fromkeys(("uid_switch", "filesystem", "network", "pid_namespace", "no_new_privs"), False)  # fmt: skip
+    nothing = dict.fromkeys(("uid_switch", "filesystem", "private_proc", "network", "pid_namespace", "no_new_privs"), False)  # fmt: skip
     monkeypatch.setattr(sandbox, "_isolation", lambda: ((), nothing))
     monkeypatch.delenv(sandbox.UNCONFINED, raising=False)
     with pytest.raises(RuntimeError, match="not root.*TEXT_GYM_SANDBOX_UNCONFINED=1"):
@@ -354,6 +361,29 @@ def test_unconfined_machines_refuse_to_run_programs(monkeypatch):
         CodeTask(dataset="easy", max_samples=1)
     monkeypatch.setenv(sandbox.UNCONFINED, "1")  # the user's informed choice
     assert run_one(ADD).passed == (True,)
+
+
+KEYCTL, ADD_KEY = {"x86_64": (250, 248), "aarch64": (219, 217)}.get(os.uname().machine, (None, None))
+
+
+@pytest.mark.skipif(KEYCTL is None, reason="keyctl's syscall number is known for x86_64 and aarch64")
+def test_callers_keyring_out_of_reach(unharmed):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(KEYCTL, ctypes.c_long(1), b"text_gym_test") < 0:  # a session keyring of ours
+        pytest.skip("no kernel keyrings here")
+    secret = b"CALLER-SECRET-42"
+    mine = libc.syscall(ADD_KEY, b"user", b"text_gym_token", secret, ctypes.c_size_t(len(secret)), ctypes.c_int(-3))  # fmt: skip
+    program = (  # look for the caller's key, and leave one in the session and user keyrings
+        "import ctypes\nlibc = ctypes.CDLL(None)\n"
+        f"print(libc.syscall({KEYCTL}, 10, -3, b'user', b'text_gym_token', 0))\n"
+        f"libc.syscall({ADD_KEY}, b'user', b'left', b'x', 1, -3)\nlibc.syscall({ADD_KEY}, b'user', b'left', b'x', 1, -4)\n"  # fmt: skip
+        f"print(libc.syscall({KEYCTL}, 10, -4, b'user', b'left', 0) > 0)\n"
+    )
+    later = f"import ctypes\nprint(ctypes.CDLL(None).syscall({KEYCTL}, 10, -4, b'user', b'left', 0))\n"
+    first, second = run_tests([program, later], [[], []], workers=1)  # one slot, one uid
+    assert first.stdout.split() == ["-1", "True"] and second.stdout.split() == ["-1"], (first, second)
+    found = libc.syscall(KEYCTL, ctypes.c_long(10), ctypes.c_long(-3), b"user", b"text_gym_token", ctypes.c_long(0))  # fmt: skip
+    assert found == mine and libc.syscall(KEYCTL, ctypes.c_long(10), ctypes.c_long(-3), b"user", b"left", ctypes.c_long(0)) == -1  # fmt: skip
 
 
 def test_parent_environment_hidden(monkeypatch, unharmed):
@@ -451,6 +481,28 @@ def test_objects_that_say_yes_to_anything_pass_nothing(unharmed):
     tests = ["assert [*add(1, 2)] == [3]", "assert 3 in add(1, 2)", "for v in add(1, 2):\n    assert v == 3"]
     assert run_one(lazy, tests).passed == (False, False, False)
     assert run_one(lazy, tests, plain_results=False).passed == (True, True, True)
+
+
+def test_containers_are_rebuilt_from_plain_items(unharmed):
+    program = ("import types\n"
+               "class I(int):\n    __eq__ = lambda s, o: True\n    __hash__ = int.__hash__\n"
+               "class S(str):\n    __eq__ = lambda s, o: True\n    __hash__ = str.__hash__\n"
+               "def add(a, b):\n    return [I(0)] * 3\n"
+               "def name(x):\n    return (S('a'), {1: [I(0)]})\n"
+               "def proxy():\n    return types.MappingProxyType({1: I(0)})\n")
+    tests = ["assert add(1, 2) == [1, 2, 3]", "assert sorted(add(1, 2)) == [1, 2, 3]",
+             "assert name(0) == ('b', {1: [7]})", "assert proxy() == {1: 5}",
+             "assert add(1, 2) == [0, 0, 0]"]
+    assert run_one(program, tests).passed == (False, False, False, False, True)
+
+
+def test_tests_builtins_are_out_of_the_programs_reach(unharmed):
+    program = ("import __main__\n"  # the harness's main() and everything it was given
+               "for d in (*__main__.main.__defaults__, vars(__main__)):\n"
+               "    if type(d) is dict and 'abs' in d:\n"
+               "        d['abs'] = lambda x: 0\n"
+               "def area(r):\n    return 3 * r * r\n")
+    assert run_one(program, ["assert abs(area(2) - 12.566) < 1e-3"]).passed == (False,)
 
 
 def test_program_cannot_change_the_names_tests_use(unharmed):

@@ -21,13 +21,14 @@ Protected (each tested in ``tests/test_sandbox.py``):
   worker has its own, see ``_uid``); the pid namespace's end takes every process along;
 * memory, file size, open files, core dumps (RLIMIT_AS, _FSIZE, _NOFILE, _CORE = 0);
   stdout and stderr, read as they come and killed past ``output_bytes`` (a tail kept);
-* files (``filesystem``): every mount read-only; fresh tmpfs on ``/tmp``, ``/var/tmp``,
-  ``/dev/shm``, ``/run`` and the scratch folder, each at most 16 x ``file_bytes``
-  (at least 1 MiB), gone with the namespace (nothing left behind, no host socket
-  there to reach); every site-packages and the caller's home hidden under empty
-  read-only ones (installed packages may hold the answers: HumanEval's do); a /proc of
-  the pid namespace alone, where the kernel allows its mount. Without it, as root, the
-  worker's uid owns only its folder;
+* files (``filesystem``): every mount read-only; one fresh tmpfs of at most 16 x
+  ``file_bytes`` (at least 1 MiB) for ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run``
+  and the program's folder (``/tmp/sandbox``), gone with the namespace (nothing left
+  behind, no host socket there to reach); every site-packages and the caller's home
+  hidden under empty read-only ones, deepest first (installed packages may hold the
+  answers: HumanEval's do); a /proc of the pid namespace alone (``private_proc``, where
+  the kernel allows its mount). Without it, as root, the worker's uid owns only its
+  folder;
 * the network: a new, empty network namespace (not even loopback is up), and SysV IPC
   (a new IPC namespace);
 * the parent: its environment and its process (``kill`` reaches nothing outside the pid
@@ -42,10 +43,11 @@ Protected (each tested in ``tests/test_sandbox.py``):
   namespace of their own, with the program's names except those that would hide a
   builtin, and the builtins as they were before the program ran; every call in them
   returns through a check that the result is plain data: numbers, strings, bytes, None,
-  and lists, tuples, sets and dicts of them (a subclass, such as a ``Counter`` or a
-  named tuple, counts as its value in the base type), or an object of a type written
-  in C (``range``; an iterator such as ``map`` or a generator has its items checked as
-  they come), of a class the setup or tests define, or of a module they import.
+  and lists, tuples, sets and dicts of them, rebuilt from their checked items (a
+  subclass, such as a ``Counter`` or a named tuple, counts as its value in the base
+  type), or an object of a type written in C (``range``; an iterator such as ``map`` or
+  a generator has its items checked as they come), of a class the setup or tests
+  define, or of a module they import.
   Anything else fails the snippet (``NotPlain``), so an object whose ``__eq__``,
   ``__lt__`` or ``__contains__`` says yes to anything passes nothing.
 
@@ -54,10 +56,15 @@ is available, nothing would keep a program out of the caller's files and process
 ``run_tests`` and ``CodeTask`` raise ``RuntimeError`` saying how to fix it, unless
 ``TEXT_GYM_SANDBOX_UNCONFINED=1`` says to run anyway.
 
-Not protected: a program that digs the nonce out of its own interpreter (``gc``,
-frames) can forge records; one that patches a shared module the tests call
-(``math.isclose``) or a helper of its own the tests trust, or returns a C container
-other than the builtin ones (a ``deque``) holding its own objects, can sway them.
+Not protected: a program that digs into its own interpreter (``gc``, frames: the
+nonce, the harness's ``say``) can forge records; one that patches a shared module the
+tests call (``math.isclose``) or a helper of its own the tests trust, or returns a C
+container other than the builtin ones (a ``deque``) or an object of an imported
+module's class (``UserList``) holding its own objects, can sway them. A Unix socket
+file outside the hidden folders can be connected to despite the read-only mounts (the
+network namespace does not cover them). The worker joins a new session keyring and
+clears its uid's user keyring (x86_64 and aarch64), so the caller's keys and a previous
+program's stay out of reach; elsewhere it inherits the caller's session keyring.
 Files outside the hidden folders stay readable (the library's own checkout too). The
 worker reaches the stdlib through directory fds opened before the confinement
 (``/proc/self/fd/N`` on ``sys.path``), so an interpreter under ``/root`` or a hidden
@@ -103,9 +110,12 @@ TAIL_BYTES = 4096  # how much of stdout and of stderr a TestRun keeps (the end)
 PLAIN = "_sandbox_plain_"  # the harness's result check, as the setup and tests name it
 
 # Run by the harness, in its new mount namespace, before it forks the worker (and once,
-# alone, by ``_isolation``'s probe): everything read-only, fresh size-limited tmpfs on the
-# shared writable places and on the scratch folder, empty read-only ones over ``masks``
-# (site-packages, the caller's home), and a /proc of the pid namespace (where allowed).
+# alone, by ``_isolation``'s probe): everything read-only; one fresh tmpfs of ``size``
+# bytes on /tmp, shared (bind mounts) by /var/tmp, /dev/shm, /run and the scratch
+# folder; empty read-only tmpfs over ``masks`` (site-packages, the caller's home),
+# deepest first; a /proc of the pid namespace where the kernel allows it (the second
+# value returned says whether it did).
+SCRATCH = "/tmp/sandbox"  # the program's folder (its cwd, HOME and TMPDIR) when confined
 _CONFINE = r"""
 import ctypes, os
 def confine(scratch, uid, masks, size, libc=ctypes.CDLL(None, use_errno=True)):
@@ -114,27 +124,32 @@ def confine(scratch, uid, masks, size, libc=ctypes.CDLL(None, use_errno=True)):
             raise OSError(ctypes.get_errno(), "sandbox confinement: " + what)
     class MountAttr(ctypes.Structure):
         _fields_ = [(n, ctypes.c_uint64) for n in ("set", "clr", "propagation", "userns")]
-    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 16384, 262144
+    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = (
+        1, 2, 4, 8, 4096, 16384, 262144)
     check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
     attr = MountAttr(1 | 2, 0, 0, 0)  # MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID
     check(libc.syscall(ctypes.c_long(442), ctypes.c_int(-100), b"/", ctypes.c_uint(0x8000),
                        ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
           "mount_setattr(/, AT_RECURSIVE, read-only)")  # 442 on every architecture
-    def tmpfs(path, options, flags=MS_NOSUID | MS_NODEV):
-        check(libc.mount(b"tmpfs", path.encode(), b"tmpfs", flags, options.encode()),
-              "tmpfs on " + path)
-    for path in ("/tmp", "/var/tmp", "/dev/shm", "/run"):
+    def mount(source, path, fstype, flags, options):
+        check(libc.mount(source.encode(), path.encode(), fstype and fstype.encode(), flags,
+                         options and options.encode()), "mount on " + path)
+    if not os.path.isdir("/tmp") or os.path.islink("/tmp"):
+        raise OSError("sandbox confinement: /tmp is not a folder")
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%d,nr_inodes=4096,mode=1777" % size)
+    for path in ("/var/tmp", "/dev/shm", "/run"):
         if os.path.isdir(path) and not os.path.islink(path):
-            tmpfs(path, "size=%d,nr_inodes=4096,mode=1777" % size)
-    for path in masks:
-        if os.path.isdir(path):
-            tmpfs(path, "size=4k,nr_inodes=16,mode=555", MS_NOSUID | MS_NODEV | MS_RDONLY)
-    os.makedirs(scratch, exist_ok=True)
-    owner = ",uid=%d,gid=%d" % (uid, uid) if uid >= 0 else ""
-    tmpfs(scratch, "size=%d,nr_inodes=4096,mode=700%s" % (size, owner))
+            inner = "/tmp/." + path.strip("/").replace("/", "_")
+            os.mkdir(inner), os.chmod(inner, 0o1777)
+            mount(inner, path, None, MS_BIND, None)
+    for path in sorted(masks, key=len, reverse=True):  # deepest first: one in the home
+        if os.path.isdir(path):  # would be out of sight, not hidden, once the home is
+            mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,nr_inodes=16,mode=555")
+    os.mkdir(scratch, 0o700)
+    if uid >= 0:
+        os.chown(scratch, uid, uid)
     os.chdir(scratch)
-    libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
-    return libc
+    return libc, libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0
 """
 
 # ``python -c _HARNESS <report fd>``; the job comes on stdin. Everything the harness
@@ -145,8 +160,8 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
          type=type, exec=exec, compile=compile, enumerate=enumerate, BE=BaseException,
          SE=SystemExit, ME=MemoryError, OE=OSError, settrace=sys.settrace,
          setprofile=sys.setprofile, streams=(sys.stdout, sys.stderr), id=id, dict=dict,
-         issubclass=issubclass, flags=type.__dict__["__flags__"].__get__,
-         pristine=dict(vars(builtins))):
+         issubclass=issubclass, flags=type.__dict__["__flags__"].__get__):
+    pristine = dict(vars(builtins))  # a local: the program cannot reach it through main
     (program, setup, tests, modules, uid, limits, nonce,
      confined) = marshal.loads(sys.stdin.buffer.read())
     rep = min(R.getrlimit(R.RLIMIT_NOFILE)[0], 1024) - 1  # out of the way of os.close(3)
@@ -160,8 +175,9 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
             if type(getattr(m, "__path__", None)) is list:
                 m.__path__[:] = [next((f + p[len(d):] for d, f in fds.items()
                                        if (p + "/").startswith(d + "/")), p) for p in m.__path__]
+    libc = ctypes.CDLL(None, use_errno=True)
     if confined:
-        libc = confine(*confined)
+        confine(*confined, libc)
     pid = os.fork()
     if pid:  # the monitor: says how the worker ended, runs nothing of the user's
         if confined:  # no ptrace or /proc/<pid>/mem for the worker (it has our kernel uid
@@ -179,6 +195,11 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
         os.setgroups([]), os.setgid(uid), os.setuid(uid)
     elif confined and libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER: no power over the
         exit(112)  # mounts confine() made, which the namespace's root could undo
+    keyctl = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
+    if keyctl:  # not the caller's session keyring, nor what the slot's last program left
+        if libc.syscall(keyctl, 1, None) < 0:  # KEYCTL_JOIN_SESSION_KEYRING: a new one
+            exit(114)
+        libc.syscall(keyctl, 7, -4)  # KEYCTL_CLEAR of this uid's user keyring
     os.umask(0o077)
 
     def say(line):
@@ -236,26 +257,23 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
         return cls
 
     scalars = {id(t) for t in (int, float, complex, bool, str, bytes, type(None))}
-    containers = {id(t) for t in (list, tuple, set, frozenset)}
+    containers = {id(t): t for t in (list, tuple, set, frozenset)}
     bases = (dict, list, tuple, set, frozenset, str, bytes, int, float, complex)
-    items, has = dict.items, hasattr  # bound before the program runs, as all here
+    items, has, mapping = dict.items, hasattr, type(type.__dict__)  # bound before the
+    # program runs, as everything here; mapping: mappingproxy, a read-only dict in C
 
     def checked(it):  # an iterator of C's (map, a generator), checked as it goes
         for v in it:
             yield plain(v)
 
-    def plain(x):  # every call in the setup and tests returns through here
-        t = type(x)
-        if id(t) in scalars or id(t) in ours:
+    def plain(x):  # every call in the setup and tests returns through here: plain data,
+        t = type(x)  # containers rebuilt from their checked items
+        if id(t) in scalars:
             return x
-        if t is dict:
-            for k, v in items(x):
-                plain(k), plain(v)
-            return x
+        if t is dict or t is mapping:
+            return {plain(k): plain(v) for k, v in items(dict(x))}
         if id(t) in containers:
-            for v in x:
-                plain(v)
-            return x
+            return containers[id(t)](plain(v) for v in x)
         if not flags(t) & 512:  # not a heap type: a type written in C, whose methods
             return checked(x) if has(t, "__next__") else x  # are not the program's
         for base in bases:  # a subclass (Counter, a named tuple): its value, as the base
@@ -263,6 +281,8 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
                 y = base(x)
                 if type(y) is base:
                     return plain(y)
+        if id(t) in ours:  # a class of the tests' own, or of a module they import
+            return x
         raise NotPlain("a call returned a %s object, not plain data" % t.__name__)
 
     for name in modules:  # imported before the program runs: their classes are not its
@@ -368,25 +388,30 @@ def _isolation() -> tuple[tuple[str, ...], dict[str, bool]]:
     nnp = ["setpriv", "--no-new-privs"] if works(["setpriv", "--no-new-privs", "true"]) else []
     rest = ["--net", "--ipc", "--pid", "--fork", "--kill-child"]
     ns = ["unshare", *([] if root else ["--user", "--map-root-user"]), "--mount", *rest]
-    probe = tempfile.mkdtemp(prefix="text_gym_sandbox_probe_")
-    try:  # the harness's steps: confine(), then, without root, the worker's own user namespace
-        nested = "" if root else "\nassert libc.unshare(0x10000000) == 0"
-        confined = works([*nnp, *ns, sys.executable, "-S", "-s", "-P", "-c",
-                          _CONFINE + f"libc = confine({probe!r}, -1, (), 1 << 20){nested}"])
-    finally:
-        os.rmdir(probe)
+    # the harness's steps: confine(), then, without root, the worker's own user namespace
+    nested = "" if root else "\nassert libc.unshare(0x10000000) == 0"
+    probe = f"libc, proc = confine({SCRATCH!r}, -1, (), 1 << 20){nested}\nprint(int(proc))"
+    try:
+        out = subprocess.run([*nnp, *ns, sys.executable, "-S", "-s", "-P", "-c", _CONFINE + probe],
+                             capture_output=True, text=True, timeout=10)
+        confined, proc = out.returncode == 0, out.stdout.strip() == "1"
+    except (OSError, subprocess.SubprocessError):
+        confined = proc = False
     if not confined:  # the namespaces without the filesystem's confinement, if they work
         ns = ["unshare", *([] if root else ["--user"]), *rest]
         ns = ns if works([*ns, "true"]) else []
-    return (*nnp, *ns), {"uid_switch": root, "filesystem": confined, "network": bool(ns),
-                         "pid_namespace": bool(ns), "no_new_privs": bool(nnp)}
+    return (*nnp, *ns), {"uid_switch": root, "filesystem": confined, "private_proc": proc,
+                         "network": bool(ns), "pid_namespace": bool(ns),
+                         "no_new_privs": bool(nnp)}
 
 
 def isolation() -> dict[str, bool]:
     """Which protections are active here: ``uid_switch`` (needs root), ``filesystem``
     (a read-only view of the files with private scratch space, see the module
-    docstring), ``network`` (a new network namespace), ``pid_namespace`` and
-    ``no_new_privs``. Probed once."""
+    docstring), ``private_proc`` (a /proc of the sandbox's processes alone; where the
+    kernel refuses it, as in containers that mask parts of /proc, the host's stays),
+    ``network`` (a new network namespace), ``pid_namespace`` and ``no_new_privs``.
+    Probed once."""
     return dict(_isolation()[1])
 
 
@@ -430,7 +455,7 @@ def _masks() -> tuple[str, ...]:
 
     paths = {sysconfig.get_paths(vars={"base": b, "platbase": b})[key]
              for b in {sys.prefix, sys.base_prefix} for key in ("purelib", "platlib")}
-    paths |= {site.getusersitepackages(), os.path.expanduser("~")}
+    paths |= {*site.getsitepackages(), site.getusersitepackages(), os.path.expanduser("~")}
     return tuple(sorted(os.path.realpath(p) for p in paths if os.path.isabs(p) and p != "/"))
 
 
@@ -583,6 +608,9 @@ def _run_one(program: str, setup: str | None, tests: Sequence[str], limits: Limi
     uid = _uid(slot) if info["uid_switch"] else -1
     tmp = tempfile.mkdtemp(prefix=f"text_gym_sandbox_{os.getpid()}_")
     (rfd, wfd), proc, nonce = os.pipe(), None, os.urandom(8).hex().encode()
+    confined, home = None, tmp  # the program's folder: ours, or a fresh one inside
+    if info["filesystem"]:
+        confined, home = (SCRATCH, uid, _masks(), max(16 * limits.file_bytes, 1 << 20)), SCRATCH
     try:
         if uid >= 0:
             os.chown(tmp, uid, uid)
@@ -590,17 +618,13 @@ def _run_one(program: str, setup: str | None, tests: Sequence[str], limits: Limi
             [*prefix, sys.executable, "-S", "-s", "-P", "-c", _HARNESS, str(wfd)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             pass_fds=(wfd,), cwd=tmp, start_new_session=True,
-            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": tmp,
-                 "TMPDIR": tmp, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"})
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home,
+                 "TMPDIR": home, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"})
         os.close(wfd)
         wfd = -1
         limit_values = (max(1, math.ceil(limits.cpu_seconds)), limits.memory_bytes,
                         limits.file_bytes, limits.processes + (1 if uid >= 0 else 2),
                         limits.open_files)
-        confined = None
-        if info["filesystem"]:  # hide no folder that holds the scratch folder
-            masks = tuple(m for m in _masks() if not (tmp + "/").startswith(m + "/"))
-            confined = (tmp, uid, masks, max(16 * limits.file_bytes, 1 << 20))
         try:
             job = (str(program), None if setup is None else str(setup), tuple(map(str, tests)),
                    tuple(modules), uid, limit_values, nonce, confined)
