@@ -489,11 +489,18 @@ def test_containers_are_rebuilt_from_plain_items(unharmed):
                "class S(str):\n    __eq__ = lambda s, o: True\n    __hash__ = str.__hash__\n"
                "def add(a, b):\n    return [I(0)] * 3\n"
                "def name(x):\n    return (S('a'), {1: [I(0)]})\n"
-               "def proxy():\n    return types.MappingProxyType({1: I(0)})\n")
+               "def proxy():\n    return types.MappingProxyType({1: I(0)})\n"
+               "import collections\n"
+               "def ordered():\n    return collections.OrderedDict(a=I(0))\n"
+               "def values():\n    return {0: I(0), 1: I(0)}.values()\n"
+               "class C:\n    __class_getitem__ = classmethod(lambda c, i: I(0))\n"
+               "def klass():\n    return C\n")
     tests = ["assert add(1, 2) == [1, 2, 3]", "assert sorted(add(1, 2)) == [1, 2, 3]",
              "assert name(0) == ('b', {1: [7]})", "assert proxy() == {1: 5}",
-             "assert add(1, 2) == [0, 0, 0]"]
-    assert run_one(program, tests).passed == (False, False, False, False, True)
+             "assert ordered() == {'a': 5}", "assert 3 in values()", "assert klass()[0] == 5",
+             "assert add(1, 2) == [0, 0, 0]", "assert {0: 1}.keys() == {0} and list({0: 1}.items()) == [(0, 1)]",
+             "assert type(add(1, 2)) is list and type(ordered()) is dict"]
+    assert run_one(program, tests).passed == (False,) * 7 + (True,) * 3
 
 
 def test_tests_builtins_are_out_of_the_programs_reach(unharmed):

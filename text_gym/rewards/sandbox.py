@@ -45,8 +45,9 @@ Protected (each tested in ``tests/test_sandbox.py``):
   returns through a check that the result is plain data: numbers, strings, bytes, None,
   and lists, tuples, sets and dicts of them, rebuilt from their checked items (a
   subclass, such as a ``Counter`` or a named tuple, counts as its value in the base
-  type), or an object of a type written in C (``range``; an iterator such as ``map`` or
-  a generator has its items checked as they come), of a class the setup or tests
+  type; a dict's views as their checked items), a builtin class (``type(r) is int``),
+  or an object of a type written in C (``range``; an iterator such as ``map`` or a
+  generator has its items checked as they come), of a class the setup or tests
   define, or of a module they import.
   Anything else fails the snippet (``NotPlain``), so an object whose ``__eq__``,
   ``__lt__`` or ``__contains__`` says yes to anything passes nothing.
@@ -56,11 +57,14 @@ is available, nothing would keep a program out of the caller's files and process
 ``run_tests`` and ``CodeTask`` raise ``RuntimeError`` saying how to fix it, unless
 ``TEXT_GYM_SANDBOX_UNCONFINED=1`` says to run anyway.
 
-Not protected: a program that digs into its own interpreter (``gc``, frames: the
-nonce, the harness's ``say``) can forge records; one that patches a shared module the
-tests call (``math.isclose``) or a helper of its own the tests trust, or returns a C
-container other than the builtin ones (a ``deque``) or an object of an imported
-module's class (``UserList``) holding its own objects, can sway them. A Unix socket
+Not protected: the tests run in the program's process, so a program that digs into
+its own interpreter (``gc``, frames: the nonce, the harness's ``say``; ``ctypes`` or
+``/proc/self/mem``: any object's memory, a type's flags) can forge records or defeat
+the plain-data check; one that patches a shared module the tests call
+(``math.isclose``) or a helper of its own the tests trust, or returns a C object that
+holds its objects (a ``deque``, a ``SimpleNamespace``'s attributes, an exception's
+``args``) or an object of an imported module's class (``UserList``), can sway them.
+Judging results in another process, from marshalled plain data, would close these. A Unix socket
 file outside the hidden folders can be connected to despite the read-only mounts (the
 network namespace does not cover them). The worker joins a new session keyring and
 clears its uid's user keyring (x86_64 and aarch64), so the caller's keys and a previous
@@ -258,6 +262,16 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
 
     scalars = {id(t) for t in (int, float, complex, bool, str, bytes, type(None))}
     containers = {id(t): t for t in (list, tuple, set, frozenset)}
+
+    def setlike(values, set=set, TE=TypeError):  # a dict's keys or items, as a set if
+        values = [*values]  # they hash (they compare as sets)
+        try:
+            return set(values)
+        except TE:
+            return values
+
+    views = {id(type({}.keys())): setlike, id(type({}.items())): setlike, id(type({}.values())): list}  # fmt: skip
+    classes = {id(v) for v in pristine.values() if type(v) is type}  # int, str, ValueError...
     bases = (dict, list, tuple, set, frozenset, str, bytes, int, float, complex)
     items, has, mapping = dict.items, hasattr, type(type.__dict__)  # bound before the
     # program runs, as everything here; mapping: mappingproxy, a read-only dict in C
@@ -274,15 +288,21 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
             return {plain(k): plain(v) for k, v in items(dict(x))}
         if id(t) in containers:
             return containers[id(t)](plain(v) for v in x)
-        if not flags(t) & 512:  # not a heap type: a type written in C, whose methods
-            return checked(x) if has(t, "__next__") else x  # are not the program's
-        for base in bases:  # a subclass (Counter, a named tuple): its value, as the base
-            if issubclass(t, base):
-                y = base(x)
-                if type(y) is base:
-                    return plain(y)
-        if id(t) in ours:  # a class of the tests' own, or of a module they import
-            return x
+        if id(t) in views:  # a dict's view: its checked items
+            return views[id(t)](plain(v) for v in x)
+        if t is type:  # a class: a builtin one (type(r) is int), or one of the tests'
+            if id(x) in classes or id(x) in ours:
+                return x
+        else:
+            for base in bases:  # a subclass (Counter, OrderedDict, a named tuple): its
+                if issubclass(t, base):  # value, as the base
+                    y = base(x)
+                    if type(y) is base:
+                        return plain(y)
+            if not flags(t) & 512:  # not a heap type: a type written in C, whose methods
+                return checked(x) if has(t, "__next__") else x  # are not the program's
+            if id(t) in ours:  # a class of the tests' own, or of a module they import
+                return x
         raise NotPlain("a call returned a %s object, not plain data" % t.__name__)
 
     for name in modules:  # imported before the program runs: their classes are not its
