@@ -54,8 +54,8 @@ Protected (each tested in ``tests/test_sandbox.py``):
 
 Where neither a uid switch (root) nor the filesystem's confinement (user namespaces)
 is available, nothing would keep a program out of the caller's files and process:
-``run_tests`` and ``CodeTask`` raise ``RuntimeError`` saying how to fix it, unless
-``TEXT_GYM_SANDBOX_UNCONFINED=1`` says to run anyway.
+``run_tests`` and ``CodeTask`` raise ``SandboxUnavailable`` (a ``RuntimeError``) saying
+how to fix it, unless ``TEXT_GYM_SANDBOX_UNCONFINED=1`` says to run anyway.
 
 Not protected: the tests run in the program's process, so a program that digs into
 its own interpreter (``gc``, frames: the nonce, the harness's ``say``; ``ctypes`` or
@@ -64,9 +64,9 @@ the plain-data check; one that patches a shared module the tests call
 (``math.isclose``) or a helper of its own the tests trust, or returns a C object that
 holds its objects (a ``deque``, a ``SimpleNamespace``'s attributes, an exception's
 ``args``) or an object of an imported module's class (``UserList``), can sway them.
-Judging results in another process, from marshalled plain data, would close these. A Unix socket
-file outside the hidden folders can be connected to despite the read-only mounts (the
-network namespace does not cover them). The worker joins a new session keyring and
+Judging results in another process, from marshalled plain data, would close these.
+A Unix socket file outside the hidden folders can be connected to despite the
+read-only mounts (the network namespace does not cover them). The worker joins a new session keyring and
 clears its uid's user keyring (x86_64 and aarch64), so the caller's keys and a previous
 program's stay out of reach; elsewhere it inherits the caller's session keyring.
 Files outside the hidden folders stay readable (the library's own checkout too). The
