@@ -117,12 +117,12 @@ PLAIN = "_sandbox_plain_"  # the harness's result check, as the setup and tests 
 # alone, by ``_isolation``'s probe): everything read-only; one fresh tmpfs of ``size``
 # bytes on /tmp, shared (bind mounts) by /var/tmp, /dev/shm, /run and the scratch
 # folder; empty read-only tmpfs over ``masks`` (site-packages, the caller's home),
-# deepest first; a /proc of the pid namespace where the kernel allows it (the second
-# value returned says whether it did).
+# deepest first; a /proc of the pid namespace where the kernel allows it (the value
+# returned says whether it did).
 SCRATCH = "/tmp/sandbox"  # the program's folder (its cwd, HOME and TMPDIR) when confined
 _CONFINE = r"""
 import ctypes, os
-def confine(scratch, uid, masks, size, libc=ctypes.CDLL(None, use_errno=True)):
+def confine(scratch, uid, masks, size, libc):
     def check(ret, what):
         if ret != 0:
             raise OSError(ctypes.get_errno(), "sandbox confinement: " + what)
@@ -153,7 +153,7 @@ def confine(scratch, uid, masks, size, libc=ctypes.CDLL(None, use_errno=True)):
     if uid >= 0:
         os.chown(scratch, uid, uid)
     os.chdir(scratch)
-    return libc, libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0
+    return libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0
 """
 
 # ``python -c _HARNESS <report fd>``; the job comes on stdin. Everything the harness
@@ -410,7 +410,8 @@ def _isolation() -> tuple[tuple[str, ...], dict[str, bool]]:
     ns = ["unshare", *([] if root else ["--user", "--map-root-user"]), "--mount", *rest]
     # the harness's steps: confine(), then, without root, the worker's own user namespace
     nested = "" if root else "\nassert libc.unshare(0x10000000) == 0"
-    probe = f"libc, proc = confine({SCRATCH!r}, -1, (), 1 << 20){nested}\nprint(int(proc))"
+    probe = (f"libc = ctypes.CDLL(None, use_errno=True)\nproc = confine({SCRATCH!r}, -1, (), 1 << 20, libc)"
+             f"{nested}\nprint(int(proc))")
     try:
         out = subprocess.run([*nnp, *ns, sys.executable, "-S", "-s", "-P", "-c", _CONFINE + probe],
                              capture_output=True, text=True, timeout=10)
@@ -713,16 +714,16 @@ def run_tests(programs: Sequence[str], tests: Sequence[Sequence[str]], *,
                             f"wrap it: [{ts[:40]!r}]")
         if not all(isinstance(x, str) for x in (p, *ts)) or not isinstance(s, (str, type(None))):
             raise TypeError(f"program {i}, its setup and its tests must be str")
+    workers = len(os.sched_getaffinity(0)) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    check_confinement()
     modules = [()] * len(programs)
     if plain_results:
         modules = [tuple(dict.fromkeys(m for x in (s or "", *ts) for m in imported_modules(x)))
                    for s, ts in zip(setup, tests)]
         setup = [None if x is None else plain_calls(x) for x in setup]
         tests = [[plain_calls(x) for x in ts] for ts in tests]
-    workers = len(os.sched_getaffinity(0)) if workers is None else workers
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    check_confinement()
 
     def one(i: int) -> TestRun:
         with _slots:  # the lowest free slot; wait if all are busy
