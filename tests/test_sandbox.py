@@ -163,6 +163,11 @@ def test_infinite_loop_times_out(unharmed):
 
 
 def test_timeout_in_a_test_keeps_earlier_results(unharmed):
+    program = ADD + "def spin():\n    while True:\n        pass\n"
+    run = run_one(program, tests=["assert add(1, 2) == 3", "spin()", "pass"])
+    assert run.passed == (True, False, False) and run.reason == "timeout", run
+    assert "CPU limit" in run.detail, run
+    # The tests' own loops run in the judge, bounded by the wall clock.
     run = run_one(ADD, tests=["assert add(1, 2) == 3", "while True: pass", "pass"])
     assert run.passed == (True, False, False) and run.reason == "timeout"
 
@@ -435,10 +440,12 @@ def test_exit_before_tests_never_passes(program, reason, unharmed):
 
 
 def test_exit_during_tests_stops_there(unharmed):
-    run = run_one(ADD + "import sys", tests=["assert add(1, 2) == 3", "sys.exit(0)", "pass"])
+    program = ADD + "import os, sys\ndef stop():\n    sys.exit(0)\ndef leave():\n    os._exit(0)\n"
+    run = run_one(program, tests=["assert add(1, 2) == 3", "stop()", "pass"])
     assert run.passed == (True, False, False) and run.reason == "exit"
-    run = run_one(ADD + "import os", tests=["os._exit(0)", "pass"])
-    assert_failed(run, "exit", "after reporting 0 of 2")
+    assert_failed(run_one(program, tests=["leave()", "pass"]), "exit", "after reporting 0 of 2")
+    run = run_one(program, tests=["assert add(1, 2) == 3", "leave()", "pass"], plain_results=False)
+    assert run.passed == (True, False, False) and run.reason == "exit"
 
 
 def test_overwritten_builtins_and_modules_fake_nothing(unharmed):
@@ -449,7 +456,12 @@ def test_overwritten_builtins_and_modules_fake_nothing(unharmed):
                "os.write = os.fstat = os.getpid = os._exit = lambda *a: None\n"
                "sys.modules.clear()\n"
                "sys.settrace(lambda *a: None)\n")
-    run = run_one(program, tests=["assert 1 == 2", "pass", "raise SystemExit(0)", "pass"])
+    tests = ["assert 1 == 2", "pass", "raise SystemExit(0)", "pass"]
+    # Judged in the monitor, the program broke only its own side of the link.
+    run = run_one(program, tests)
+    assert run.passed == (False,) * 4 and run.reason in ("exit", "crash"), run
+    # Judged in the program's process, the harness's records still cannot be faked.
+    run = run_one(program, tests, plain_results=False)
     assert run.passed == (False, True, False, False) and run.reason == "exit", run
     assert run.detail == "test 2: SystemExit: 0", run
 
@@ -533,6 +545,98 @@ def test_plain_results_keep_honest_values(unharmed):
              "assert value(Node(rng.randint(1, 1))) == 1", "assert [(1, {2: [3.0]})] == [(1, {2: [3]})]"]
     run = run_one(program, tests, setup=[setup])
     assert run.passed == (True,) * 6 and run.reason == "ok", run
+
+
+def test_judge_and_program_trade_plain_values_exactly(unharmed):
+    program = ("import sys\n"
+               "LIMIT = [1, (2, 3)]\n"
+               "def echo(x):\n    return x\n"
+               "def kinds():\n"
+               "    return (b'\\x00b', bytearray(b'a'), 1 - 2j, range(1, 9, 3), {1, 2}, frozenset({3}),\n"
+               "            {(1, 'a'): [None, True]}, 10 ** 400, float('inf'), -0.0, int, ValueError)\n"
+               "def views():\n    d = {'b': 1, 'a': 2}\n    return d.keys(), d.values(), d.items()\n"
+               "def fail(kind):\n"
+               "    class Mine(KeyError):\n        pass\n"
+               "    raise {'value': ValueError('bad value'), 'mine': Mine('x'), 'stop': StopIteration}[kind]\n"
+               "def sort_in_place(xs, table):\n    xs.sort()\n    xs[0].append(9)\n    table['seen'] = len(xs)\n"
+               "def apply(f, *args, **kwargs):\n    return f(*args, **kwargs)\n"
+               "def naturals():\n    n = 0\n    while True:\n        yield n\n        n += 1\n"
+               "def value(node):\n    return node.value, node.left is None, node\n"
+               "def private(node):\n    return node._secret\n"
+               "def huge():\n    return 'x' * (1 << 25)\n"
+               "class Opaque:\n    pass\n"
+               "def opaque():\n    return Opaque()\n")
+    setup = "class Node:\n    def __init__(self, v):\n        self.value, self.left, self._secret = v, None, 7\n"  # fmt: skip
+    tests = ["assert kinds() == (b'\\x00b', bytearray(b'a'), 1 - 2j, range(1, 9, 3), {1, 2}, frozenset({3}),"
+             " {(1, 'a'): [None, True]}, 10 ** 400, float('inf'), -0.0, int, ValueError)",
+             "import math\nassert math.copysign(1, kinds()[9]) == -1 and math.isnan(echo(math.nan))",
+             "k, v, i = views()\nassert list(k) == ['b', 'a'] and list(v) == [1, 2] and list(i) == [('b', 1), ('a', 2)]\n"
+             "assert type(k) is type({}.keys()) and k == {'a', 'b'}",
+             "try:\n    fail('value')\nexcept ValueError as e:\n    assert str(e) == 'bad value'\nelse:\n    assert False",
+             "try:\n    fail('mine')\nexcept KeyError as e:\n    assert 'Mine' in str(e)\nelse:\n    assert False",
+             "xs, table = [[3], [1], [2]], {}\nsort_in_place(xs, table)\nassert xs == [[1, 9], [2], [3]] and table == {'seen': 3}",
+             "assert apply(lambda x, y=0: x * 2 + y, 3, y=1) == 7 and apply(sorted, [2, 1], key=lambda x: -x) == [2, 1]",
+             "g = naturals()\nassert next(g) == 0 and next(g) == 1 and [n for _, n in zip(range(3), g)] == [2, 3, 4]",
+             "node = Node(5)\nv, no_left, same = value(node)\nassert (v, no_left) == (5, True) and same is node",
+             "assert LIMIT == [1, (2, 3)] and sys.maxsize > 0",
+             "private(Node(1))", "huge()", "assert opaque()", "assert naturals()"]
+    run = run_one(program, tests, setup=[setup], limits=Limits(cpu_seconds=5, wall_seconds=10))
+    assert run.passed == (True,) * 10 + (False,) * 4, run
+    # A program's own object is never truthy or comparable to plain data, and is not sent.
+    run = run_one(program, ["assert opaque()"], setup=[setup])
+    assert run.detail == "test 0: NotPlain: a call returned a Opaque object, not plain data", run
+
+
+MEMORY_SCAN = (  # does the program's process hold a test's text? (the pattern does not match itself)
+    "import ctypes, re\n"
+    "def add(a, b):\n    return a + b\n"
+    "found = False\n"
+    "with open('/proc/self/maps') as maps:\n"
+    "    for line in maps:\n"
+    "        span, perms, *rest = line.split()\n"
+    "        lo, hi = (int(x, 16) for x in span.split('-'))\n"
+    "        if perms[0] == 'r' and hi - lo <= 1 << 26 and not rest[-1].startswith('[v'):\n"
+    "            found = found or re.search(rb'EXPECTED_[0-9]{6}', ctypes.string_at(lo, hi - lo)) is not None\n"
+    "print('found' if found else 'absent')\n")
+
+
+def test_the_programs_process_never_holds_the_tests(unharmed):
+    """A program that reads the tests (its memory, gc, frames) could answer each call with
+    the expected value; under the judge they reach only the monitor."""
+    tests = ["assert add(1, 2) == 3  # EXPECTED_123456"]
+    run = run_one(MEMORY_SCAN, tests, setup=["# EXPECTED_654321"], limits=Limits(cpu_seconds=5, wall_seconds=10))
+    assert (run.stdout, run.passed) == ("absent\n", (True,)), run
+    # Judged in the program's process, the same scan finds them.
+    run = run_one(MEMORY_SCAN, tests, limits=Limits(cpu_seconds=5, wall_seconds=10), plain_results=False)
+    assert (run.stdout, run.passed) == ("found\n", (True,)), run
+
+
+def test_programs_that_dig_into_their_process_fake_nothing(unharmed):
+    """Clearing a class's heap-type flag with ctypes, or rebinding the harness's names
+    through frames, defeated the check when it ran in the program's process."""
+    yes = YES.replace("def add(a, b):\n    return Yes()\n", "")
+    flag = yes + ("import ctypes\n"  # tp_flags of CPython 3.11's type objects
+                  "flags = ctypes.c_ulong.from_address(id(Yes) + 168)\n"
+                  "if flags.value == Yes.__flags__:\n    flags.value &= ~512\n"
+                  "def add(a, b):\n    return Yes()\n")
+    frames = yes + ("import sys\n"
+                    "def add(a, b):\n"
+                    "    f = sys._getframe(1)\n"
+                    "    while f is not None:\n"
+                    "        for k in ('_sandbox_plain_', 'plain', 'say'):\n"
+                    "            if k in f.f_globals:\n"
+                    "                f.f_globals[k] = lambda *x: x[0] if x else None\n"
+                    "        f = f.f_back\n"
+                    "    return Yes()\n")
+    link = yes + ("import os\n"  # write a reply of its own choosing, then garbage, on every fd
+                  "def add(a, b):\n"
+                  "    for fd in range(3, 64):\n"
+                  "        for data in (b'\\x00\\x00\\x00\\x0b[\"ok\",true]', b'\\xff' * 8):\n"
+                  "            try:\n                os.write(fd, data)\n            except OSError:\n                pass\n"
+                  "    return Yes()\n")
+    for program in (flag, frames, link):
+        run = run_one(program, YES_TESTS)
+        assert not any(run.passed) and run.reason in ("ok", "crash"), run
 
 
 def test_print_flood(unharmed):

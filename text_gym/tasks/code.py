@@ -17,9 +17,10 @@ the action is the next token, ``Discrete(len(tokenizer))``.
 ## Rewards
 
 0 until the last step, then the fraction, in [0, 1], of the problem's test snippets that
-pass. The program runs first, then the setup, then each snippet in order, all in one
-process (a snippet that raises fails alone; the next one still runs). Every call in
-the setup and tests must return plain data (numbers, strings, None, containers of them;
+pass. The program runs first, in its sandbox process; then the setup and each snippet
+run in order in the sandbox's monitor, a process the program cannot reach, calling the
+program's functions (a snippet that raises fails alone; the next one still runs). Every
+call must return plain data (numbers, strings, None, containers of them;
 ``plain_results`` in :func:`~text_gym.rewards.sandbox.run_tests`), so an object whose
 ``__eq__`` always returns True earns nothing, on HumanEval too. Limits
 (:class:`~text_gym.rewards.sandbox.Limits`): ``timeout=`` seconds of CPU time and twice
