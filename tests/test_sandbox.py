@@ -331,6 +331,7 @@ def test_without_root_user_namespaces_keep_the_callers_files(open_dir):
     """The sandbox run by uid 65534: its programs have that kernel uid too, so only the
     read-only view and the hidden home keep them out of the caller's files."""
     shutil.copy(sandbox.__file__, open_dir / "sandbox.py")
+    shutil.copy(sandbox.HARNESS, open_dir / "_harness.py")
     (open_dir / "victim.txt").write_text("intact")
     (open_dir / "home").mkdir()
     (open_dir / "home" / "key").write_text("SECRET")
@@ -351,7 +352,7 @@ def test_without_root_user_namespaces_keep_the_callers_files(open_dir):
     # the caller's files are read-only, its home hidden, the monitor out of reach
     assert stdout.splitlines() == ["OSError 30", "OSError 30", "FileNotFoundError", "environ PermissionError", "-1 -1"]  # fmt: skip
     assert (open_dir / "victim.txt").read_text() == "intact"
-    assert sorted(os.listdir(open_dir)) == ["home", "sandbox.py", "victim.txt"]
+    assert sorted(os.listdir(open_dir)) == ["_harness.py", "home", "sandbox.py", "victim.txt"]
 
 
 def test_unconfined_machines_refuse_to_run_programs(monkeypatch):
@@ -585,6 +586,39 @@ def test_judge_and_program_trade_plain_values_exactly(unharmed):
     # A program's own object is never truthy or comparable to plain data, and is not sent.
     run = run_one(program, ["assert opaque()"], setup=[setup])
     assert run.detail == "test 0: NotPlain: a call returned a Opaque object, not plain data", run
+
+
+def test_the_wire_carries_plain_data_and_refuses_the_rest():
+    """The judge's link format, in this process: the worker's end encodes, the judge's parses."""
+    from text_gym.rewards import _harness
+
+    names = dict(vars(__import__("builtins")))
+    worker, judge = _harness.Link(-1, -1, names), _harness.Link(-1, -1, names, pidfd=0)
+    d = {"b": 1, "a": [2.5, None]}
+    values = [None, True, False, 0, -7, 10**500, 1.5, -0.0, float("inf"), "", "a:b\n\udc80é",
+              b"\x00\xff", bytearray(b"xy"), 2 - 3j, range(0, 10, 3), [1, [2, (3, "4")]], (),
+              {1, 2}, frozenset({"x"}), {(1, 2): {"k": []}}, d.keys(), d.values(), d.items(),
+              int, ZeroDivisionError]
+    for value in values:
+        back = judge.parse(worker.encode(value, worker.result))
+        assert type(back) is type(value) and (back == value or list(back) == list(value)), (value, back)  # fmt: skip
+    nan = judge.parse(worker.encode(float("nan"), worker.result))
+    assert nan != nan
+    # Subclasses go as their base value; what is not plain data is refused, or sent as a
+    # stand-in when the policy allows (iterators, from the worker).
+    counter = __import__("collections").Counter("aab")
+    assert type(judge.parse(worker.encode(counter, worker.result))) is dict
+    with pytest.raises(_harness.NotPlain, match="a call returned a object object"):
+        worker.encode(object(), worker.result)
+    stub = judge.parse(worker.encode(iter([1]), worker.result))
+    assert type(stub) is _harness.Remote and judge.parse(worker.encode(iter([1]), worker.result)) is not stub
+    with pytest.raises(_harness.NotPlain):
+        bool(stub)
+    # Malformed or hostile text never parses into anything.
+    for bad in ["", "l2:i1:", "s5:abc", "x1:", "i1", "nn", "o0:", "yopen:", "ynot_a_name:", "d1:i1:",
+                "e1:l0:", "b2:\u0100\u0100", "c1:s1:x", "r1:f1.0:", "l1:" * 5000 + "l0:"]:
+        with pytest.raises(Exception):
+            judge.parse(bad)
 
 
 MEMORY_SCAN = (  # does the program's process hold a test's text? (the pattern does not match itself)

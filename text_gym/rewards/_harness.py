@@ -1,0 +1,632 @@
+"""The code that runs inside each sandbox (see :mod:`text_gym.rewards.sandbox`).
+
+Never imported by the library to run: ``sandbox`` compiles this file once and sends it on
+stdin to ``python -S -s -P -c _BOOT <report fd>`` in the sandbox's namespaces, then the
+job. There this code is the monitor (it confines the filesystem, forks the worker and,
+under ``plain_results``, judges) and the worker (it runs the program). Importing it only
+defines its parts (the tests check the judge's wire format through them).
+
+Everything the worker's harness calls after the program has run in its process is bound
+before (default arguments), beyond the program's reach; the monitor runs no program code.
+"""
+
+import builtins
+import ctypes
+import marshal
+import os
+import resource as R
+import select
+import sys
+
+
+# Run by the monitor, in its new mount namespace, before it forks the worker (and by
+# ``probe``): everything read-only; one fresh tmpfs of ``size`` bytes on /tmp, shared (bind
+# mounts) by /var/tmp, /dev/shm, /run and the scratch folder; empty read-only tmpfs over
+# ``masks`` (site-packages, the caller's home), deepest first; a /proc of the pid
+# namespace where the kernel allows it (the value returned says whether it did).
+def confine(scratch, uid, masks, size, libc):
+    def check(ret, what):
+        if ret != 0:
+            raise OSError(ctypes.get_errno(), "sandbox confinement: " + what)
+    class MountAttr(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_uint64) for n in ("set", "clr", "propagation", "userns")]
+    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = (
+        1, 2, 4, 8, 4096, 16384, 262144)
+    check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    attr = MountAttr(1 | 2, 0, 0, 0)  # MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID
+    check(libc.syscall(ctypes.c_long(442), ctypes.c_int(-100), b"/", ctypes.c_uint(0x8000),
+                       ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
+          "mount_setattr(/, AT_RECURSIVE, read-only)")  # 442 on every architecture
+
+    def mount(source, path, fstype, flags, options):
+        check(libc.mount(source.encode(), path.encode(), fstype and fstype.encode(), flags,
+                         options and options.encode()), "mount on " + path)
+    if not os.path.isdir("/tmp") or os.path.islink("/tmp"):
+        raise OSError("sandbox confinement: /tmp is not a folder")
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%d,nr_inodes=4096,mode=1777" % size)
+    for path in ("/var/tmp", "/dev/shm", "/run"):
+        if os.path.isdir(path) and not os.path.islink(path):
+            inner = "/tmp/." + path.strip("/").replace("/", "_")
+            os.mkdir(inner), os.chmod(inner, 0o1777)
+            mount(inner, path, None, MS_BIND, None)
+    for path in sorted(masks, key=len, reverse=True):  # deepest first: one in the home
+        if os.path.isdir(path):  # would be out of sight, not hidden, once the home is
+            mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,nr_inodes=16,mode=555")
+    os.mkdir(scratch, 0o700)
+    if uid >= 0:
+        os.chown(scratch, uid, uid)
+    os.chdir(scratch)
+    return libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0
+
+# The judge's link (``plain_results``): the setup and tests run in the monitor, the
+# program in the worker. Calls cross a pair of pipes as length-prefixed messages of plain
+# data; an object that is not plain data stays on its side, and the other side gets a
+# stand-in for it (a handle): the judge's can be called and iterated, nothing more; the
+# worker's (for the tests' objects) can also read their public attributes.
+#
+# The wire (text, sent as UTF-8): ``n`` ``T`` ``F`` (None, True, False); a tag, a head and
+# ``:``: ``i<int>:`` ``f<float repr>:`` ``h<handle>:`` (the sender's object) ``o<handle>:``
+# (the receiver's own) ``y<name>:`` (a builtin class); ``s<n>:`` then n characters (``b``
+# bytes, ``a`` bytearray: as latin-1); a container's tag, its size, ``:`` and its items:
+# ``l`` list, ``t`` tuple, ``e`` set, ``z`` frozenset, ``d`` dict (keys and values in
+# turn), ``K`` ``V`` ``I`` a dict's keys, values, items, ``c`` complex, ``r`` range. The
+# judge parses it with builtins alone: no json (whose import costs more than a program's
+# run), no marshal or pickle (not safe on hostile data).
+
+LINK_BYTES = 1 << 24  # the most one message may carry
+
+
+class NotPlain(BaseException):  # past a test's "except Exception"
+    pass
+
+
+class Broken(BaseException):  # the worker ended, or broke the link
+    pass
+
+
+class RemoteError(Exception):  # the program raised something the judge cannot name
+    pass
+
+KEYS, VALUES, ITEMS = type({}.keys()), type({}.values()), type({}.items())
+MAPPING = type(type.__dict__)  # mappingproxy: a read-only dict, in C
+CONTAINERS = {list: "l", tuple: "t", set: "e", frozenset: "z", KEYS: "K", VALUES: "V",
+              ITEMS: "I", complex: "c", range: "r"}
+BUILD = {"l": list, "t": tuple, "e": set, "z": frozenset, "K": lambda v: dict.fromkeys(v).keys(),
+         "V": lambda v: dict(enumerate(v)).values(), "I": lambda v: dict(v).items(),
+         "c": lambda v: complex(*v), "r": lambda v: range(*v)}
+CONSTANTS = {"n": None, "T": True, "F": False}
+BASES = (dict, list, tuple, set, frozenset, str, bytes, bytearray, int, float, complex)
+MUTABLE = (list, dict, set, bytearray)  # what a call may change in its arguments
+
+
+class Remote:  # the judge's stand-in for an object of the program
+    __slots__ = ("_h", "_link")
+
+    def __init__(self, h, link):
+        self._h, self._link = h, link
+
+    def __call__(self, *args, **kwargs):
+        return self._link.call(self._h, args, kwargs)
+
+    def __iter__(self):
+        return self._link.ask(["iter", self._h])[1]
+
+    def __next__(self):
+        return self._link.ask(["next", self._h])[1]
+
+    def __bool__(self):
+        raise NotPlain("an object of the program was used as a truth value")
+
+    def __repr__(self):
+        return "<object %d of the program>" % self._h
+
+
+class Handle(Remote):  # the worker's stand-in for an object of the tests
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        return self._link.ask(["attr", self._h, name])[1]
+
+    def __bool__(self):
+        return True
+
+    def __repr__(self):
+        return "<object %d of the tests>" % self._h
+
+
+def update(old, new):  # put a container's contents after a call into it, in place
+    if type(old) is not type(new) or type(old) not in MUTABLE:
+        return
+    if type(old) is list and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            if type(a) in MUTABLE and type(a) is type(b):
+                update(a, b)
+            elif a is not b:
+                old[i] = b
+    elif type(old) in (list, bytearray):
+        old[:] = new
+    else:
+        old.clear(), old.update(new)
+
+
+class Link:
+    """One end of the judge's link: the monitor's (``pidfd``: the worker's, watched while
+    it waits) or the worker's. ``names``: the builtins, by which classes and exceptions
+    cross. Requests: ``call``, ``attr``, ``iter``, ``next`` on a handle; answers: ``ok``
+    (and the arguments' new contents), ``np`` (not plain data), ``err`` (an exception)."""
+
+    def __init__(self, rfd, wfd, names, pidfd=-1):
+        self.rfd, self.wfd, self.names, self.pidfd = rfd, wfd, names, pidfd
+        self.judge = pidfd >= 0  # the monitor's end (it watches the worker's pidfd)
+        self.stub = Remote if self.judge else Handle
+        self.objects, self.ids, self.stubs = [], {}, {}  # ours by handle; handle by id; theirs
+        self.classes = {}  # the judge: id -> class, of the tests' classes
+
+    def share(self, x):  # a handle to one of our objects (kept alive: its id stays its own)
+        h = self.ids.get(id(x))
+        if h is None:
+            h = self.ids[id(x)] = len(self.objects)
+            self.objects.append(x)
+        return "h%d:" % h
+
+    def result(self, x):  # the worker's results: plain data, or an iterator over some
+        if self.judge or hasattr(type(x), "__next__"):
+            return self.share(x)
+        raise NotPlain("a call returned a %s object, not plain data" % type(x).__name__)
+
+    def encode(self, x, other):  # plain data on the wire; other(x) for anything else
+        t = type(x)
+        if x is None or t is bool:
+            return "T" if x is True else "F" if x is False else "n"
+        if t is int:
+            return "i%d:" % x
+        if t is float:
+            return "f%r:" % x
+        if t is str or t is bytes or t is bytearray:
+            text = x if t is str else x.decode("latin-1")
+            return "%s%d:%s" % ("s" if t is str else "b" if t is bytes else "a", len(text), text)
+        if t is dict or t is MAPPING:
+            return "d%d:%s" % (len(x), "".join(self.encode(k, other) + self.encode(v, other)
+                                               for k, v in x.items()))
+        if t in CONTAINERS:
+            items = (x.real, x.imag) if t is complex else (x.start, x.stop, x.step) if t is range else x
+            items = [self.encode(v, other) for v in items]
+            return "%s%d:%s" % (CONTAINERS[t], len(items), "".join(items))
+        if t is self.stub:  # theirs, going home
+            return "o%d:" % x._h
+        if t is type and self.names.get(x.__name__) is x:  # a builtin class: int, ValueError
+            return "y%s:" % x.__name__
+        for base in BASES:  # a subclass (Counter, a named tuple, an IntEnum): its value
+            if isinstance(x, base):
+                y = base(x)
+                if type(y) is base:
+                    return self.encode(y, other)
+                break
+        return other(x)
+
+    def parse(self, s):  # the value of wire text s; raises on anything malformed
+        pos = 0
+
+        def value():
+            nonlocal pos
+            tag = s[pos]
+            if tag in CONSTANTS:
+                pos += 1
+                return CONSTANTS[tag]
+            end = s.index(":", pos + 1)
+            head, pos = s[pos + 1:end], end + 1
+            if tag in "sba":
+                n, start = int(head), pos
+                pos += n
+                if not 0 <= n <= len(s) - start:
+                    raise ValueError("a short string")
+                text = s[start:pos]
+                return text if tag == "s" else (bytes if tag == "b" else bytearray)(text, "latin-1")
+            if tag == "i":
+                return int(head)
+            if tag == "f":
+                return float(head)
+            if tag == "h":
+                h, stub = int(head), None
+                stub = self.stubs.get(h)
+                if stub is None:
+                    stub = self.stubs[h] = self.stub(h, self)
+                return stub
+            if tag == "o":
+                h = int(head)
+                if not 0 <= h < len(self.objects):
+                    raise ValueError("no such object")
+                return self.objects[h]
+            if tag == "y":
+                if type(self.names.get(head)) is not type:
+                    raise ValueError("no such class")
+                return self.names[head]
+            if tag == "d":
+                items = [value() for _ in range(2 * int(head))]
+                return {items[i]: items[i + 1] for i in range(0, len(items), 2)}
+            return BUILD[tag]([value() for _ in range(int(head))])
+
+        v = value()
+        if pos != len(s):
+            raise ValueError("trailing data")
+        return v
+
+    def send(self, wire):
+        data = wire.encode("utf-8", "surrogatepass")
+        if len(data) > LINK_BYTES:
+            raise NotPlain("a value of %d bytes, more than the judge takes (%d)" % (len(data), LINK_BYTES))
+        data = memoryview(len(data).to_bytes(4, "big") + data)
+        try:
+            while data:
+                data = data[os.write(self.wfd, data):]
+        except OSError as e:
+            raise Broken("the link is closed (%s)" % e)
+
+    def read(self, n):
+        buf = bytearray()
+        while len(buf) < n:  # the judge: until the worker writes or ends
+            if self.judge and self.rfd not in select.select([self.rfd, self.pidfd], [], [])[0]:
+                raise Broken("the program's process ended")
+            chunk = os.read(self.rfd, n - len(buf))
+            if not chunk:
+                raise Broken("the program closed the link")
+            buf += chunk
+        return bytes(buf)
+
+    def receive(self):
+        n = int.from_bytes(self.read(4), "big")
+        if n > LINK_BYTES:
+            raise Broken("the program sent a message of %d bytes" % n)
+        data = self.read(n)
+        try:
+            message = self.parse(data.decode("utf-8", "surrogatepass"))
+        except Exception as e:
+            raise NotPlain("the program sent malformed data (%s)" % type(e).__name__)
+        if type(message) is not list or not message or type(message[0]) is not str:
+            raise NotPlain("the program sent malformed data")
+        return message
+
+    def ask(self, message):  # a request; serve the other side's until the answer comes
+        self.send(self.encode(message, self.share))
+        while True:
+            m = self.receive()
+            if m[0] == "ok" and len(m) >= 2:
+                return m
+            if m[0] == "np":
+                raise NotPlain(str(m[1]) if len(m) > 1 else "")
+            if m[0] == "err" and len(m) == 3:
+                self.throw(str(m[1]), str(m[2]))
+            self.serve(m)
+
+    def call(self, h, args, kwargs):
+        sync = any(type(a) in MUTABLE for a in (*args, *kwargs.values()))
+        m = self.ask(["call", h, list(args), kwargs, sync])
+        if sync and len(m) == 3 and type(m[2]) is list and len(m[2]) == 2:
+            new_args, new_kwargs = m[2]
+            if type(new_args) is list and len(new_args) == len(args) and type(new_kwargs) is dict:
+                for old, new in zip(args, new_args):
+                    update(old, new)
+                for key, old in kwargs.items():
+                    update(old, new_kwargs.get(key))
+        return m[1]
+
+    def throw(self, name, text):  # raise what the other side raised, as a builtin type
+        cls = self.names.get(name)
+        if type(cls) is type and issubclass(cls, BaseException):
+            try:
+                e = cls(text)
+            except Exception:
+                e = None
+            if type(e) is cls:
+                raise e
+        raise RemoteError("%s: %s" % (name, text))
+
+    def serve(self, m):  # run the other side's request on one of our objects and answer
+        try:
+            h = m[1] if len(m) > 1 else None
+            if type(h) is not int or not 0 <= h < len(self.objects):
+                raise ValueError("no object %r here" % (h,))
+            x, answer = self.objects[h], None
+            if m[0] == "call" and len(m) == 5 and type(m[2]) is list and type(m[3]) is dict:
+                value, other = x(*m[2], **m[3]), self.result
+                if m[4]:
+                    answer = self.encode([m[2], m[3]], self.share)
+            elif m[0] == "attr" and len(m) == 3 and type(m[2]) is str:
+                if self.judge and (m[2][:1] == "_" or id(type(x)) not in self.classes):
+                    raise AttributeError("the program may read public attributes of the "
+                                         "tests' objects only, not %r of a %s" % (m[2], type(x).__name__))
+                value, other = getattr(x, m[2]), self.share
+            elif m[0] == "iter" and len(m) == 2:
+                value, other = iter(x), self.share
+            elif m[0] == "next" and len(m) == 2:
+                value, other = next(x), self.result
+            else:
+                raise ValueError("a bad request")
+            reply = ["s2:ok", self.encode(value, other)] + ([] if answer is None else [answer])
+            self.send("l%d:%s" % (len(reply), "".join(reply)))
+        except Broken:
+            raise
+        except NotPlain as e:
+            self.send(self.encode(["np", str(e)], self.share))
+        except BaseException as e:  # SystemExit and MemoryError too: the judge says what they mean
+            try:
+                text = str(e)[:1000]
+            except BaseException:
+                text = "unprintable"
+            name = next(c.__name__ for c in type(e).__mro__ if self.names.get(c.__name__) is c)
+            if name != type(e).__name__:
+                text = "%s: %s" % (type(e).__name__, text)
+            self.send(self.encode(["err", name, text], self.share))
+
+# stdlib modules that act when imported (or launch programs): the judge does not import
+# them for a program that did
+UNSAFE_IMPORTS = ("antigravity", "this", "idlelib", "turtledemo", "test", "tkinter", "turtle",
+                  "webbrowser", "pydoc")
+sys.set_int_max_str_digits(0)
+
+
+def judge(link, setup, tests, say, run, describe, names):
+    # The monitor's part under plain_results: the setup and tests run here, in a namespace
+    # of the program's names (plain values copied, modules imported anew, anything else
+    # a stand-in that calls it in the worker) and the builtins. Returns without a verdict
+    # when the worker ended: how it ended says why.
+
+    def finish(reason, detail):
+        for f in (sys.stdout, sys.stderr):
+            f.flush()
+        say("R %s %s" % (reason, detail))
+
+    def gone():  # None if the worker ended by itself; else the verdict for breaking the link
+        if select.select([link.pidfd], [], [], 1.0)[0]:  # (its pipe closes as it ends)
+            return None
+        return finish("crash", "the program broke the judge's link")
+
+    try:
+        if link.receive() != ["started"]:
+            return gone()
+        say("S")
+        m = link.receive()
+    except (Broken, NotPlain):
+        return gone()
+    if m[0] == "bad" and len(m) == 3:
+        reason = m[1] if m[1] in ("syntax_error", "exception", "exit", "memory") else "exception"
+        return finish(reason, str(m[2])[:200])
+    if m[0] != "ready" or len(m) != 3 or type(m[1]) is not dict or type(m[2]) is not dict:
+        return gone()
+
+    def build_class(*args, build=builtins.__build_class__, **kwargs):
+        cls = build(*args, **kwargs)  # the tests' classes: the program may read their
+        link.classes[id(cls)] = cls  # objects' public attributes
+        return cls
+
+    g = {k: v for k, v in m[1].items() if type(k) is str and k not in names and k[:2] != "__"}
+    for k, name in m[2].items():
+        top = str(name).partition(".")[0]
+        if (type(k) is str and k not in names and type(name) is str and top not in UNSAFE_IMPORTS
+                and top in sys.stdlib_module_names and "__main__" not in name.split(".")):
+            try:
+                __import__(name)
+                g[k] = sys.modules[name]
+            except BaseException:
+                pass
+    g.update(__name__="__main__", __builtins__=dict(names, __build_class__=build_class))
+    bad = setup is not None and run(setup, "<setup>", g)
+    if bad:
+        if type(bad[1]) is Broken:
+            return gone()
+        return finish("exception" if bad[0] == "syntax_error" else bad[0], describe(bad[1], "setup: "))
+    first = ""
+    for i, test in enumerate(tests):
+        bad = run(test, "<test %d>" % i, g)
+        if bad and type(bad[1]) is Broken:
+            return gone()
+        say("F" if bad else "P")
+        if bad:
+            first = first or describe(bad[1], "test %d: " % i)
+            if bad[0] in ("exit", "memory"):
+                return finish(bad[0], describe(bad[1], "test %d: " % i))
+    finish("ok", first)
+
+
+def work(link, program, run, describe, g, names):
+    # The worker's part under plain_results: run the program, tell the judge its names,
+    # then answer the judge's calls until it closes the link.
+    link.send(link.encode(["started"], link.share))
+    bad = run(program, "<program>", g)
+    if bad:
+        return link.send(link.encode(["bad", bad[0], describe(bad[1], "")], link.share))
+    values, modules = {}, {}
+    for k, v in list(g.items()):
+        if type(k) is str and k[:2] != "__" and k not in names:
+            if type(v) is type(sys):
+                modules[k] = v.__name__
+            else:
+                values[k] = v
+    wire = []
+    for k, v in values.items():  # by value if plain and not too big; else a stand-in
+        try:
+            value = link.encode(v, link.share)
+            value = value if len(value) <= 1 << 20 else link.share(v)
+        except Exception:
+            value = link.share(v)
+        wire.append(link.encode(k, link.share) + value)
+    link.send("l3:s5:readyd%d:%s%s" % (len(wire), "".join(wire), link.encode(modules, link.share)))
+    while True:
+        link.serve(link.receive())
+
+
+def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, str=str,
+         type=type, exec=exec, compile=compile, enumerate=enumerate, BE=BaseException,
+         SE=SystemExit, ME=MemoryError, OE=OSError, settrace=sys.settrace,
+         setprofile=sys.setprofile, streams=(sys.stdout, sys.stderr), dict=dict):
+    pristine = dict(vars(builtins))  # a local: the program cannot reach it through main
+
+    def take(n):  # n bytes of the job, on stdin (unbuffered: the rest stays in the pipe)
+        buf = b""
+        while len(buf) < n:
+            chunk = os.read(0, n - len(buf))
+            if not chunk:
+                break
+            buf += chunk
+        return buf
+
+    # The job's head; under plain_results the setup and tests follow, for the monitor alone
+    # (never in the worker's memory, where a program could read the expected answers).
+    (program, setup, tests, uid, limits, nonce, confined,
+     judged) = marshal.loads(take(int.from_bytes(take(4), "big")))
+    rep = min(R.getrlimit(R.RLIMIT_NOFILE)[0], 1024) - 1  # out of the way of os.close(3)
+    if rep != rfd:
+        os.dup2(rfd, rep, False), os.close(rfd)
+    if uid >= 0 or confined:  # reach the stdlib through fds: its path may be closed to
+        fds = {p: "/proc/self/fd/%d" % os.open(p, os.O_RDONLY | os.O_DIRECTORY)  # the
+               for p in sys.path if os.path.isdir(p)}  # new uid, or hidden by confine()
+        sys.path[:] = fds.values()
+        for m in list(sys.modules.values()):  # packages already imported (encodings)
+            if type(getattr(m, "__path__", None)) is list:
+                m.__path__[:] = [next((f + p[len(d):] for d, f in fds.items()
+                                       if (p + "/").startswith(d + "/")), p) for p in m.__path__]
+    libc = ctypes.CDLL(None, use_errno=True)
+    if confined:
+        confine(*confined, libc)
+    if judged:  # the judge's link: one pipe each way
+        (down, to_worker), (from_worker, up) = os.pipe(), os.pipe()
+
+    def describe(e, where):
+        try:
+            name, msg = type(e).__name__, str(e)
+            return str.replace("%s%s: %s" % (where, name, msg) if msg else where + name,
+                               "\n", " ")[:200]
+        except BE:
+            return where + "unprintable exception"
+
+    def run(source, name, g):  # -> None, or (reason, exception)
+        try:
+            code = compile(source, name, "exec")
+        except BE as e:
+            return "syntax_error", e
+        try:
+            exec(code, g)
+        except SE as e:
+            return "exit", e
+        except ME as e:
+            return "memory", e
+        except BE as e:
+            return "exception", e
+        finally:  # drop tracers the code installed before the harness goes on
+            settrace(None), setprofile(None)
+
+    pid = os.fork()
+    if pid:  # the monitor: runs nothing of the user's; under plain_results, judges
+        if confined:  # no ptrace or /proc/<pid>/mem for the worker (it has our kernel uid
+            libc.prctl(4, 0, 0, 0, 0)  # without root): PR_SET_DUMPABLE 0
+        if judged:
+            os.close(down), os.close(up)
+            pidfd = os.pidfd_open(pid)
+            setup, tests = marshal.loads(take(1 << 30))
+
+            def say(line):  # one line, whatever the program's messages in it hold
+                line = " ".join(str.splitlines(line)).encode("utf-8", "replace")[:300]
+                write(rep, nonce + b" " + line + b"\n")
+
+            link = Link(from_worker, to_worker, pristine, pidfd)
+            judge(link, setup, tests, say, run, describe, pristine)
+            for f in streams:
+                f.flush()
+            os.close(to_worker)  # the worker's cue to flush its output and end
+            if not select.select([pidfd], [], [], 1.0)[0]:
+                os.kill(pid, 9)
+        _, status, ru = os.wait4(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        write(rep, b"%s X %d %d %.3f\n" % (nonce, max(code, 0), max(-code, 0),
+                                           ru.ru_utime + ru.ru_stime))
+        exit(0)
+    pid, ino = getpid(), fstat(rep).st_ino
+    os.close(0)  # the job's tail (the tests) is the monitor's
+    try:
+        os.open(os.devnull, os.O_RDONLY)  # as stdin (fd 0: the lowest free)
+    except OSError:
+        pass
+    if judged:  # the worker speaks to the judge only
+        os.close(rep), os.close(to_worker), os.close(from_worker)
+    for lim, val in zip((R.RLIMIT_CORE, R.RLIMIT_CPU, R.RLIMIT_AS, R.RLIMIT_FSIZE,
+                         R.RLIMIT_NPROC, R.RLIMIT_NOFILE), (0, *limits)):
+        R.setrlimit(lim, (val, val + (lim == R.RLIMIT_CPU)))  # SIGXCPU, then SIGKILL
+    if uid >= 0:
+        os.setgroups([]), os.setgid(uid), os.setuid(uid)
+    elif confined and libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER: no power over the
+        exit(112)  # mounts confine() made, which the namespace's root could undo
+    keyctl = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
+    if keyctl:  # not the caller's session keyring, nor what the slot's last program left
+        if libc.syscall(keyctl, 1, None) < 0:  # KEYCTL_JOIN_SESSION_KEYRING: a new one
+            exit(114)
+        libc.syscall(keyctl, 7, -4)  # KEYCTL_CLEAR of this uid's user keyring
+    os.umask(0o077)
+    g = {"__name__": "__main__", "__builtins__": builtins}
+
+    def flush():
+        for f in streams:
+            try:
+                f.flush()
+            except BE:
+                pass
+
+    if judged:
+        try:
+            work(Link(down, up, pristine), program, run, describe, g, pristine)
+        except Broken:  # the judge closed the link: it has its verdict
+            pass
+        flush()
+        exit(0)
+
+    def say(line):
+        if getpid() != pid:  # a fork of the worker never speaks for it
+            exit(0)
+        try:
+            if fstat(rep).st_ino != ino:  # the report pipe was closed or replaced
+                exit(113)
+            write(rep, nonce + b" " + str.encode(line, "utf-8", "replace")[:300] + b"\n")
+        except OE:
+            exit(113)
+
+    def finish(reason, detail):
+        flush()
+        say("R %s %s" % (reason, detail))
+        exit(0)
+
+    say("S")
+    bad = run(program, "<program>", g)
+    if bad:
+        finish(bad[0], describe(bad[1], ""))
+    # The setup and tests run in a namespace of their own: the program's names, less those
+    # that hide a builtin, and the builtins as they were before the program ran.
+    g = {k: v for k, v in dict.items(g) if k not in pristine}
+    g.update(__name__="__main__", __builtins__=pristine)
+    bad = setup is not None and run(setup, "<setup>", g)
+    if bad:
+        finish("exception" if bad[0] == "syntax_error" else bad[0], describe(bad[1], "setup: "))
+    first = ""
+    for i, test in enumerate(tests):
+        bad = run(test, "<test %d>" % i, g)
+        say("F" if bad else "P")
+        if bad:
+            first = first or describe(bad[1], "test %d: " % i)
+            if bad[0] in ("exit", "memory"):
+                finish(bad[0], describe(bad[1], "test %d: " % i))
+    finish("ok", first)
+
+
+def probe(scratch, nested):
+    # What ``sandbox._isolation`` runs once: the monitor's steps (confine(), then, without
+    # root, the worker's own user namespace); prints whether /proc was mounted.
+    libc = ctypes.CDLL(None, use_errno=True)
+    proc = confine(scratch, -1, (), 1 << 20, libc)
+    if nested and libc.unshare(0x10000000) != 0:
+        raise OSError(ctypes.get_errno(), "sandbox confinement: a nested user namespace")
+    print(int(proc))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "probe":
+        probe(sys.argv[2], sys.argv[3] == "1")
+    else:
+        main(int(sys.argv[1]))
