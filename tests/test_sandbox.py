@@ -33,7 +33,8 @@ ROOT = os.geteuid() == 0
 
 def leftovers() -> list[str]:
     """Live processes run as one of this process's sandbox uids, or children of it."""
-    found, mine = [], range(sandbox._uid(0), sandbox._uid(SLOTS))
+    found = []
+    mine = {*range(sandbox._uid(0), sandbox._uid(SLOTS)), *range(sandbox._judge_uid(0), sandbox._judge_uid(SLOTS))}  # fmt: skip
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/status") as f:
@@ -619,6 +620,24 @@ def test_the_wire_carries_plain_data_and_refuses_the_rest():
                 "e1:l0:", "b2:\u0100\u0100", "c1:s1:x", "r1:f1.0:", "l1:" * 5000 + "l0:"]:
         with pytest.raises(Exception):
             judge.parse(bad)
+
+
+@pytest.mark.skipif(not (ROOT or isolation()["filesystem"]), reason="nothing confines files here")
+def test_the_tests_cannot_undo_the_confinement(unharmed):
+    """The setup and tests run in the judge, which keeps no power to mount (so none to
+    make the read-only mounts writable again) and, as root, takes a uid of its own."""
+    probe = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+             "rc = libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)\n"
+             "print(os.getuid(), rc, ctypes.get_errno())\n")
+    run = run_one(ADD, ["assert add(1, 2) == 3"], setup=[probe])
+    uid, rc, errno = map(int, run.stdout.split())
+    assert (rc, errno, run.passed) == (-1, 1, (True,)), run  # EPERM
+    assert uid != 0 if ROOT else True
+    if ROOT:
+        assert uid in range(sandbox._judge_uid(0), sandbox._judge_uid(SLOTS)), uid
+    # The worker cannot mount either (it never could).
+    run = run_one(ADD + probe, tests=())
+    assert run.stdout.split()[1:] == ["-1", "1"], run
 
 
 MEMORY_SCAN = (  # does the program's process hold a test's text? (the pattern does not match itself)

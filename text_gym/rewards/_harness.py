@@ -472,8 +472,8 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
 
     # The job's head; under plain_results the setup and tests follow, for the monitor alone
     # (never in the worker's memory, where a program could read the expected answers).
-    (program, setup, tests, uid, limits, nonce, confined,
-     judged) = marshal.loads(take(int.from_bytes(take(4), "big")))
+    (program, setup, tests, uid, limits, nonce, confined, judged,
+     judge_uid) = marshal.loads(take(int.from_bytes(take(4), "big")))
     rep = min(R.getrlimit(R.RLIMIT_NOFILE)[0], 1024) - 1  # out of the way of os.close(3)
     if rep != rfd:
         os.dup2(rfd, rep, False), os.close(rfd)
@@ -523,6 +523,15 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
             os.close(down), os.close(up)
             pidfd = os.pidfd_open(pid)
             setup, tests = marshal.loads(take(1 << 30))
+            # The tests are the task's code, not the program's, yet they get no power over
+            # the confinement either: the judge gives up root for a uid of its own (the
+            # worker's differs, so neither can signal or trace the other), or enters a user
+            # namespace of its own (it keeps the kernel uid; not dumpable, as above).
+            if uid >= 0:
+                os.setgroups([]), os.setgid(judge_uid), os.setuid(judge_uid)
+                libc.prctl(4, 1, 0, 0, 0)  # dumpable: its /proc/self/fd (the stdlib) stays its own
+            elif confined and libc.unshare(0x10000000) != 0:
+                exit(112)
 
             def say(line):  # one line, whatever the program's messages in it hold
                 line = " ".join(str.splitlines(line)).encode("utf-8", "replace")[:300]
@@ -534,7 +543,10 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
                 f.flush()
             os.close(to_worker)  # the worker's cue to flush its output and end
             if not select.select([pidfd], [], [], 1.0)[0]:
-                os.kill(pid, 9)
+                try:
+                    os.kill(pid, 9)
+                except OSError:  # not ours to signal: pid 1's exit ends it
+                    exit(0)
         _, status, ru = os.wait4(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         write(rep, b"%s X %d %d %.3f\n" % (nonce, max(code, 0), max(-code, 0),

@@ -42,7 +42,9 @@ Protected (each tested in ``tests/test_sandbox.py``):
   builtins or ``sys.modules``, ``sys.exit`` and ``os._exit`` never turn a test into a
   pass;
 * the tests' judgement (``plain_results``, on by default): the setup and tests run in the
-  monitor, which no program code reaches, and only it writes the records; the worker
+  monitor, which no program code reaches, and only it writes the records. Before it
+  runs them it gives up root for a uid of its own (2**28 below the worker's), or enters
+  a user namespace of its own, so the tests cannot undo the confinement either. The worker
   never holds the tests (they reach the monitor after the fork), so a program that
   reads its own memory finds no expected answers. The tests' namespace has the
   program's names, less those that would hide a builtin: plain values as copies,
@@ -291,6 +293,12 @@ def _uid(slot: int) -> int:
     return UID_BASE + (os.getpid() % (1 << 22)) * SLOTS + slot  # < 2**31 for any pid_max
 
 
+def _judge_uid(slot: int) -> int:
+    """The uid the slot's judge (the monitor, running the tests) takes as root: 2**28 below
+    its worker's, in a range of its own."""
+    return _uid(slot) - (1 << 28)
+
+
 def _collect(proc: subprocess.Popen, rfd: int, limits: Limits, deadline: float,
              report_cap: int) -> tuple[str | None, list[bytearray]]:
     """Read stdout, stderr and the report until the sandbox ends or breaks a limit.
@@ -405,7 +413,8 @@ def _run_one(program: str, setup: str | None, tests: Sequence[str], limits: Limi
         try:
             setup, tests = None if setup is None else str(setup), tuple(map(str, tests))
             head = marshal.dumps((str(program), *((None, ()) if judged else (setup, tests)), uid,
-                                  limit_values, nonce, confined, bool(judged)))  # exact strs only
+                                  limit_values, nonce, confined, bool(judged),
+                                  _judge_uid(slot) if uid >= 0 else -1))  # exact strs only
             proc.stdin.write(_harness() + len(head).to_bytes(4, "big") + head)
             proc.stdin.write(marshal.dumps((setup, tests)) if judged else b"")
             proc.stdin.close()
