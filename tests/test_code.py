@@ -123,6 +123,32 @@ def test_an_always_equal_object_scores_zero(humaneval):
     assert all("NotPlain" in r.detail for r in humaneval.last_runs if r.reason == "ok")
 
 
+SPY = """    return _seen[-1] if _seen else None
+_seen = []
+def _spy(f):
+    def spy(s, *rest):
+        _seen.append(s)
+        return f(s, *rest)
+    return spy
+for _name in ("encode_cyclic", "encode_shift"):
+    if _name in globals():
+        globals()[_name] = _spy(globals()[_name])
+if "poly" in globals():
+    def poly(xs, x):
+        return 0.0
+"""
+
+
+def test_tests_use_the_prompts_helpers_not_the_programs(humaneval):
+    """A program that rewrites the prompt's helpers (a poly that calls every x a root, an
+    encoder that remembers its plaintext) earns nothing from them: the tests' setup
+    defines the prompt's own copies."""
+    samples = [_by_id(humaneval, f"HumanEval/{i}") for i in (32, 38, 50)]
+    assert all("def " in s.extra["setup"].split("candidate = ")[0] for s in samples)
+    assert humaneval.score([SPY] * 3, samples).rewards.tolist() == [0.0] * 3
+    assert humaneval.score([s.references[0] for s in samples], samples).rewards.tolist() == [1.0] * 3
+
+
 def test_easy_references_pass_every_test():
     problems = easy_problems()
     task = CodeTask(dataset="easy")

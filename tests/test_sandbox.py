@@ -168,9 +168,10 @@ def test_timeout_in_a_test_keeps_earlier_results(unharmed):
     run = run_one(program, tests=["assert add(1, 2) == 3", "spin()", "pass"])
     assert run.passed == (True, False, False) and run.reason == "timeout", run
     assert "CPU limit" in run.detail, run
-    # The tests' own loops run in the judge, bounded by the wall clock.
+    # The tests' own loops run in the judge, which has the same CPU limit.
     run = run_one(ADD, tests=["assert add(1, 2) == 3", "while True: pass", "pass"])
-    assert run.passed == (True, False, False) and run.reason == "timeout"
+    assert run.passed == (True, False, False) and run.reason == "timeout", run
+    assert run.detail == "the judge's CPU limit of 1 s exceeded", run
 
 
 def test_fork_and_threads_refused(unharmed):
@@ -319,6 +320,7 @@ program = (
     "    print('environ', type(e).__name__)\n"
     "libc = ctypes.CDLL(None, use_errno=True)\n"
     "print(libc.umount2(b'/tmp', 2), libc.mount(None, b'/', None, 32 | 4096 | 16384, None))\n"
+    "os.kill(1, 2)  # SIGINT to the monitor (the same kernel uid here): it ignores it\n"
 )
 info = sandbox.isolation()
 run = sandbox.run_tests([program], [["assert add(1, 2) == 3"]])[0] if info["filesystem"] else None
@@ -615,6 +617,9 @@ def test_the_wire_carries_plain_data_and_refuses_the_rest():
     assert type(stub) is _harness.Remote and judge.parse(worker.encode(iter([1]), worker.result)) is not stub
     with pytest.raises(_harness.NotPlain):
         bool(stub)
+    many = "".join("h%d:" % h for h in range(_harness.STUBS + 1))
+    with pytest.raises(ValueError, match="handles"):
+        judge.parse("l%d:%s" % (_harness.STUBS + 1, many))
     # Malformed or hostile text never parses into anything.
     for bad in ["", "l2:i1:", "s5:abc", "x1:", "i1", "nn", "o0:", "yopen:", "ynot_a_name:", "d1:i1:",
                 "e1:l0:", "b2:\u0100\u0100", "c1:s1:x", "r1:f1.0:", "l1:" * 5000 + "l0:"]:
@@ -638,6 +643,20 @@ def test_the_tests_cannot_undo_the_confinement(unharmed):
     # The worker cannot mount either (it never could).
     run = run_one(ADD + probe, tests=())
     assert run.stdout.split()[1:] == ["-1", "1"], run
+
+
+def test_the_judge_keeps_to_itself(unharmed):
+    """The judge does not import what reads files named by the environment (readline's
+    ~/.inputrc, which the program could write), starts away from the program's folder,
+    and reads any integer the program sends in linear time (a 2-million-digit one)."""
+    program = (ADD + "import os, readline\n"
+               "open(os.path.expanduser('~/.inputrc'), 'w').write('$include /proc/self/environ\\n')\n"
+               "def big():\n    return 10 ** 2_000_000\n")
+    tests = ["assert 'readline' not in globals() and 'readline' not in __import__('sys').modules",
+             "import os\nassert (os.environ['HOME'], os.getcwd()) == ('/nonexistent', '/')",
+             "assert big() == 10 ** 2_000_000"]
+    run = run_one(program, tests, limits=Limits(cpu_seconds=2, wall_seconds=4))
+    assert run.passed == (True, True, True) and run.stderr == "", run
 
 
 MEMORY_SCAN = (  # does the program's process hold a test's text? (the pattern does not match itself)

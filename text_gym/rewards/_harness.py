@@ -16,6 +16,7 @@ import marshal
 import os
 import resource as R
 import select
+import signal
 import sys
 
 
@@ -74,6 +75,7 @@ def confine(scratch, uid, masks, size, libc):
 # run), no marshal or pickle (not safe on hostile data).
 
 LINK_BYTES = 1 << 24  # the most one message may carry
+STUBS = 1 << 16  # the most stand-ins one end keeps for the other's objects
 
 
 class NotPlain(BaseException):  # past a test's "except Exception"
@@ -179,7 +181,7 @@ class Link:
         if x is None or t is bool:
             return "T" if x is True else "F" if x is False else "n"
         if t is int:
-            return "i%d:" % x
+            return "i%x:" % x  # hex: linear time both ways, for any size
         if t is float:
             return "f%r:" % x
         if t is str or t is bytes or t is bytearray:
@@ -223,13 +225,15 @@ class Link:
                 text = s[start:pos]
                 return text if tag == "s" else (bytes if tag == "b" else bytearray)(text, "latin-1")
             if tag == "i":
-                return int(head)
+                return int(head, 16)
             if tag == "f":
                 return float(head)
             if tag == "h":
-                h, stub = int(head), None
+                h = int(head)
                 stub = self.stubs.get(h)
                 if stub is None:
+                    if len(self.stubs) >= STUBS:
+                        raise ValueError("more than %d handles" % STUBS)
                     stub = self.stubs[h] = self.stub(h, self)
                 return stub
             if tag == "o":
@@ -358,10 +362,11 @@ class Link:
                 text = "%s: %s" % (type(e).__name__, text)
             self.send(self.encode(["err", name, text], self.share))
 
-# stdlib modules that act when imported (or launch programs): the judge does not import
-# them for a program that did
+# stdlib modules that act when imported (launch programs, read files named by the
+# environment, such as readline's ~/.inputrc): the judge does not import them for a
+# program that did
 UNSAFE_IMPORTS = ("antigravity", "this", "idlelib", "turtledemo", "test", "tkinter", "turtle",
-                  "webbrowser", "pydoc")
+                  "webbrowser", "pydoc", "readline", "rlcompleter")
 sys.set_int_max_str_digits(0)
 
 
@@ -517,6 +522,7 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
 
     pid = os.fork()
     if pid:  # the monitor: runs nothing of the user's; under plain_results, judges
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # pid 1 then drops the worker's SIGINT
         if confined:  # no ptrace or /proc/<pid>/mem for the worker (it has our kernel uid
             libc.prctl(4, 0, 0, 0, 0)  # without root): PR_SET_DUMPABLE 0
         if judged:
@@ -532,10 +538,22 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
                 libc.prctl(4, 1, 0, 0, 0)  # dumpable: its /proc/self/fd (the stdlib) stays its own
             elif confined and libc.unshare(0x10000000) != 0:
                 exit(112)
+            # Nothing of the program's folder reaches the tests by default (HOME, the cwd),
+            # and the judge has the program's CPU and memory limits too.
+            os.chdir("/")
+            os.environ.update(HOME="/nonexistent", TMPDIR="/tmp")
+            R.setrlimit(R.RLIMIT_CPU, (limits[0], limits[0] + 1))  # SIGXCPU, then SIGKILL
+            R.setrlimit(R.RLIMIT_AS, (limits[1], limits[1]))
 
             def say(line):  # one line, whatever the program's messages in it hold
                 line = " ".join(str.splitlines(line)).encode("utf-8", "replace")[:300]
                 write(rep, nonce + b" " + line + b"\n")
+
+            def out_of_time(*_):
+                say("R timeout the judge's CPU limit of %d s exceeded" % limits[0])
+                exit(0)
+
+            signal.signal(signal.SIGXCPU, out_of_time)
 
             link = Link(from_worker, to_worker, pristine, pidfd)
             judge(link, setup, tests, say, run, describe, pristine)

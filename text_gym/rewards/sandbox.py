@@ -44,7 +44,10 @@ Protected (each tested in ``tests/test_sandbox.py``):
 * the tests' judgement (``plain_results``, on by default): the setup and tests run in the
   monitor, which no program code reaches, and only it writes the records. Before it
   runs them it gives up root for a uid of its own (2**28 below the worker's), or enters
-  a user namespace of its own, so the tests cannot undo the confinement either. The worker
+  a user namespace of its own, so the tests cannot undo the confinement either; it has
+  the program's CPU and memory limits (its own: the tests' work does not count against
+  the program), ignores SIGINT, leaves the program's folder (cwd ``/``, HOME missing)
+  and does not import the few modules that read files the environment names. The worker
   never holds the tests (they reach the monitor after the fork), so a program that
   reads its own memory finds no expected answers. The tests' namespace has the
   program's names, less those that would hide a builtin: plain values as copies,
@@ -71,11 +74,9 @@ is available, nothing would keep a program out of the caller's files and process
 ``run_tests`` and ``CodeTask`` raise ``SandboxUnavailable`` (a ``RuntimeError``) saying
 how to fix it, unless ``TEXT_GYM_SANDBOX_UNCONFINED=1`` says to run anyway.
 
-Not protected: a helper of the program's own that the tests trust (HumanEval/32's
-``poly``, /38's ``encode_cyclic`` are the program's, prompt included) answers as the
-program wrote it. The program's CPU limit does not cover the tests' own work in the
-monitor (the wall-clock deadline does). Program globals reach the tests as they were
-once the program ran. With ``plain_results=False`` the tests run in the program's
+Not protected: a helper of the program's that the tests call answers as the program
+wrote it (``CodeTask`` gives HumanEval's tests the prompt's own copies instead).
+Program globals reach the tests as they were once the program ran. With ``plain_results=False`` the tests run in the program's
 process, and a program that digs into its own interpreter (frames, ``gc``, ``ctypes``)
 can sway them. A Unix socket file outside the hidden folders can be connected to despite the
 read-only mounts (the network namespace does not cover them). The worker joins a new session keyring and
@@ -84,8 +85,9 @@ program's stay out of reach; elsewhere it inherits the caller's session keyring.
 Files outside the hidden folders stay readable (the library's own checkout too). The
 worker reaches the stdlib through directory fds opened before the confinement
 (``/proc/self/fd/N`` on ``sys.path``), so an interpreter under ``/root`` or a hidden
-home works, and the folders between those and the hidden one stay readable through
-them (``fd/3/..``: the interpreter's installation, not the rest of the home). Without
+home works, and everything under the hidden folder that holds the interpreter stays
+readable through them (``fd/3/../..``: its installation and what sits beside it, such as
+pyenv's other versions and their site-packages, not the rest of the home). Without
 root, RLIMIT_NPROC counts all the caller's processes. Without namespaces (root only):
 the network is reachable, world-writable folders stay writable and what is left there
 stays, and, with ``processes > 0``, a child that calls ``setsid`` can outlive the group
