@@ -645,6 +645,20 @@ def test_the_tests_cannot_undo_the_confinement(unharmed):
     assert run.stdout.split()[1:] == ["-1", "1"], run
 
 
+@pytest.mark.skipif(not isolation()["filesystem"], reason="nothing confines files here")
+def test_the_stdlib_leads_nowhere_else(unharmed):
+    """The program reaches the stdlib through read-only bind mounts of its folders, so
+    ``..`` from them finds only the other bind mounts (through directory fds, it climbed
+    to the interpreter's whole installation: pyenv's other versions, their packages)."""
+    program = ("import os, sys\n"
+               "print(sorted({n for p in sys.path for n in os.listdir(os.path.join(p, '..'))}))\n"
+               "print(sorted({n for p in sys.path for n in os.listdir(os.path.join(p, '..', '..'))}))\n")
+    run = run_one(program, tests=())
+    up, up2 = run.stdout.splitlines()
+    assert eval(up) == [str(i) for i in range(len(eval(up)))] and ".lib" in eval(up2), run
+    assert run_one("import json, collections.abc, decimal, math\n" + ADD).passed == (True,)
+
+
 def test_the_judge_keeps_to_itself(unharmed):
     """The judge does not import what reads files named by the environment (readline's
     ~/.inputrc, which the program could write), starts away from the program's folder,

@@ -23,9 +23,12 @@ import sys
 # Run by the monitor, in its new mount namespace, before it forks the worker (and by
 # ``probe``): everything read-only; one fresh tmpfs of ``size`` bytes on /tmp, shared (bind
 # mounts) by /var/tmp, /dev/shm, /run and the scratch folder; empty read-only tmpfs over
-# ``masks`` (site-packages, the caller's home), deepest first; a /proc of the pid
-# namespace where the kernel allows it (the value returned says whether it did).
-def confine(scratch, uid, masks, size, libc):
+# ``masks`` (site-packages, the caller's home), deepest first; ``paths`` (the stdlib's
+# folders, by a name that still reaches them, a directory fd's) bound read-only under
+# /tmp/.lib, so that ``..`` from them leads nowhere else; a /proc of the pid namespace
+# where the kernel allows it. Returns whether /proc was mounted, and where each of
+# ``paths`` now is.
+def confine(scratch, uid, masks, size, libc, paths=None):
     def check(ret, what):
         if ret != 0:
             raise OSError(ctypes.get_errno(), "sandbox confinement: " + what)
@@ -35,9 +38,12 @@ def confine(scratch, uid, masks, size, libc):
         1, 2, 4, 8, 4096, 16384, 262144)
     check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
     attr = MountAttr(1 | 2, 0, 0, 0)  # MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID
-    check(libc.syscall(ctypes.c_long(442), ctypes.c_int(-100), b"/", ctypes.c_uint(0x8000),
-                       ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
-          "mount_setattr(/, AT_RECURSIVE, read-only)")  # 442 on every architecture
+
+    def read_only(path):  # recursively: mount_setattr, 442 on every architecture
+        check(libc.syscall(ctypes.c_long(442), ctypes.c_int(-100), path.encode(), ctypes.c_uint(0x8000),
+                           ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
+              "mount_setattr(%s, AT_RECURSIVE, read-only)" % path)
+    read_only("/")
 
     def mount(source, path, fstype, flags, options):
         check(libc.mount(source.encode(), path.encode(), fstype and fstype.encode(), flags,
@@ -53,11 +59,20 @@ def confine(scratch, uid, masks, size, libc):
     for path in sorted(masks, key=len, reverse=True):  # deepest first: one in the home
         if os.path.isdir(path):  # would be out of sight, not hidden, once the home is
             mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,nr_inodes=16,mode=555")
+    places = {}
+    if paths:
+        os.mkdir("/tmp/.lib", 0o755)
+    for i, (path, source) in enumerate((paths or {}).items()):  # with the masks under them
+        places[path] = "/tmp/.lib/%d" % i
+        os.mkdir(places[path], 0o755)
+        mount(source, places[path], None, MS_BIND | MS_REC, None)
+        read_only(places[path])
     os.mkdir(scratch, 0o700)
     if uid >= 0:
         os.chown(scratch, uid, uid)
     os.chdir(scratch)
-    return libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0
+    proc = libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0
+    return proc, places
 
 # The judge's link (``plain_results``): the setup and tests run in the monitor, the
 # program in the worker. Calls cross a pair of pipes as length-prefixed messages of plain
@@ -482,17 +497,25 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
     rep = min(R.getrlimit(R.RLIMIT_NOFILE)[0], 1024) - 1  # out of the way of os.close(3)
     if rep != rfd:
         os.dup2(rfd, rep, False), os.close(rfd)
-    if uid >= 0 or confined:  # reach the stdlib through fds: its path may be closed to
-        fds = {p: "/proc/self/fd/%d" % os.open(p, os.O_RDONLY | os.O_DIRECTORY)  # the
-               for p in sys.path if os.path.isdir(p)}  # new uid, or hidden by confine()
-        sys.path[:] = fds.values()
-        for m in list(sys.modules.values()):  # packages already imported (encodings)
-            if type(getattr(m, "__path__", None)) is list:
-                m.__path__[:] = [next((f + p[len(d):] for d, f in fds.items()
-                                       if (p + "/").startswith(d + "/")), p) for p in m.__path__]
+    # The stdlib's folders may be closed to the worker's uid (an interpreter under /root) or
+    # hidden by confine() (one in the home): reach them through directory fds, or, when
+    # confined, through bind mounts of those (from which ``..`` climbs to nothing else).
+    places = {}
+    if uid >= 0 or confined:
+        places = {p: "/proc/self/fd/%d" % os.open(p, os.O_RDONLY | os.O_DIRECTORY)
+                  for p in sys.path if os.path.isdir(p)}
     libc = ctypes.CDLL(None, use_errno=True)
     if confined:
-        confine(*confined, libc)
+        fds = [int(f.rsplit("/", 1)[1]) for f in places.values()]
+        places = confine(*confined, libc, places)[1]
+        for fd in fds:
+            os.close(fd)
+    if places:
+        sys.path[:] = places.values()
+        for m in list(sys.modules.values()):  # packages already imported (encodings)
+            if type(getattr(m, "__path__", None)) is list:
+                m.__path__[:] = [next((f + p[len(d):] for d, f in places.items()
+                                       if (p + "/").startswith(d + "/")), p) for p in m.__path__]
     if judged:  # the judge's link: one pipe each way
         (down, to_worker), (from_worker, up) = os.pipe(), os.pipe()
 
@@ -649,7 +672,9 @@ def probe(scratch, nested):
     # What ``sandbox._isolation`` runs once: the monitor's steps (confine(), then, without
     # root, the worker's own user namespace); prints whether /proc was mounted.
     libc = ctypes.CDLL(None, use_errno=True)
-    proc = confine(scratch, -1, (), 1 << 20, libc)
+    paths = {p: "/proc/self/fd/%d" % os.open(p, os.O_RDONLY | os.O_DIRECTORY)
+             for p in sys.path if os.path.isdir(p)}
+    proc = confine(scratch, -1, (), 1 << 20, libc, paths)[0]
     if nested and libc.unshare(0x10000000) != 0:
         raise OSError(ctypes.get_errno(), "sandbox confinement: a nested user namespace")
     print(int(proc))

@@ -28,9 +28,11 @@ Protected (each tested in ``tests/test_sandbox.py``):
   and the program's folder (``/tmp/sandbox``), gone with the namespace (nothing left
   behind, no host socket there to reach); every site-packages and the caller's home
   hidden under empty read-only ones, deepest first (installed packages may hold the
-  answers: HumanEval's do); a /proc of the pid namespace alone (``private_proc``, where
-  the kernel allows its mount). Without it, as root, the worker's uid owns only its
-  folder;
+  answers: HumanEval's do); the stdlib's folders bound read-only under ``/tmp/.lib``
+  (so an interpreter under ``/root`` or a hidden home works, and ``..`` from them leads
+  to nothing else); a /proc of the pid namespace alone (``private_proc``, where the
+  kernel allows its mount). Without it, as root, the worker's uid owns only its folder,
+  and reaches the stdlib through directory fds (``/proc/self/fd/N`` on ``sys.path``);
 * the network: a new, empty network namespace (not even loopback is up), and SysV IPC
   (a new IPC namespace);
 * the parent: its environment and its process (``kill`` reaches nothing outside the pid
@@ -82,12 +84,7 @@ can sway them. A Unix socket file outside the hidden folders can be connected to
 read-only mounts (the network namespace does not cover them). The worker joins a new session keyring and
 clears its uid's user keyring (x86_64 and aarch64), so the caller's keys and a previous
 program's stay out of reach; elsewhere it inherits the caller's session keyring.
-Files outside the hidden folders stay readable (the library's own checkout too). The
-worker reaches the stdlib through directory fds opened before the confinement
-(``/proc/self/fd/N`` on ``sys.path``), so an interpreter under ``/root`` or a hidden
-home works, and everything under the hidden folder that holds the interpreter stays
-readable through them (``fd/3/../..``: its installation and what sits beside it, such as
-pyenv's other versions and their site-packages, not the rest of the home). Without
+Files outside the hidden folders stay readable (the library's own checkout too). Without
 root, RLIMIT_NPROC counts all the caller's processes. Without namespaces (root only):
 the network is reachable, world-writable folders stay writable and what is left there
 stays, and, with ``processes > 0``, a child that calls ``setsid`` can outlive the group
