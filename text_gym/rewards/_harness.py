@@ -6,8 +6,10 @@ job. There this code is the monitor (it confines the filesystem, forks the worke
 under ``plain_results``, judges) and the worker (it runs the program). Importing it only
 defines its parts (the tests check the judge's wire format through them).
 
-Everything the worker's harness calls after the program has run in its process is bound
-before (default arguments), beyond the program's reach; the monitor runs no program code.
+The monitor runs no program code. Under the judge, the worker's end of the link is the
+program's to break, which fails only its own tests; with ``plain_results=False``, where
+the worker's harness writes the records, everything it calls after the program has run
+is bound before (default arguments), beyond the program's reach.
 """
 
 import builtins
@@ -60,9 +62,9 @@ def confine(scratch, uid, masks, size, libc, paths=None):
         if os.path.isdir(path):  # would be out of sight, not hidden, once the home is
             mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,nr_inodes=16,mode=555")
     places = {}
-    if paths:
-        os.mkdir("/tmp/.lib", 0o755)
     for i, (path, source) in enumerate((paths or {}).items()):  # with the masks under them
+        if not i:
+            os.mkdir("/tmp/.lib", 0o755)
         places[path] = "/tmp/.lib/%d" % i
         os.mkdir(places[path], 0o755)
         mount(source, places[path], None, MS_BIND | MS_REC, None)
