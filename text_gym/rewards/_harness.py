@@ -397,7 +397,7 @@ UNSAFE_IMPORTS = ("antigravity", "this", "idlelib", "turtledemo", "test", "tkint
 sys.set_int_max_str_digits(0)
 
 
-def judge(link, setup, tests, say, run, describe, names):
+def judge(link, setup, tests, say, check_all, names):
     # The monitor's part under plain_results: the setup and tests run here, in a namespace
     # of the program's names (plain values copied, modules imported anew, anything else
     # a stand-in that calls it in the worker) and the builtins. Returns without a verdict
@@ -442,22 +442,8 @@ def judge(link, setup, tests, say, run, describe, names):
             except BaseException:
                 pass
     g.update(__name__="__main__", __builtins__=dict(names, __build_class__=build_class))
-    bad = setup is not None and run(setup, "<setup>", g)
-    if bad:
-        if type(bad[1]) is Broken:
-            return gone()
-        return finish("exception" if bad[0] == "syntax_error" else bad[0], describe(bad[1], "setup: "))
-    first = ""
-    for i, test in enumerate(tests):
-        bad = run(test, "<test %d>" % i, g)
-        if bad and type(bad[1]) is Broken:
-            return gone()
-        say("F" if bad else "P")
-        if bad:
-            first = first or describe(bad[1], "test %d: " % i)
-            if bad[0] in ("exit", "memory"):
-                return finish(bad[0], describe(bad[1], "test %d: " % i))
-    finish("ok", first)
+    if check_all(setup, tests, g, say, finish, (Broken,)) is not None:
+        return gone()
 
 
 def work(link, program, run, describe, g, names):
@@ -557,6 +543,27 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
         finally:  # drop tracers the code installed before the harness goes on
             settrace(None), setprofile(None)
 
+    def check_all(setup, tests, g, say, finish, stop=()):
+        # The setup, then each test, with a P or F record each; finish(reason, detail) at
+        # the end, or at an exit or MemoryError. An exception of a type in ``stop`` (the
+        # judge's Broken: the worker is gone) ends it there, and is returned.
+        bad = setup is not None and run(setup, "<setup>", g)
+        if bad:
+            if type(bad[1]) in stop:
+                return bad[1]
+            return finish("exception" if bad[0] == "syntax_error" else bad[0], describe(bad[1], "setup: "))
+        first = ""
+        for i, test in enumerate(tests):
+            bad = run(test, "<test %d>" % i, g)
+            if bad and type(bad[1]) in stop:
+                return bad[1]
+            say("F" if bad else "P")
+            if bad:
+                first = first or describe(bad[1], "test %d: " % i)
+                if bad[0] in ("exit", "memory"):
+                    return finish(bad[0], describe(bad[1], "test %d: " % i))
+        return finish("ok", first)
+
     pid = os.fork()
     if pid:  # the monitor: runs nothing of the user's; under plain_results, judges
         _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # pid 1 then drops the worker's SIGINT
@@ -597,7 +604,7 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
             _signal.signal(_signal.SIGXCPU, out_of_time)
 
             link = Link(from_worker, to_worker, pristine, pidfd)
-            judge(link, setup, tests, say, run, describe, pristine)
+            judge(link, setup, tests, say, check_all, pristine)
             for f in streams:
                 f.flush()
             os.close(to_worker)  # the worker's cue to flush its output and end
@@ -676,18 +683,7 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
     # that hide a builtin, and the builtins as they were before the program ran.
     g = {k: v for k, v in dict.items(g) if k not in pristine}
     g.update(__name__="__main__", __builtins__=pristine)
-    bad = setup is not None and run(setup, "<setup>", g)
-    if bad:
-        finish("exception" if bad[0] == "syntax_error" else bad[0], describe(bad[1], "setup: "))
-    first = ""
-    for i, test in enumerate(tests):
-        bad = run(test, "<test %d>" % i, g)
-        say("F" if bad else "P")
-        if bad:
-            first = first or describe(bad[1], "test %d: " % i)
-            if bad[0] in ("exit", "memory"):
-                finish(bad[0], describe(bad[1], "test %d: " % i))
-    finish("ok", first)
+    check_all(setup, tests, g, say, finish)
 
 
 def probe(scratch, nested):
