@@ -30,6 +30,14 @@ import sys
 # /tmp/.lib, so that ``..`` from them leads nowhere else; a /proc of the pid namespace
 # where the kernel allows it. Returns whether /proc was mounted, and where each of
 # ``paths`` now is.
+def stdlib_fds():  # the stdlib's folders on sys.path -> a directory fd of each
+    return {p: os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in sys.path if os.path.isdir(p)}
+
+
+def as_paths(fds):  # ... -> a name that reaches it whatever the mounts hide
+    return {p: "/proc/self/fd/%d" % fd for p, fd in fds.items()}
+
+
 def confine(scratch, uid, masks, size, libc, paths=None):
     def check(ret, what):
         if ret != 0:
@@ -166,6 +174,10 @@ def update(old, new):  # put a container's contents after a call into it, in pla
         old[:] = new
     else:
         old.clear(), old.update(new)
+
+
+def frame(*parts):  # a list on the wire, from its items already on the wire
+    return "l%d:%s" % (len(parts), "".join(parts))
 
 
 class Link:
@@ -368,8 +380,10 @@ class Link:
                 value, other = next(x), self.result
             else:
                 raise ValueError("a bad request")
-            reply = ["s2:ok", self.encode(value, other)] + ([] if answer is None else [answer])
-            self.send("l%d:%s" % (len(reply), "".join(reply)))
+            reply = [self.encode("ok", None), self.encode(value, other)]
+            if answer is not None:
+                reply.append(answer)
+            self.send(frame(*reply))
         except Broken:
             raise
         except NotPlain as e:
@@ -386,8 +400,8 @@ class Link:
                 args = "n"
                 if name != type(e).__name__:
                     text = "%s: %s" % (type(e).__name__, text)
-            self.send("l4:%s%s%s%s" % (self.encode("err", None), self.encode(name, None),
-                                       self.encode(text, None), args))
+            self.send(frame(self.encode("err", None), self.encode(name, None),
+                            self.encode(text, None), args))
 
 # stdlib modules that act when imported (launch programs, read files named by the
 # environment, such as readline's ~/.inputrc): the judge does not import them for a
@@ -403,9 +417,7 @@ def judge(link, setup, tests, say, check_all, names):
     # a stand-in that calls it in the worker) and the builtins. Returns without a verdict
     # when the worker ended: how it ended says why.
 
-    def finish(reason, detail):
-        for f in (sys.stdout, sys.stderr):
-            f.flush()
+    def finish(reason, detail):  # (main flushes the tests' output once this returns)
         say("R %s %s" % (reason, detail))
 
     def gone():  # None if the worker ended by itself; else the verdict for breaking the link
@@ -470,7 +482,8 @@ def work(link, program, run, describe, g, names):
         except Exception:
             value = link.share(v)
         wire.append(link.encode(k, link.share) + value)
-    link.send("l3:s5:readyd%d:%s%s" % (len(wire), "".join(wire), link.encode(modules, link.share)))
+    values = "d%d:%s" % (len(wire), "".join(wire))  # a dict on the wire
+    link.send(frame(link.encode("ready", None), values, link.encode(modules, None)))
     while True:
         link.serve(link.receive())
 
@@ -500,15 +513,12 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
     # The stdlib's folders may be closed to the worker's uid (an interpreter under /root) or
     # hidden by confine() (one in the home): reach them through directory fds, or, when
     # confined, through bind mounts of those (from which ``..`` climbs to nothing else).
-    places = {}
-    if uid >= 0 or confined:
-        places = {p: "/proc/self/fd/%d" % os.open(p, os.O_RDONLY | os.O_DIRECTORY)
-                  for p in sys.path if os.path.isdir(p)}
+    fds = stdlib_fds() if uid >= 0 or confined else {}
+    places = as_paths(fds)
     libc = ctypes.CDLL(None, use_errno=True)
     if confined:
-        fds = [int(f.rsplit("/", 1)[1]) for f in places.values()]
         places = confine(*confined, libc, places)[1]
-        for fd in fds:
+        for fd in fds.values():
             os.close(fd)
     if places:
         sys.path[:] = places.values()
@@ -690,9 +700,7 @@ def probe(scratch, nested):
     # What ``sandbox._isolation`` runs once: the monitor's steps (confine(), then, without
     # root, the worker's own user namespace); prints whether /proc was mounted.
     libc = ctypes.CDLL(None, use_errno=True)
-    paths = {p: "/proc/self/fd/%d" % os.open(p, os.O_RDONLY | os.O_DIRECTORY)
-             for p in sys.path if os.path.isdir(p)}
-    proc = confine(scratch, -1, (), 1 << 20, libc, paths)[0]
+    proc = confine(scratch, -1, (), 1 << 20, libc, as_paths(stdlib_fds()))[0]
     if nested and libc.unshare(0x10000000) != 0:
         raise OSError(ctypes.get_errno(), "sandbox confinement: a nested user namespace")
     print(int(proc))
