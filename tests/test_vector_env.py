@@ -129,6 +129,41 @@ def test_reset_mask_resets_only_masked_slots():
     assert obs["agent_mask"][1].sum() == 0
 
 
+@pytest.mark.parametrize("mode", ["DISABLED", "NEXT_STEP"])
+def test_partial_reset_appends_nothing_to_the_slots_it_keeps(mode):
+    # new_span is what was appended since the slot's last observation: for a kept slot,
+    # nothing; a KV-caching agent feeding it must not see the last step's token again
+    env = make(2, max_new_tokens=6, autoreset_mode=mode)
+    env.reset(seed=0)
+    obs = env.step(np.array([env.tokenizer.eos_token_id, 70]))[0]
+    P = env.prompt_tokens
+    assert obs["new_span"][1].tolist() == [P, P + 1]
+    obs, _ = env.reset(options={"reset_mask": np.array([True, False])})
+    assert obs["new_span"][1].tolist() == [P + 1, P + 1]
+    assert obs["new_span"][0].tolist() == [P - obs["attention_mask"][0, :P].sum(), P]
+    obs = env.step(np.array([71, 72]))[0]
+    assert obs["new_span"][1].tolist() == [P + 1, P + 2]
+    assert obs["input_ids"][1, P : P + 2].tolist() == [70, 72]
+
+
+def test_a_rejected_reset_changes_nothing():
+    def next_draws(bad_reset: dict | None):
+        env = make(3, task=EchoTask(words=[f"w{i}" for i in range(100)]), max_new_tokens=2)
+        env.reset(seed=0)
+        if bad_reset is not None:
+            with pytest.raises(ValueError):
+                env.reset(**bad_reset)
+        return env.reset()[1]["sample_index"].tolist()
+
+    clean = next_draws(None)
+    for bad in (
+        {"seed": 123, "options": {"sample_index": np.array([-1, 0, 0])}},
+        {"seed": 123, "options": {"reset_mask": np.array([1, 0, 1])}},
+        {"seed": 123, "options": {"unknown": 1}},
+    ):
+        assert next_draws(bad) == clean, bad
+
+
 def test_reset_sample_index_pins_prompts():
     env = make(3, max_new_tokens=2)
     obs, info = env.reset(seed=0, options={"sample_index": np.array([2, 2, 1])})

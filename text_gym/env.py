@@ -21,7 +21,7 @@ class TextEnv(gym.Env):
 
     Spaces, rewards, episode end, seeding, infos and arguments are those of
     :class:`~text_gym.vector_env.TextVectorEnv` for a single slot; see its docstring.
-    ``step`` after the episode ended raises ``ValueError``: call ``reset()``.
+    ``step`` after the episode ended raises ``RuntimeError``: call ``reset()``.
 
     Example:
         >>> import gymnasium as gym, text_gym

@@ -277,8 +277,17 @@ class TextVectorEnv(VectorEnv):
                 f"options['reset_mask'] must be a bool array of shape ({N},) with at least "
                 f"one True; got dtype {mask.dtype}, shape {mask.shape}"
             )
+        slots = np.flatnonzero(mask)
+        if pinned is not None:  # checked before any state changes, like the rest
+            pinned = np.asarray(pinned)
+            if pinned.shape != (N,) or pinned.dtype.kind not in "iu" or not ((pinned >= 0) & (pinned < len(self.task))).all():  # fmt: skip
+                raise ValueError(
+                    f"options['sample_index'] must be ints in [0, {len(self.task)}) of shape ({N},) "
+                    f"(one per slot; entries of slots not reset are ignored); got {pinned!r}"
+                )
+            pinned = pinned[slots]
         seeds = _per_slot_seeds(seed, N)
-        given = [i for i in np.flatnonzero(mask).tolist() if seeds[i] is not None]
+        given = [i for i in slots.tolist() if seeds[i] is not None]
         if given:
             self._stream[given] = _stream_of(np.array([seeds[i] for i in given], dtype=np.uint64))
             self._episode[given], self._seeded[given] = 0, True
@@ -289,15 +298,8 @@ class TextVectorEnv(VectorEnv):
             self._seeded[unseeded] = True
         if seed is not None and isinstance(seed, (int, np.integer)):
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(int(seed))
-        slots = np.flatnonzero(mask)
-        if pinned is not None:
-            pinned = np.asarray(pinned)
-            if pinned.shape != (N,) or pinned.dtype.kind not in "iu" or not ((pinned >= 0) & (pinned < len(self.task))).all():  # fmt: skip
-                raise ValueError(
-                    f"options['sample_index'] must be ints in [0, {len(self.task)}) of shape ({N},) "
-                    f"(one per slot; entries of slots not reset are ignored); got {pinned!r}"
-                )
-            pinned = pinned[slots]
+        kept = ~mask  # nothing is appended to these: an empty new_span at their end
+        self._span_np[kept, 0] = self._span_np[kept, 1]
         infos: dict[str, Any] = {}
         self._refill(slots, infos, pinned)
         self._pending[slots] = False
