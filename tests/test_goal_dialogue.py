@@ -90,7 +90,18 @@ def test_reply_that_does_not_fit_truncates():
     env.step(np.array([ord("5")]))
     _, reward, term, trunc, info = env.step(np.array([env.tokenizer.eos_token_id]))
     assert trunc[0] and not term[0] and info["metrics"]["turns"][0] == 1.0
-    assert reward[0] == pytest.approx(-0.05)
+    assert reward[0] == pytest.approx(-0.5)  # a lost dialogue, however it ends
+
+
+def test_never_ending_a_turn_scores_as_a_lost_dialogue():
+    env = TextVectorEnv(1, task="goal_dialogue", tokenizer="byte", max_new_tokens=12)
+    env.reset(seed=0)
+    for _ in range(11):
+        _, reward, term, trunc, _ = env.step(np.array([ord("0")]))
+        assert not (term[0] or trunc[0])
+    _, reward, term, trunc, info = env.step(np.array([ord("0")]))
+    assert trunc[0] and info["metrics"]["turns"][0] == 0.0 and info["metrics"]["success"][0] == 0.0
+    assert reward[0] == pytest.approx(-0.5)  # the same as ten wrong guesses
 
 
 def test_invalid_turns_are_counted_and_max_turns_ends_the_dialogue():

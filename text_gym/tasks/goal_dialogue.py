@@ -10,11 +10,13 @@ dialogue is over at the correct guess or after ``max_turns`` turns.
   tokens (its guesses and their stop tokens), 0 on the prompt and the user's replies:
   the mask to put on a policy-gradient loss. ``new_span`` after a turn covers the
   agent's stop token and the user's reply, which a KV-caching agent prefills.
-* Reward, given at the dialogue's end: ``success - turn_cost * turns``; no partial
-  credit. A binary search wins within ``ceil(log2(high - low + 1))`` turns (7 for the
-  default 1..100), so its reward is at least ``1 - 7 * turn_cost = 0.65``; a failed
-  dialogue scores ``-max_turns * turn_cost``. ``info["metrics"]`` holds ``success``,
-  ``turns`` and ``invalid_turns`` (turns with no number in them).
+* Reward, given at the dialogue's end: ``1 - turn_cost * turns`` for a won dialogue; no
+  partial credit. A binary search wins within ``ceil(log2(high - low + 1))`` turns (7
+  for the default 1..100), so its reward is at least ``1 - 7 * turn_cost = 0.65``. A
+  dialogue that is not won scores ``-max_turns * turn_cost``, however it ended: out of
+  turns, or truncated with turns left (so never ending a turn earns nothing over
+  guessing). ``info["metrics"]`` holds ``success``, ``turns`` and ``invalid_turns``
+  (turns with no number in them).
 * Episode end: terminated when the dialogue is over; truncated when the window
   (``max_new_tokens``, by default room for ``max_turns`` turns) cannot hold the next
   reply.
@@ -111,7 +113,7 @@ class GuessNumberTask(MultiTurnTask):
         success = np.array([d.success for d in dialogues], dtype=np.float64)
         turns = np.array([d.turns for d in dialogues], dtype=np.float64)
         invalid = np.array([d.invalid_turns for d in dialogues], dtype=np.float64)
-        rewards = success - self.turn_cost * turns
+        rewards = np.where(success > 0, 1.0 - self.turn_cost * turns, -self.turn_cost * self.max_turns)
         return Scores(rewards, {"success": success, "turns": turns, "invalid_turns": invalid})
 
     def response_budget(self, encode: Any) -> int:
