@@ -52,6 +52,19 @@ def test_sb3_check_env_no_warnings(env_id):
     assert [str(w.message) for w in caught] == []
 
 
+def test_sb3_builds_envs_from_ids():
+    # Stable-Baselines3 asks gym.make for render_mode="rgb_array" first and retries
+    # without it on a TypeError, which UnsupportedRenderMode also is
+    env_util = pytest.importorskip("stable_baselines3.common.env_util")
+    from stable_baselines3.common.base_class import maybe_make_env
+
+    vec = env_util.make_vec_env("TextTranslate-v0", n_envs=2, env_kwargs={"tokenizer": "byte"})
+    assert vec.num_envs == 2 and vec.reset()["input_ids"].shape[0] == 2
+    assert maybe_make_env("TextTranslate-v0", verbose=0).render_mode is None
+    with pytest.raises(ValueError, match=r"render_mode='rgb_array' is not valid; choose one of \[None, 'ansi'\]"):  # fmt: skip
+        gym.make("TextTranslate-v0", render_mode="rgb_array")
+
+
 def _rollout(env, seed: int, steps: int):
     rng = np.random.default_rng(seed)
     trace = [env.reset(seed=seed)]

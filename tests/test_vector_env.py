@@ -297,6 +297,9 @@ def test_construction_errors_list_choices():
         make(max_new_tokens=0)
     with pytest.raises(ValueError, match=r"max_prompt_tokens=2.5"):
         make(max_prompt_tokens=2.5)
+    for name, value in (("num_envs", True), ("max_new_tokens", True), ("max_prompt_tokens", True)):
+        with pytest.raises(ValueError, match=f"{name}={value}"):
+            TextVectorEnv(**{"num_envs": 1, "task": EchoTask(), "tokenizer": "byte", name: value})
 
 
 def test_prompt_longer_than_window():

@@ -38,6 +38,12 @@ _U64 = (1 << 64) - 1
 _EAGER_TABLE_BYTES = 64 << 20  # a bigger prompt table fills as samples are drawn
 
 
+class UnsupportedRenderMode(ValueError, TypeError):
+    """A ``render_mode`` other than ``None`` and ``"ansi"``. Also a ``TypeError``: the
+    error on which Stable-Baselines3 (``make_vec_env``, and algorithms given an env id)
+    retries ``gym.make`` without the ``render_mode="rgb_array"`` it asks for first."""
+
+
 class TextVectorEnv(VectorEnv):
     """A batch of token-level text-generation episodes over one task.
 
@@ -56,7 +62,8 @@ class TextVectorEnv(VectorEnv):
     * ``agent_mask``: int8 ``(L,)``, 1 on tokens that were the agent's actions.
     * ``new_span``: int64 ``(2,)``, ``(start, end)``: ``input_ids[start:end]`` are the
       tokens appended since this slot's previous observation (after a reset, the whole
-      prompt; after a step, the agent's token), and ``end`` is where the next token
+      prompt; after a step, the agent's token; for a slot that a partial ``reset``
+      leaves running, nothing: ``start == end``), and ``end`` is where the next token
       goes. An agent with a KV cache feeds exactly these tokens, and restarts the slot's
       cache when ``start < max_prompt_tokens``.
 
@@ -70,7 +77,9 @@ class TextVectorEnv(VectorEnv):
 
     Seeding: ``reset(seed=s)`` gives slot ``i`` the seed ``s + i``; slot ``i``'s ``k``-th
     episode then uses the sample ``hash(s + i, k) mod len(task)``, so a run is
-    reproducible and equals ``SyncVectorEnv`` of single :class:`TextEnv` seeded alike.
+    reproducible and equals ``SyncVectorEnv`` of single :class:`TextEnv` seeded alike
+    (except ``new_span`` of the slots a partial reset keeps running: ``SyncVectorEnv``
+    returns their last observation again, this env an empty span).
 
     ``calls`` counts the ``reset`` and ``step`` calls so far: a client that keeps state
     derived from the observations (a rollout's KV cache) can tell whether other code
@@ -98,10 +107,13 @@ class TextVectorEnv(VectorEnv):
             float32; the spaces stay numpy, so ``gym.make``'s passive checker warns on
             the first reset and step: pass ``disable_env_checker=True`` there).
         copy: return fresh observation arrays each step (default). ``False`` returns
-            views of the env's buffers, valid until the next ``step``, for agents that
+            views of the env's buffers, valid until the next ``step`` or ``reset``
+            (so not for wrappers that keep a final observation past the autoreset, as
+            Stable-Baselines3's ``DummyVecEnv`` does), for agents that
             consume each observation at once: numpy views are read-only; torch tensors
             cannot be made so, and writing to them changes the env.
-        render_mode: ``None`` or ``"ansi"``.
+        render_mode: ``None`` or ``"ansi"``; another mode raises
+            :class:`UnsupportedRenderMode`.
         chat_template: format each prompt with the tokenizer's chat template (one user
             message, or the task's ``sample.extra["messages"]``) and a generation
             prompt; an error if the tokenizer has none. Multi-turn replies keep the
@@ -131,11 +143,15 @@ class TextVectorEnv(VectorEnv):
         env_id: str = "TextVectorEnv",
         **task_kwargs: Any,
     ) -> None:
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        if not _is_int(num_envs) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r} must be a positive integer")
         check_choice("output", output, OUTPUTS)
         check_choice("prompt_truncation", prompt_truncation, TRUNCATIONS)
-        check_choice("render_mode", render_mode, [None, *self.metadata["render_modes"]])
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise UnsupportedRenderMode(
+                f"render_mode={render_mode!r} is not valid; choose one of "
+                f"{[None, *self.metadata['render_modes']]} (render() returns text)"
+            )
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         self.calls = 0  # reset() and step() calls so far (see the class docstring)
@@ -158,7 +174,7 @@ class TextVectorEnv(VectorEnv):
             )
         self._encoded = encoded = _encode_task(self.tokenizer, self.task, bool(chat_template))
         for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens)):  # fmt: skip
-            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+            if value is not None and (not _is_int(value) or value < 1):
                 raise ValueError(f"{name}={value!r} must be an int >= 1, or None for the default")
         if max_prompt_tokens is None:
             max_prompt_tokens = max(1, int(encoded.lengths().max()))
@@ -182,7 +198,7 @@ class TextVectorEnv(VectorEnv):
         stops = [self.tokenizer.eos_token_id] if stop_token_ids is None else stop_token_ids
         one = isinstance(stops, (int, np.integer, str, bytes)) or not hasattr(stops, "__iter__")
         stops = [stops] if one else list(stops)  # one id (or a str, refused below)
-        if not stops or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and 0 <= s < vocab for s in stops):  # fmt: skip
+        if not stops or not all(_is_int(s) and 0 <= s < vocab for s in stops):
             raise ValueError(
                 f"stop_token_ids={stop_token_ids!r} must be an int id or a non-empty list of "
                 f"int ids in [0, {vocab})"
@@ -758,16 +774,21 @@ def _draws(streams: np.ndarray, episodes: np.ndarray, n: int) -> np.ndarray:
 def _per_slot_seeds(seed: Any, n: int) -> list[int | None]:
     if seed is None:
         return [None] * n
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+    if _is_int(seed):
         seeds: list[Any] = [int(seed) + i for i in range(n)]
     elif isinstance(seed, (list, tuple, np.ndarray)) and len(seed) == n:
         seeds = list(seed)
     else:
         raise ValueError(f"seed={seed!r} must be None, an int, or a list of {n} ints/None")
     for s in seeds:
-        if s is not None and (not isinstance(s, (int, np.integer)) or isinstance(s, bool) or not 0 <= s < 2**64):  # fmt: skip
+        if s is not None and (not _is_int(s) or not 0 <= s < 2**64):
             raise ValueError(f"seed {s!r} must be an int in [0, 2**64) (or None); slot i of seed=s gets s + i")  # fmt: skip
     return [None if s is None else int(s) for s in seeds]
+
+
+def _is_int(value: Any) -> bool:
+    """An int (Python or numpy), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _usable_device(device: Any) -> torch.device:
