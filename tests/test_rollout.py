@@ -318,19 +318,23 @@ class TwoFamilies(Task):
 
 def test_prefix_shrinks_to_what_later_prompts_share(model):
     """The first prompts share "Spell the word please: "; later refills bring "name"
-    prompts, and the prefix becomes a slice of the cached one (no recompute)."""
+    prompts, and the prefix becomes a slice of the cached one (no recompute beyond the
+    one at a call's first refill)."""
     stop = stop_at_varied_lengths(make_env(1, task=TwoFamilies()).prompt_tokens)
     cached = RolloutCollector(model, make_env(3, task=TwoFamilies()), greedy=True, logits_processor=stop)  # fmt: skip
     plain = RolloutCollector(model, make_env(3, task=TwoFamilies()), greedy=True, logits_processor=stop, prefix_cache=False)  # fmt: skip
     decode = lambda ids: cached.env.tokenizer.decode_batch([ids.tolist()])[0]  # noqa: E731
+    computed = []  # the prefixes whose keys/values were computed, with layer 0's keys
+    compute = cached._prefix_key_values
+    cached._prefix_key_values = lambda ids: computed.append((decode(ids), kv := compute(ids))) or kv  # noqa: E731  # fmt: skip
     # samples 0-2 are "word" prompts
     first = [c.collect_episodes(seed=0, sample_index=[0, 1, 2]) for c in (cached, plain)]
     assert decode(cached._prefix) == "Spell the word please: "
-    keys = cached._prefix_kv[0][0]  # (kv_heads, n, head_dim) of layer 0
     later = [c.collect(40) for c in (cached, plain)]  # refills draw both families
     assert later[0].dones.sum() > 10
     assert decode(cached._prefix) == "Spell the "
-    assert torch.equal(cached._prefix_kv[0][0], keys[:, : len(cached._prefix)])
+    assert [c[0] for c in computed] == ["Spell the word please: "] * 2  # once per call
+    assert torch.equal(cached._prefix_kv[0][0], computed[-1][1][0][0][:, : len(cached._prefix)])
     assert torch.equal(first[0].input_ids, first[1].input_ids)
     assert_same_rollout(*later)
 
@@ -366,6 +370,15 @@ def test_prefix_is_recomputed_when_the_weights_change():
         for p in model.parameters():
             p.mul_(1.5)
     assert_same_rollout(cached.collect(20, seed=1), plain.collect(20, seed=1))
+    for p in model.parameters():  # writes no version counter records
+        p.data.mul_(0.8)
+    assert_same_rollout(cached.collect(20), plain.collect(20))
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    versions = [p._version for p in model.parameters()]
+    torch.optim.Adam(model.parameters(), lr=0.05, fused=True).step()
+    assert [p._version for p in model.parameters()] == versions  # unseen by the versions
+    assert_same_rollout(cached.collect(20), plain.collect(20))
 
 
 def test_collect_episodes_scores_only_the_returned_episodes(model):

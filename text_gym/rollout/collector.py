@@ -13,8 +13,11 @@ prefix common to every prompt it has prefilled, with its keys/values from one fo
 pass at positions ``0..n-1``; a left-padded prompt starting at column ``first`` has
 position ids ``column - first``, so those keys/values are valid wherever the prompt
 lands. A refill copies them into columns ``[first, first + n)`` and runs the model only
-on the rest of the prompt. The prefix only shrinks (a slice, no recompute), and is
-recomputed when the model's weights change.
+on the rest of the prompt. The prefix only shrinks (a slice, no recompute). Its
+keys/values are recomputed at the first refill of each ``collect`` or
+``collect_episodes`` call, since the weights may have changed between calls in ways no
+tensor records (a fused optimizer step, a write through ``param.data``), and within a
+call when a parameter's version changes.
 
 A step where some slots prefill (a fresh prompt's suffix, or an agent token plus a
 user's reply: up to ``q`` tokens) while the rest decode one token runs, for a model whose
@@ -240,10 +243,12 @@ class RolloutCollector:
         value_head: ``fn(hidden (N, d)) -> (N,)`` for a value estimate per step.
         prefix_cache: reuse the keys/values of the token prefix shared by every prompt
             prefilled so far (see the module docstring) instead of recomputing it on each
-            refill. Results equal ``prefix_cache=False`` up to float rounding. The prefix
-            is recomputed when a parameter changes (in place, as an optimizer step or
-            ``load_state_dict`` does, or replaced); writes through ``param.data`` go
-            unseen, so build a new collector after those.
+            refill. Results equal ``prefix_cache=False`` up to float rounding. The
+            prefix's keys/values are recomputed once per ``collect`` or
+            ``collect_episodes`` call (at its first refill), so any change to the weights
+            between calls is seen; within a call (or between your own ``feed`` calls),
+            a parameter replaced or changed in place with a version bump is seen, but a
+            fused optimizer step or a write through ``param.data`` is not.
         pack_refills: run a step where some slots prefill as one packed call (see the
             module docstring). None (default): where the model allows it (a Llama-family
             model, :func:`plain_head`); False: never, choose by ``merge_refills``; True:
@@ -359,12 +364,13 @@ class RolloutCollector:
         self._decode_model = torch.compile(decode_model, dynamic=False, **options) if compile else decode_model  # fmt: skip
         self._prefix: torch.Tensor | None = None  # (n,) token ids common to every prompt so far
         self._prefix_kv: KeyValues | None = None
-        self._prefix_weights: tuple[tuple[int, int], ...] = ()  # the parameters they came from
+        self._prefix_weights: tuple[tuple[int, int], ...] | None = None  # the parameters they came from
 
     @torch.no_grad()
     def collect(self, num_steps: int, seed: int | None = None) -> Rollout:
         """Run ``num_steps`` env steps. The first call, a ``seed``, or other code having
         stepped or reset the env since this collector's last step resets it first."""
+        self._prefix_weights = None  # recompute the prefix's keys/values (see prefix_cache)
         if self._obs is None or seed is not None or self.env.calls != self._calls:
             self._reset(seed)
         out = {k: [] for k in ("actions", "logprobs", "values", "rewards", "dones", "mask")}
@@ -396,6 +402,7 @@ class RolloutCollector:
         sandbox run for code) before the batch is complete.
         """
         env, N = self.env, self.env.num_envs
+        self._prefix_weights = None  # recompute the prefix's keys/values (see prefix_cache)
         options = None if sample_index is None else {"sample_index": sample_index}
         infos = self._reset(seed, options)
         obs = self._obs
@@ -551,14 +558,17 @@ class RolloutCollector:
         longest, others, n, count, total = stats.tolist()  # the one host sync
         if count == 0:
             return longest, lengths, total, None
+        weights = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+        if self._prefix_kv is not None and weights != self._prefix_weights and n >= MIN_PREFIX:
+            # stale: recomputed as it stands, before a shrink (which only slices)
+            self._prefix_kv, self._prefix_weights = self._prefix_key_values(self._prefix), weights
         if self._prefix is None or n < len(self._prefix):
             self._prefix = ref[:n].clone()
             self._prefix_kv = None if self._prefix_kv is None else [(k[:, :n], v[:, :n]) for k, v in self._prefix_kv]  # fmt: skip
         if n < MIN_PREFIX:
             self._prefix_kv = None
             return longest, lengths, total, None
-        weights = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
-        if self._prefix_kv is None or weights != self._prefix_weights:
+        if self._prefix_kv is None:
             self._prefix_kv, self._prefix_weights = self._prefix_key_values(self._prefix), weights
         # the fresh rows (listed first by a stable sort) get the prefix at [first, first + n)
         at_rows = rows[torch.argsort((~fresh).int(), stable=True)[:count]]  # (k,)
