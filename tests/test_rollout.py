@@ -165,6 +165,19 @@ def test_construction_checks():
     meta = tiny_model(load_tokenizer("byte")).to("meta")
     with pytest.raises(ValueError, match="model is on meta but the env is on cpu"):
         RolloutCollector(meta, make_env(1))
+    # a device named with an index (or without, as "cuda" is) is the model's device
+    indexed = make_env(1, device="cpu:0")
+    assert indexed.device == torch.device("cpu")
+    RolloutCollector(byte_model, indexed)
+    for bad, message in (
+        (dict(top_k=259), r"top_k=259 must be an int in \[0, 258\]"),
+        (dict(top_k=2.5), r"top_k=2.5 must be an int"),
+        (dict(temperature=float("nan")), r"finite temperature > 0.*temperature=nan"),
+        (dict(temperature=0.0), r"finite temperature > 0"),
+        (dict(top_p=0.0), r"0 < top_p <= 1.*top_p=0.0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            RolloutCollector(byte_model, make_env(1), **bad)
     for mode in ("same_step", "disabled"):  # a finished slot's next step must be its reset
         with pytest.raises(ValueError, match=f"needs autoreset_mode=NEXT_STEP.*{mode.upper()}"):
             RolloutCollector(byte_model, make_env(2, autoreset_mode=mode))

@@ -792,8 +792,10 @@ def _is_int(value: Any) -> bool:
 
 
 def _usable_device(device: Any) -> torch.device:
-    """``torch.device(device)``, checked to hold data here: a clear error for a CUDA
-    device without CUDA, or the data-less ``meta`` device."""
+    """``torch.device(device)``, checked to hold data here (a clear error for a CUDA
+    device without CUDA, or the data-less ``meta`` device), as its tensors report it:
+    ``"cuda"`` becomes ``cuda:<current index>`` and ``"cpu:0"`` ``cpu``, so it compares
+    equal to the device of a model's parameters."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
@@ -801,10 +803,9 @@ def _usable_device(device: Any) -> torch.device:
     if dev.type == "meta":
         raise ValueError("device='meta' holds no data; the env keeps its windows on the device: use 'cpu' or 'cuda'")  # fmt: skip
     try:
-        torch.zeros(1, device=dev)
+        return torch.zeros(1, device=dev).device
     except (AssertionError, RuntimeError) as e:  # torch raises AssertionError for CUDA without it
         raise ValueError(f"device={device!r} is not usable here ({e}); use 'cpu' or an available device") from None  # fmt: skip
-    return dev
 
 
 def _autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:

@@ -57,6 +57,8 @@ Example:
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -329,10 +331,12 @@ class RolloutCollector:
         model_device = next(model.parameters()).device
         if model_device != env.device:
             raise ValueError(f"model is on {model_device} but the env is on {env.device}: move one")  # fmt: skip
-        if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0:
-            raise ValueError(f"need temperature > 0, 0 < top_p <= 1, top_k >= 0; got {temperature}, {top_p}, {top_k}")  # fmt: skip
+        if not (temperature > 0 and math.isfinite(temperature)) or not 0 < top_p <= 1:
+            raise ValueError(f"need a finite temperature > 0 and 0 < top_p <= 1; got temperature={temperature}, top_p={top_p}")  # fmt: skip
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or not 0 <= top_k <= env.vocab_size:
+            raise ValueError(f"top_k={top_k!r} must be an int in [0, {env.vocab_size}] (0: no top-k cut; at most the action space)")  # fmt: skip
         self.model, self.env = model, env
-        self.temperature, self.top_k, self.top_p, self.greedy = temperature, top_k, top_p, greedy
+        self.temperature, self.top_k, self.top_p, self.greedy = temperature, int(top_k), top_p, greedy
         self.logits_processor, self.value_head = logits_processor, value_head
         self.cache = WindowCache(env.num_envs, env.window)
         self._cols = torch.arange(env.window + 1, device=env.device)  # the window and scratch
