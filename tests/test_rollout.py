@@ -394,6 +394,37 @@ def test_prefix_is_recomputed_when_the_weights_change():
     assert_same_rollout(cached.collect(20), plain.collect(20))
 
 
+def test_collect_after_collect_episodes_starts_with_a_reset(model):
+    """Slots that finished early hold waiting tokens the policy never chose: a following
+    collect resets instead of continuing those episodes."""
+    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
+    env = make_env(3)
+    collector = RolloutCollector(model, env, greedy=True, logits_processor=stop)
+    resets = []
+    reset = env.reset
+    env.reset = lambda **kwargs: resets.append(kwargs) or reset(**kwargs)
+    episodes = collector.collect_episodes(seed=0)
+    assert len(set(episodes.agent_mask.sum(1).tolist())) > 1  # some slots waited
+    collector.logits_processor = lambda logits, obs: logits.index_fill(1, torch.tensor(env.stop_token_ids), float("-inf"))  # noqa: E731  # fmt: skip
+    batch = collector.collect(3)
+    assert len(resets) == 2 and resets[1]["seed"] is None  # the streams go on
+    P = env.prompt_tokens
+    assert batch.mask.all() and torch.equal(collector._obs["input_ids"][:, P : P + 3], batch.actions.T)
+
+
+def test_evaluate_leaves_the_env_streams_alone(model):
+    """An evaluation on an env a training collector also uses must not reseed it: the
+    training prompts after each evaluation would be the same ones again."""
+    env = make_env(4)
+    env.reset(seed=1)
+    held_out = RolloutCollector(model, env, greedy=True)
+    after = []
+    for _ in range(2):
+        assert held_out.evaluate(range(5)).shape == (5,)
+        after.append(env.reset()[1]["sample_index"].tolist())
+    assert after[0] != after[1]
+
+
 def test_collect_episodes_scores_only_the_returned_episodes(model):
     """Slots that finish early wait without ending another episode: every response the
     task scores is one of the returned episodes (a code task pays a sandbox run each)."""

@@ -403,12 +403,17 @@ class RolloutCollector:
         one does; what they do meanwhile is discarded: they sample uniformly among the
         non-stop tokens (the model's own distribution may allow nothing else, as under an
         NLPO mask), so that their next episode cannot end (and cost a scoring call, a
-        sandbox run for code) before the batch is complete.
+        sandbox run for code) before the batch is complete. Those episodes are not the
+        policy's, so the next ``collect`` starts with a reset.
         """
+        return self._episodes(seed, sample_index, seed_env=True)
+
+    def _episodes(self, seed: int | None, sample_index: Any, seed_env: bool) -> Episodes:
+        """``collect_episodes``; ``seed_env=False`` seeds only this collector's sampler."""
         env, N = self.env, self.env.num_envs
         self._prefix_weights = None  # recompute the prefix's keys/values (see prefix_cache)
         options = None if sample_index is None else {"sample_index": sample_index}
-        infos = self._reset(seed, options)
+        infos = self._reset(seed, options, seed_env=seed_env)
         obs = self._obs
         ids, attn, agent = obs["input_ids"].clone(), obs["attention_mask"].clone(), obs["agent_mask"].clone()  # fmt: skip
         rewards = torch.zeros(N, dtype=torch.float32, device=env.device)
@@ -427,6 +432,7 @@ class RolloutCollector:
             terminated_at_end = torch.where(new, terminated, terminated_at_end)
             finished |= self._done
         index = torch.as_tensor(infos["sample_index"], device=env.device)
+        self._obs = None  # the waiting slots' episodes are not the policy's: collect resets
         return Episodes(ids, attn, agent, rewards, terminated_at_end, index)
 
     @torch.no_grad()
@@ -435,20 +441,22 @@ class RolloutCollector:
 
         With ``greedy=True`` this is the usual held-out score: ``samples`` may be
         ``range(len(env.task))`` for a whole split. Runs ``collect_episodes`` on chunks of
-        ``num_envs`` samples (the last chunk padded by repeating its last sample).
+        ``num_envs`` samples (the last chunk padded by repeating its last sample). The
+        sampler is seeded per chunk, the env's sample streams are left as they are: a
+        training collector on the same env goes on drawing where it was.
         """
         samples = [int(j) for j in samples]
         N, out = self.env.num_envs, []
         for start in range(0, len(samples), N):
             chunk = samples[start : start + N]
-            episodes = self.collect_episodes(seed=start, sample_index=chunk + chunk[-1:] * (N - len(chunk)))  # fmt: skip
+            episodes = self._episodes(start, chunk + chunk[-1:] * (N - len(chunk)), seed_env=False)
             out.append(episodes.rewards[: len(chunk)])
         return torch.cat(out) if out else torch.zeros(0, device=self.env.device)
 
-    def _reset(self, seed: Any, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _reset(self, seed: Any, options: dict[str, Any] | None = None, seed_env: bool = True) -> dict[str, Any]:  # fmt: skip
         if seed is not None:
             self.generator = torch.Generator(self.env.device).manual_seed(int(seed))
-        self._obs, infos = self.env.reset(seed=seed, options=options)
+        self._obs, infos = self.env.reset(seed=seed if seed_env else None, options=options)
         self._calls = self.env.calls
         self._last = self.feed(self._obs)
         self._done = torch.zeros(self.env.num_envs, dtype=torch.bool, device=self.env.device)
