@@ -92,7 +92,7 @@ def load_policy(args: Args):
 @torch.no_grad()
 def evaluate(model, args: Args, tokenizer) -> float:
     """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, **{**json.loads(args.env_kwargs), "split": args.eval_split})  # fmt: skip
     n = len(envs.unwrapped.task)
     samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
     model.eval()
@@ -180,13 +180,14 @@ def main(args: Args) -> dict[str, float]:
         if args.checkpoint_every and iteration % args.checkpoint_every == 0:
             save_checkpoint(checkpoint, model, value_head, optimizer, iteration)
 
-    save_checkpoint(checkpoint, model, value_head, optimizer, args.total_iterations)
+    done = max(start, args.total_iterations)  # a rerun with a smaller total keeps the step its weights reached
+    save_checkpoint(checkpoint, model, value_head, optimizer, done)
     model.save_pretrained(run_dir / "model")
     if (Path(args.init_model) / "words.json").exists():
         (run_dir / "model" / "words.json").write_bytes((Path(args.init_model) / "words.json").read_bytes())  # fmt: skip
     eval_return = evaluate(model, args, tokenizer)
-    writer.add_scalar("charts/eval_return", eval_return, args.total_iterations)
-    csv_out.writerow([args.total_iterations, "charts/eval_return", eval_return])
+    writer.add_scalar("charts/eval_return", eval_return, done)
+    csv_out.writerow([done, "charts/eval_return", eval_return])
     writer.close()
     return {"eval_return": eval_return}
 

@@ -116,7 +116,7 @@ def make_batch(pairs: list[tuple[list[int], list[int]]], pad: int) -> tuple[torc
 @torch.no_grad()
 def evaluate(model, args: Args, tokenizer) -> float:
     """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, split=args.eval_split, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, **{**json.loads(args.env_kwargs), "split": args.eval_split})  # fmt: skip
     n = len(envs.unwrapped.task)
     samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
     was_training = model.training
@@ -187,11 +187,12 @@ def main(args: Args) -> dict[str, float]:
         if args.checkpoint_every and update % args.checkpoint_every == 0:
             save_checkpoint(checkpoint, model, optimizer, order, update)
 
-    save_checkpoint(checkpoint, model, optimizer, order, args.total_updates)
+    done = max(start, args.total_updates)  # a rerun with a smaller total keeps the step its weights reached
+    save_checkpoint(checkpoint, model, optimizer, order, done)
     save_policy(run_dir / "model", model, tokenizer)
     eval_return = evaluate(model, args, tokenizer)
-    writer.add_scalar("charts/eval_return", eval_return, args.total_updates)
-    csv_out.writerow([args.total_updates, "charts/eval_return", eval_return])
+    writer.add_scalar("charts/eval_return", eval_return, done)
+    csv_out.writerow([done, "charts/eval_return", eval_return])
     writer.close()
     return {"final_loss": float(loss.item()), "eval_return": eval_return}
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from text_gym import TextEnv, TextVectorEnv, WordTokenizer
 from text_gym.rollout import RolloutCollector
@@ -64,6 +65,19 @@ def test_sft_learns_repeats_and_resumes(tmp_path):
     resumed = sft.main(tiny_args(sft, tmp_path / "c"))
     assert metric(next((tmp_path / "c").iterdir()), "losses/sft_loss") == first
     assert resumed["final_loss"] == result["final_loss"]
+
+    # started again with a smaller total, it trains nothing and keeps its step count
+    run_c = next((tmp_path / "c").iterdir())
+    sft.main(tiny_args(sft, tmp_path / "c", total_updates=10))
+    assert torch.load(run_c / "checkpoint.pt", weights_only=False)["update"] == 30
+    assert metric(run_c, "losses/sft_loss") == first
+
+
+def test_agents_take_a_split_in_env_kwargs(tmp_path):
+    # the held-out evaluation replaces it with eval_split instead of passing it twice
+    sft = load_agent("sft")
+    result = sft.main(tiny_args(sft, tmp_path, total_updates=1, env_kwargs='{"split": "train", "scan_split": "length"}'))  # fmt: skip
+    assert 0.0 <= result["eval_return"] <= 1.0
 
 
 def test_sft_saves_a_word_tokenizer_with_the_model(tmp_path):
