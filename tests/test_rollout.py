@@ -165,6 +165,18 @@ def test_construction_checks():
     meta = tiny_model(load_tokenizer("byte")).to("meta")
     with pytest.raises(ValueError, match="model is on meta but the env is on cpu"):
         RolloutCollector(meta, make_env(1))
+    import transformers
+
+    opt = transformers.OPTForCausalLM(transformers.OPTConfig(vocab_size=258, hidden_size=16, ffn_dim=32, num_hidden_layers=1, num_attention_heads=2, word_embed_proj_dim=16))  # fmt: skip
+    with pytest.raises(ValueError, match=r"model type 'opt' does not run on the rollout's window cache"):
+        RolloutCollector(opt, make_env(1))
+    def mistral(window):  # noqa: E306
+        config = transformers.MistralConfig(vocab_size=258, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, sliding_window=window)  # fmt: skip
+        return transformers.MistralForCausalLM(config)
+    env = make_env(2)
+    with pytest.raises(ValueError, match=rf"sliding window of 32 tokens.*whole window \({env.window} tokens\)"):  # fmt: skip
+        RolloutCollector(mistral(32), env)
+    assert RolloutCollector(mistral(env.window), env).collect(2, seed=0).actions.shape == (2, 2)
     # a device named with an index (or without, as "cuda" is) is the model's device
     indexed = make_env(1, device="cpu:0")
     assert indexed.device == torch.device("cpu")

@@ -232,7 +232,10 @@ class RolloutCollector:
 
     Args:
         model: a causal LM (``model(input_ids, attention_mask=4D, position_ids, cache)``
-            returning ``.logits``), e.g. :func:`~text_gym.rollout.tiny_model`.
+            returning ``.logits``), e.g. :func:`~text_gym.rollout.tiny_model`. The types
+            in :data:`UNSUPPORTED_MODELS` are refused, and so is a model whose
+            sliding-window attention (:func:`attention_span`) is shorter than the env's
+            window: the rollout attends over the whole window.
         env: a :class:`~text_gym.vector_env.TextVectorEnv` built with ``output="torch"``
             and the default ``NEXT_STEP`` autoreset, not wrapped (the collector steps the
             env itself, so a wrapper's changes would be skipped: shape the rewards of
@@ -327,6 +330,22 @@ class RolloutCollector:
             raise ValueError(
                 f"model vocabulary ({model.config.vocab_size}) is smaller than the action "
                 f"space Discrete({env.vocab_size}): some actions have no logits"
+            )
+        model_type = getattr(model.config, "model_type", None)
+        if model_type in UNSUPPORTED_MODELS:
+            raise ValueError(
+                f"model type {model_type!r} does not run on the rollout's window cache "
+                f"({UNSUPPORTED_MODELS[model_type]}); see text_gym.rollout.collector."
+                "UNSUPPORTED_MODELS, and use a Llama, Mistral, Qwen2/3, Gemma, Phi, GPT-2 "
+                "or GPT-NeoX family model"
+            )
+        span = attention_span(model.config)
+        if span is not None and span < env.window:
+            raise ValueError(
+                f"the model ({model.config.model_type}) attends over a sliding window of {span} "
+                f"tokens, but the rollout attends over the env's whole window ({env.window} "
+                f"tokens): build the env with max_prompt_tokens + max_new_tokens <= {span}, or "
+                "use a model with full attention"
             )
         model_device = next(model.parameters()).device
         if model_device != env.device:
@@ -693,6 +712,34 @@ class RolloutCollector:
 
 
 PLAIN_HEAD_MODELS = ("llama", "mistral", "qwen2", "qwen3")  # logits = lm_head(last hidden state)
+# Model types whose forward needs more of a cache than WindowCache offers, refused at
+# construction (they failed in the first collect with errors from inside the model).
+# Tested to run: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi, phi3,
+# gpt2, gpt_neox, gptj, gpt_bigcode, olmo2.
+UNSUPPORTED_MODELS = {
+    "opt": "it asks the cache for get_seq_length()",
+    "bloom": "it asks the cache for get_seq_length()",
+    "falcon": "it asks the cache for get_seq_length()",
+    "stablelm": "its attention does not take the window cache's 4-D mask",
+}
+
+
+def attention_span(config: Any) -> int | None:
+    """How many tokens back a model's sliding-window layers attend (counting the token
+    itself), or None when every layer attends to the whole sequence.
+
+    Example:
+        >>> from transformers import MistralConfig, Qwen2Config
+        >>> attention_span(MistralConfig(sliding_window=32)), attention_span(Qwen2Config())
+        (32, None)
+    """
+    window = getattr(config, "sliding_window", None)
+    if not window or getattr(config, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and "sliding_attention" not in layer_types:
+        return None
+    return int(window)
 
 
 def plain_head(model: Any) -> tuple[Any, torch.nn.Linear] | tuple[None, None]:
