@@ -138,6 +138,18 @@ def rl_args(agent, runs: Path, tokenizer: str, **overrides):
     return agent.Args(**{**base, **overrides})
 
 
+def test_nlpo_masks_keep_the_tokens_taken():
+    from text_gym.rollout import tiny_model
+    from text_gym.tokenizers import load_tokenizer
+
+    nlpo = load_agent("nlpo")
+    model = tiny_model(load_tokenizer("byte"), hidden=32, layers=1, heads=2, kv_heads=1)
+    ids = torch.randint(258, (3, 12), generator=torch.Generator().manual_seed(0))
+    keep = nlpo.mask_of(model, ids, torch.ones_like(ids), 258, top_p=1e-6)  # argmax only
+    assert keep.gather(2, ids[:, 1:, None]).all()  # the token taken is always allowed
+    assert (keep.sum(-1) <= 2).all() and (keep.sum(-1) == 2).any()  # beside the nucleus
+
+
 @pytest.mark.parametrize("name", RL_AGENTS)
 def test_rl_agent_learns_repeats_and_resumes(name, tmp_path, monkeypatch):
     agent = load_agent(name)
