@@ -312,7 +312,7 @@ class TextVectorEnv(VectorEnv):
             entropy = np.random.SeedSequence().generate_state(int(unseeded.sum()), np.uint64)
             self._stream[unseeded], self._episode[unseeded] = _stream_of(entropy), 0
             self._seeded[unseeded] = True
-        if seed is not None and isinstance(seed, (int, np.integer)):
+        if _is_int(seed):
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(int(seed))
         kept = ~mask  # nothing is appended to these: an empty new_span at their end
         self._span_np[kept, 0] = self._span_np[kept, 1]
