@@ -187,9 +187,30 @@ def test_mbpp_style_loader_offline(tmp_path):
         "from the given two lists.\n\n    >>> set(similar_elements((3, 4, 5, 6), (5, 7, 4, 10))) == "
         'set((4, 5))\n    True\n    """\n'
     )
-    assert s1.prompt.startswith("def find_char_long(text):") and r'\"\"\"' in s1.prompt
-    assert s1.references[0].startswith("    import re\n") and s1.extra["setup"] == "WORDS = 'Jing Eco and Tech'"  # fmt: skip
+    assert s1.prompt.startswith("import re\n\n\ndef find_char_long(text):") and r'\"\"\"' in s1.prompt
+    assert s1.references[0].startswith("    return re.findall") and s1.extra["setup"] == "import re\nWORDS = 'Jing Eco and Tech'"  # fmt: skip
     scores = task.score([s.references[0] for s in task.samples] + ["    return []\n"], [s0, s1, s1])
+    assert scores.rewards.tolist() == [1.0, 1.0, 0.0]
+
+
+def test_mbpp_tests_see_the_codes_imports_and_helpers(tmp_path):
+    # as in MBPP's harness, where code and tests share a namespace: tests that call
+    # math.isclose, or build the helper class the function takes
+    pytest.importorskip("datasets")
+    rows = [
+        {"text": "Volume of a cone.", "test_setup_code": "",
+         "code": "import math\ndef volume_cone(r,h):\n  return (1.0/3) * math.pi * r * r * h",
+         "test_list": ["assert math.isclose(volume_cone(5,12), 314.15926535897927, rel_tol=0.001)"]},
+        {"text": "Longest chain of pairs.", "test_setup_code": "",
+         "code": "class Pair(object):\n\tdef __init__(self, a, b):\n\t\tself.a = a\n\t\tself.b = b\n"
+                 "def max_chain_length(arr, n):\n\tmcl = [1] * n\n\tfor i in range(1, n):\n"
+                 "\t\tfor j in range(i):\n\t\t\tif arr[i].a > arr[j].b:\n\t\t\t\tmcl[i] = max(mcl[i], mcl[j] + 1)\n"
+                 "\treturn max(mcl)",
+         "test_list": ["assert max_chain_length([Pair(5, 24), Pair(15, 25), Pair(27, 40), Pair(50, 60)], 4) == 3"]},
+    ]  # fmt: skip
+    task = CodeTask(dataset="json", data_files=_jsonl(tmp_path / "helpers.jsonl", rows))
+    assert task.samples[1].prompt.startswith("class Pair(object):")
+    scores = task.score([s.references[0] for s in task.samples] + ["    return 0\n"], [*task.samples, task.samples[1]])
     assert scores.rewards.tolist() == [1.0, 1.0, 0.0]
 
 

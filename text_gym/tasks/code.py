@@ -71,10 +71,12 @@ Terminated by a stop token (EOS by default); truncated after ``max_new_tokens`` 
 * MBPP-style sets: ``"mbpp"`` or any Hugging Face name whose rows have ``text``,
   ``code``, ``test_list`` (and optionally ``test_setup_code``, run as setup);
   ``"json"`` with ``data_files=`` reads local files. The function to write is the first
-  one called by the first test that the reference ``code`` defines; the prompt is its
-  signature (as in ``code``) and a docstring of ``text`` and the first test as a doctest
-  (``>>> f(1) == 2`` / ``True``). The reference is ``code`` rewritten as that function's
-  body (its other top-level statements, such as imports and helpers, moved inside).
+  one called by the first test that the reference ``code`` defines; the prompt is the
+  code's other top-level statements (imports, helper classes and functions), then that
+  function's signature (as in ``code``) and a docstring of ``text`` and the first test
+  as a doctest (``>>> f(1) == 2`` / ``True``). The reference is the function's body.
+  Those other statements also open the setup, so tests that use them (``math.isclose``,
+  a helper class's constructor) run, as in MBPP's own harness.
 
 Bad data raises ``ValueError`` at construction, naming the row and field: a missing or
 non-text field, an empty or non-list ``test_list``, a HumanEval test without one
@@ -318,9 +320,12 @@ def mbpp_samples(rows: Any, where: str) -> list[Sample]:
             continue
         name, fn, module, example = found
         doc = f"{text.strip()}\n\n    {example}".replace("\\", "\\\\").replace('"""', r"\"\"\"")
-        prompt = f'def {name}({ast.unparse(fn.args)}):\n    """{doc}\n    """\n'
-        body = [n for n in module.body if n is not fn] + fn.body
-        reference = "".join(f"    {line}\n" for s in body for line in ast.unparse(s).splitlines())
+        # the code's other statements (imports, helper classes) open the prompt, and go
+        # into the setup too: the tests run apart from the program and may use them
+        helpers = "\n".join(ast.unparse(n) for n in module.body if n is not fn)
+        prompt = f'{helpers}\n\n\n' * bool(helpers) + f'def {name}({ast.unparse(fn.args)}):\n    """{doc}\n    """\n'  # fmt: skip
+        reference = "".join(f"    {line}\n" for s in fn.body for line in ast.unparse(s).splitlines())
+        setup = "\n".join(filter(None, (helpers, setup)))
         samples.append(Sample(prompt, (reference,), source=text, extra={"tests": tuple(tests), "setup": setup, "code": code, "row": i}))  # fmt: skip
     report_skipped_rows(where, samples, skipped, first, logger)
     return samples
