@@ -85,6 +85,43 @@ def test_hf_tokenizer_object_is_not_mutated(tmp_path):
     assert (json.dumps(bare.special_tokens_map, sort_keys=True), len(bare)) == before
 
 
+def test_hf_tokenizer_ignores_saved_padding_and_truncation():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    rust = Tokenizer(models.WordLevel({"[PAD]": 0, "[EOS]": 1, **{w: i + 2 for i, w in enumerate("abcdefgh")}}, unk_token="[EOS]"))  # fmt: skip
+    rust.pre_tokenizer, rust.decoder = pre_tokenizers.Whitespace(), decoders.WordPiece()
+    rust.enable_padding(pad_id=0, pad_token="[PAD]")  # as some tokenizer.json files have them
+    rust.enable_truncation(max_length=4)
+    hf = PreTrainedTokenizerFast(tokenizer_object=rust, pad_token="[PAD]", eos_token="[EOS]", clean_up_tokenization_spaces=False)  # fmt: skip
+    tok = HFTokenizer(hf)
+    assert tok.encode_batch(["a", "a b c d e f g h"]) == [[2], [2, 3, 4, 5, 6, 7, 8, 9]]
+    assert hf.backend_tokenizer.padding is not None and hf.backend_tokenizer.truncation is not None
+
+
+def test_hf_tokenizer_keeps_a_responses_leading_space_under_sentencepiece_decoders():
+    """Llama 2 / Mistral v0.1 style: the decoder strips one leading space from what it
+    decodes, so the response after a prompt, decoded alone, lost its first space."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rust = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    rust.pre_tokenizer = pre_tokenizers.Split("\n", "isolated")  # no merges across lines
+    rust.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    rust.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])  # fmt: skip
+    corpus = ["def f(n):\n    return n + 5\n", "a b c", "Question: add two numbers. Answer: 12"] * 5  # "a b" merges
+    rust.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=[chr(c) for c in range(32, 127)] + ["\u2581"]))  # fmt: skip
+    hf = PreTrainedTokenizerFast(tokenizer_object=rust, unk_token="<unk>", eos_token="</s>", clean_up_tokenization_spaces=False)  # fmt: skip
+    tok = HFTokenizer(hf)
+    prompt, response = "def f(n):\n", "    return n + 5\n"
+    full, head = tok.encode(prompt + response), tok.encode(prompt)
+    assert full[: len(head)] == head and hf.decode(full[len(head) :]) != response  # the decoder's strip
+    assert tok.decode(full[len(head) :]) == response
+    # decoding gives the text ids add after other text: the normalizer's prepended
+    # space, which the tokenizer's own decode strips, is read as a space too
+    assert tok.decode_batch([tok.encode("Answer: 12"), []]) == [" Answer: 12", ""]
+
+
 def test_load_by_name_or_path(tmp_path):
     default_tokenizer().hf.save_pretrained(tmp_path)
     tok = load_tokenizer(str(tmp_path))  # the same code path as a hub name

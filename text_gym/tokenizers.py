@@ -144,6 +144,12 @@ class _OneTextMixin:
 class HFTokenizer(_OneTextMixin):
     """Read-only adapter over a Hugging Face tokenizer.
 
+    Decoding gives the text the ids add after other text, which is what a response
+    after its prompt is. Under a decoder that strips one leading space (SentencePiece's,
+    as Llama 2 and Mistral v0.1 ship it) that differs from the tokenizer's own
+    ``decode``: ids of ``" b"`` decode to ``" b"``, not ``"b"``, and ids of a text
+    encoded on its own keep the space its normalizer prepended.
+
     Args:
         tokenizer: a ``transformers`` tokenizer object (not modified).
         name: identifier of the vocabulary; defaults to the tokenizer's ``name_or_path``.
@@ -170,12 +176,17 @@ class HFTokenizer(_OneTextMixin):
         if getattr(tokenizer, "is_fast", False) and not getattr(
             tokenizer, "clean_up_tokenization_spaces", False
         ):
-            self._backend = tokenizer.backend_tokenizer
+            self._backend = backend = tokenizer.backend_tokenizer
+            if backend.padding or backend.truncation:  # saved in some tokenizer.json files
+                self._backend = type(backend).from_str(backend.to_str())  # a copy: not modified
+                self._backend.no_padding()
+                self._backend.no_truncation()
         # Byte-level BPE (GPT-2 style, SmolLM2's kind) decodes to the UTF-8 of its
         # tokens' bytes: a lookup table does it several times faster, and is used only after it
         # has been checked against the tokenizer's own decoder.
         pieces = _byte_table(tokenizer, self._backend) if self._backend else None
         self.byte_table = ByteTable(pieces) if pieces is not None else None
+        self._lead = None if self.byte_table is not None else self._lead_sentinel()
 
     def __len__(self) -> int:
         return self._len
@@ -193,9 +204,30 @@ class HFTokenizer(_OneTextMixin):
             return []
         if self.byte_table is not None:
             return self.byte_table.decode_ids(ids)
+        if self._lead is None:
+            return self._decode([list(x) for x in ids])
+        lead, cut = self._lead
+        return [text[cut:] for text in self._decode([lead + list(x) for x in ids])]
+
+    def _decode(self, ids: list[list[int]]) -> list[str]:
         if self._backend is not None:
-            return self._backend.decode_batch([list(x) for x in ids], skip_special_tokens=True)
+            return self._backend.decode_batch(ids, skip_special_tokens=True)
         return self.hf.batch_decode(ids, skip_special_tokens=True)
+
+    def _lead_sentinel(self) -> tuple[list[int], int] | None:
+        """For a decoder that drops the leading space of what it decodes (SentencePiece's,
+        as Llama 2 and Mistral v0.1 ship it), the ids of a short word (``"a"``) and the
+        length of its text: decoded after them, a response that starts with a space keeps
+        it (decoded alone, ``" b"`` would come out as ``"b"``, and a code body's first
+        line would lose one space of indentation). None for decoders that keep it."""
+        for first, second in (("a", "b"), ("x", "y"), ("1", "2")):  # one that does not merge
+            a, ab = self.encode_batch([first, f"{first} {second}"])
+            if a and ab[: len(a)] == a:
+                alone, lead, both = self._decode([ab[len(a) :], a, ab])
+                if alone == f" {second}" or both != f"{lead} {second}":
+                    return None
+                return a, len(lead)
+        return None
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
         if not getattr(self.hf, "chat_template", None):
