@@ -10,6 +10,7 @@ import pytest
 
 from text_gym import TextVectorEnv
 from text_gym.tasks import GuessNumberTask
+from text_gym.tasks.goal_dialogue import REPLY
 
 
 def binary_search_turns(task: GuessNumberTask, secret: int) -> tuple[bool, int]:
@@ -82,6 +83,14 @@ def test_random_agent_rarely_succeeds():
             successes += int(info["metrics"]["success"][done].sum())
             episodes += int(done.sum())
     assert successes / episodes < 0.05
+
+
+def test_a_guess_of_thousands_of_digits_gets_a_reply():
+    # past Python's 4,300-digit int limit, int() raised inside the env's step
+    task = GuessNumberTask()
+    state = task.new_dialogue(task.samples[0])
+    replies = task.user_replies([state, state], ["9" * 5000, "-" + "9" * 5000])
+    assert [text for text, _ in replies] == [REPLY.format(text="Lower."), REPLY.format(text="Higher.")]
 
 
 def test_reply_that_does_not_fit_truncates():

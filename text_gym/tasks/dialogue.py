@@ -30,7 +30,7 @@ package: add its name to ``REWARDS`` and its batched call to :meth:`DialogueTask
 ## Episode end
 
 ``terminated`` on the stop token, ``truncated`` after ``max_new_tokens`` (env arguments).
-Chitchat turns run up to 34,632 characters (99% under 420) and histories up to 8,111:
+Chitchat turns run up to 34,632 characters (99% under 448) and histories up to 8,111:
 set ``max_new_tokens`` and ``max_prompt_tokens`` rather than the longest-sample defaults.
 
 ## Arguments

@@ -12,7 +12,7 @@ dialogue is over at the correct guess or after ``max_turns`` turns.
   agent's stop token and the user's reply, which a KV-caching agent prefills.
 * Reward, given at the dialogue's end: ``1 - turn_cost * turns`` for a won dialogue; no
   partial credit. A binary search wins within ``ceil(log2(high - low + 1))`` turns (7
-  for the default 1..100), so its reward is at least ``1 - 7 * turn_cost = 0.65``. A
+  for the default 1..100), so its reward is at least ``1 - 7 * turn_cost`` (0.65). A
   dialogue that is not won scores ``-max_turns * turn_cost``, however it ended: out of
   turns, or truncated with turns left (so never ending a turn earns nothing over
   guessing). ``info["metrics"]`` holds ``success``, ``turns`` and ``invalid_turns``
@@ -98,11 +98,11 @@ class GuessNumberTask(MultiTurnTask):
             if found is None:
                 state.invalid_turns += 1
                 text = "Please answer with a whole number."
-            elif int(found.group()) == state.secret:
+            elif (guess := _number(found.group())) == state.secret:
                 state.success = True
                 text = "Correct!"
             else:
-                text = "Higher." if int(found.group()) < state.secret else "Lower."
+                text = "Higher." if guess < state.secret else "Lower."
             over = state.success or state.turns >= self.max_turns
             if over and not state.success:
                 text += f" Out of turns: it was {state.secret}."
@@ -124,6 +124,14 @@ class GuessNumberTask(MultiTurnTask):
                                REPLY.format(text="Please answer with a whole number.")])
         )  # fmt: skip
         return self.max_turns * (longest + 16)
+
+
+def _number(digits: str) -> int:
+    """The integer ``digits`` spell; past 30 digits (beyond any secret, and beyond the
+    4,300 digits Python converts to an int) only its sign counts: ``±10**30``."""
+    if len(digits.lstrip("-")) > 30:
+        return -(10**30) if digits.startswith("-") else 10**30
+    return int(digits)
 
 
 def _stable_hash(value: Any) -> int:
