@@ -22,10 +22,10 @@ def test_demo_runs_every_env_and_renders(capsys):
 
 
 def test_random_policy_stats_add_up():
-    stats = cli.run_random("TextTranslate-v0", num_envs=4, episodes=8, seed=0, p_eos=0.5)
-    assert stats["episodes"] >= 8 and stats["terminated"] + stats["truncated"] == stats["episodes"]
+    stats = cli.run_random("TextTranslate-v0", num_envs=8, episodes=3, seed=0, p_eos=0.9)
+    assert stats["episodes"] == 3 and stats["terminated"] + stats["truncated"] == 3  # not all that ended
     assert stats["mean_reward"] == 0.0  # random tokens never spell a SCAN answer
-    assert 1 <= stats["mean_episode_tokens"] < 4  # p_eos=0.5: about two tokens
+    assert 1 <= stats["mean_episode_tokens"] < 4  # p_eos=0.9: about one token
 
 
 def test_list_prints_ids(capsys):

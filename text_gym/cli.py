@@ -25,7 +25,7 @@ def run_random(env_id: str, num_envs: int, episodes: int, seed: int, p_eos: floa
     env = envs.unwrapped
     rng = np.random.default_rng(seed)
     envs.reset(seed=seed)
-    rewards, lengths, ends = [], [], {"terminated": 0, "truncated": 0}
+    rewards, lengths, stopped = [], [], []  # per finished episode
     steps, start = 0, time.perf_counter()
     age = np.zeros(num_envs, dtype=np.int64)  # tokens written in each slot's episode
     while len(rewards) < episodes:
@@ -37,10 +37,12 @@ def run_random(env_id: str, num_envs: int, episodes: int, seed: int, p_eos: floa
         for i in np.flatnonzero(terminated | truncated):
             rewards.append(float(reward[i]))
             lengths.append(int(age[i]))
+            stopped.append(bool(terminated[i]))
             age[i] = -1  # the next step is the autoreset step (NEXT_STEP mode)
-        ends["terminated"] += int(terminated.sum())
-        ends["truncated"] += int(truncated.sum())
     seconds = time.perf_counter() - start
+    # the first `episodes` of them (the last step may have ended a few more)
+    rewards, lengths, stopped = rewards[:episodes], lengths[:episodes], stopped[:episodes]
+    ends = {"terminated": sum(stopped), "truncated": episodes - sum(stopped)}
     envs.close()
     return {
         "env_id": env_id,
