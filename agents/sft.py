@@ -145,7 +145,7 @@ def main(args: Args) -> dict[str, float]:
     model.to(args.device)
     env = gym.make(args.env_id, tokenizer=tokenizer, **json.loads(args.env_kwargs)).unwrapped
     prompts = tokenizer.encode_batch([s.prompt for s in task.samples])
-    answers = tokenizer.encode_batch(references)
+    answers = answer_ids(tokenizer, [s.prompt for s in task.samples], references, prompts)
     pairs = [(p[-env.vector.prompt_tokens :], a + [tokenizer.eos_token_id]) for p, a in zip(prompts, answers)]  # fmt: skip
 
     model.train()
@@ -205,6 +205,16 @@ def metrics_csv(path: Path, start: int):
     with path.open("w", newline="") as f:
         csv.writer(f).writerows(kept)
     return csv.writer(path.open("a", newline="", buffering=1))
+
+
+def answer_ids(tokenizer, prompts: list[str], answers: list[str], prompt_ids: list[list[int]]) -> list[list[int]]:
+    """Each answer's tokens as they follow its prompt, which is what the policy emits:
+    for some tokenizers (Llama 2's kind) the answer encoded on its own starts with an
+    extra space. Where the prompt's tokens change once the answer follows (a merge
+    across the boundary), the answer is encoded on its own."""
+    whole = tokenizer.encode_batch([p + a for p, a in zip(prompts, answers)])
+    alone = tokenizer.encode_batch(answers)
+    return [w[len(p) :] if w[: len(p)] == p else a for p, w, a in zip(prompt_ids, whole, alone)]
 
 
 def save_checkpoint(path: Path, model, optimizer, order: torch.Generator, update: int) -> None:

@@ -42,3 +42,19 @@ def byte_env():
     env = gym.make("TextTranslate-v0", tokenizer="byte", max_new_tokens=8)
     yield env
     env.close()
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_hf():
+    """A small Hugging Face tokenizer built like Llama 2's and Mistral v0.1's: a normalizer
+    that prepends "\u2581" and a decoder that strips one leading space."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rust = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    rust.pre_tokenizer = pre_tokenizers.Split("\n", "isolated")  # no merges across lines
+    rust.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    rust.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])  # fmt: skip
+    corpus = ["def f(n):\n    return n + 5\n", "a b c", "Question: add two numbers. Answer: 12"] * 5  # "a b" merges
+    rust.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=[chr(c) for c in range(32, 127)] + ["\u2581"]))  # fmt: skip
+    return PreTrainedTokenizerFast(tokenizer_object=rust, unk_token="<unk>", eos_token="</s>", clean_up_tokenization_spaces=False)  # fmt: skip

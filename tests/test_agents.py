@@ -73,6 +73,18 @@ def test_sft_learns_repeats_and_resumes(tmp_path):
     assert metric(run_c, "losses/sft_loss") == first
 
 
+def test_sft_targets_are_the_answers_tokens_after_their_prompts(sentencepiece_hf):
+    # encoded alone, a Llama 2 style answer gains the space its normalizer prepends, and
+    # a policy that learned it writes a code body whose first line is indented one more
+    from text_gym import HFTokenizer
+
+    sft, tok = load_agent("sft"), HFTokenizer(sentencepiece_hf)
+    prompts, answers = ["def f(n):\n"], ["    return n + 5\n"]
+    ids = sft.answer_ids(tok, prompts, answers, tok.encode_batch(prompts))
+    assert tok.decode_batch(ids) == answers
+    assert tok.decode_batch(tok.encode_batch(answers)) == [" " + answers[0]]
+
+
 def test_agents_take_a_split_in_env_kwargs(tmp_path):
     # the held-out evaluation replaces it with eval_split instead of passing it twice
     sft = load_agent("sft")

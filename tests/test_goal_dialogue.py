@@ -91,6 +91,8 @@ def test_a_guess_of_thousands_of_digits_gets_a_reply():
     state = task.new_dialogue(task.samples[0])
     replies = task.user_replies([state, state], ["9" * 5000, "-" + "9" * 5000])
     assert [text for text, _ in replies] == [REPLY.format(text="Lower."), REPLY.format(text="Higher.")]
+    state = task.new_dialogue(task.samples[0])  # leading zeros are not digits that count
+    assert task.user_replies([state], ["0" * 40 + str(state.secret)])[0][0] == REPLY.format(text="Correct!")
 
 
 def test_reply_that_does_not_fit_truncates():

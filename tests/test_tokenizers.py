@@ -99,19 +99,10 @@ def test_hf_tokenizer_ignores_saved_padding_and_truncation():
     assert hf.backend_tokenizer.padding is not None and hf.backend_tokenizer.truncation is not None
 
 
-def test_hf_tokenizer_keeps_a_responses_leading_space_under_sentencepiece_decoders():
+def test_hf_tokenizer_keeps_a_responses_leading_space_under_sentencepiece_decoders(sentencepiece_hf):
     """Llama 2 / Mistral v0.1 style: the decoder strips one leading space from what it
     decodes, so the response after a prompt, decoded alone, lost its first space."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    rust = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
-    rust.pre_tokenizer = pre_tokenizers.Split("\n", "isolated")  # no merges across lines
-    rust.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
-    rust.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])  # fmt: skip
-    corpus = ["def f(n):\n    return n + 5\n", "a b c", "Question: add two numbers. Answer: 12"] * 5  # "a b" merges
-    rust.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=[chr(c) for c in range(32, 127)] + ["\u2581"]))  # fmt: skip
-    hf = PreTrainedTokenizerFast(tokenizer_object=rust, unk_token="<unk>", eos_token="</s>", clean_up_tokenization_spaces=False)  # fmt: skip
+    hf = sentencepiece_hf
     tok = HFTokenizer(hf)
     prompt, response = "def f(n):\n", "    return n + 5\n"
     full, head = tok.encode(prompt + response), tok.encode(prompt)

@@ -461,8 +461,9 @@ class RolloutCollector:
         With ``greedy=True`` this is the usual held-out score: ``samples`` may be
         ``range(len(env.task))`` for a whole split. Runs ``collect_episodes`` on chunks of
         ``num_envs`` samples (the last chunk padded by repeating its last sample). The
-        sampler is seeded per chunk, the env's sample streams are left as they are: a
-        training collector on the same env goes on drawing where it was.
+        sampler is seeded per chunk; the env's sample streams are not reseeded (they
+        advance by the evaluation's episodes), so a training collector on the same env
+        does not start its prompts over after each evaluation.
         """
         samples = [int(j) for j in samples]
         N, out = self.env.num_envs, []

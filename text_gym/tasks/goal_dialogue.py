@@ -127,9 +127,9 @@ class GuessNumberTask(MultiTurnTask):
 
 
 def _number(digits: str) -> int:
-    """The integer ``digits`` spell; past 30 digits (beyond any secret, and beyond the
-    4,300 digits Python converts to an int) only its sign counts: ``±10**30``."""
-    if len(digits.lstrip("-")) > 30:
+    """The integer ``digits`` spell; past 30 significant digits (beyond any secret, and
+    beyond the 4,300 digits Python converts to an int) only its sign counts: ``±10**30``."""
+    if len(digits.lstrip("-").lstrip("0")) > 30:
         return -(10**30) if digits.startswith("-") else 10**30
     return int(digits)
 
