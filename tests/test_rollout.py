@@ -177,6 +177,12 @@ def test_construction_checks():
     with pytest.raises(ValueError, match=rf"sliding window of 32 tokens.*whole window \({env.window} tokens\)"):  # fmt: skip
         RolloutCollector(mistral(32), env)
     assert RolloutCollector(mistral(env.window), env).collect(2, seed=0).actions.shape == (2, 2)
+    def gpt_neo(window):  # noqa: E306  (local layers attend over a band of window_size)
+        config = transformers.GPTNeoConfig(vocab_size=258, hidden_size=16, num_layers=2, num_heads=2, attention_types=[[["global", "local"], 1]], window_size=window, max_position_embeddings=512)  # fmt: skip
+        return transformers.GPTNeoForCausalLM(config)
+    with pytest.raises(ValueError, match=r"\(gpt_neo\) attends over a sliding window of 15 tokens"):
+        RolloutCollector(gpt_neo(16), env)
+    RolloutCollector(gpt_neo(env.window + 1), env)
     # a device named with an index (or without, as "cuda" is) is the model's device
     indexed = make_env(1, device="cpu:0")
     assert indexed.device == torch.device("cpu")

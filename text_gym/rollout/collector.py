@@ -734,6 +734,8 @@ def attention_span(config: Any) -> int | None:
         >>> attention_span(MistralConfig(sliding_window=32)), attention_span(Qwen2Config())
         (32, None)
     """
+    if "local" in (getattr(config, "attention_layers", None) or ()):  # GPT-Neo's local layers
+        return int(config.window_size) - 1  # a band of window_size cache columns, scratch included
     window = getattr(config, "sliding_window", None)
     if not window or getattr(config, "use_sliding_window", True) is False:
         return None
