@@ -147,11 +147,7 @@ class TextVectorEnv(VectorEnv):
             raise ValueError(f"num_envs={num_envs!r} must be a positive integer")
         check_choice("output", output, OUTPUTS)
         check_choice("prompt_truncation", prompt_truncation, TRUNCATIONS)
-        if render_mode not in (None, *self.metadata["render_modes"]):
-            raise UnsupportedRenderMode(
-                f"render_mode={render_mode!r} is not valid; choose one of "
-                f"{[None, *self.metadata['render_modes']]} (render() returns text)"
-            )
+        check_choice("render_mode", render_mode, [None, *self.metadata["render_modes"]], UnsupportedRenderMode)  # fmt: skip
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         self.calls = 0  # reset() and step() calls so far (see the class docstring)

@@ -342,7 +342,7 @@ class RolloutCollector:
         span = attention_span(model.config)
         if span is not None and span < env.window:
             raise ValueError(
-                f"the model ({model.config.model_type}) attends over a sliding window of {span} "
+                f"the model ({model_type}) attends over a sliding window of {span} "
                 f"tokens, but the rollout attends over the env's whole window ({env.window} "
                 f"tokens): build the env with max_prompt_tokens + max_new_tokens <= {span}, or "
                 "use a model with full attention"

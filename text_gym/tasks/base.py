@@ -132,10 +132,11 @@ class MultiTurnTask(Task):
         raise NotImplementedError
 
 
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-    """Raise ``ValueError`` naming ``value`` and listing ``choices`` if it is not one of them."""
+def check_choice(name: str, value: Any, choices: Sequence[Any], error: type[ValueError] = ValueError) -> None:  # fmt: skip
+    """Raise ``error`` (a ``ValueError``) naming ``value`` and listing ``choices`` if it is
+    not one of them."""
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(choices)}")
+        raise error(f"{name}={value!r} is not valid; choose one of {list(choices)}")
 
 
 def load_hf_rows(
