@@ -25,6 +25,8 @@ demo: setup
 	$(BIN)/text-gym demo
 
 test: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 tests
 
 bench: setup

@@ -99,7 +99,14 @@ def load_policy(args: Args):
 @torch.no_grad()
 def evaluate(model, args: Args, tokenizer) -> float:
     """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, **{**json.loads(args.env_kwargs), "split": args.eval_split})  # fmt: skip
+    envs = gym.make_vec(
+        args.env_id,
+        num_envs=args.eval_envs,
+        output="torch",
+        device=args.device,
+        tokenizer=tokenizer,
+        **{**json.loads(args.env_kwargs), "split": args.eval_split},
+    )
     n = len(envs.unwrapped.task)
     samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
     model.eval()
@@ -110,7 +117,7 @@ def evaluate(model, args: Args, tokenizer) -> float:
 
 def main(args: Args) -> dict[str, float]:
     if args.group_size < 2 or args.num_envs % args.group_size:
-        raise ValueError(f"num_envs={args.num_envs} must be a multiple of group_size={args.group_size} >= 2")  # fmt: skip
+        raise ValueError(f"num_envs={args.num_envs} must be a multiple of group_size={args.group_size} >= 2")
     run_dir = Path(args.runs_dir) / f"{args.env_id}__{args.exp_name}__{args.seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     if args.threads:
@@ -126,7 +133,14 @@ def main(args: Args) -> dict[str, float]:
     model.to(args.device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
     model.train()
-    envs = gym.make_vec(args.env_id, num_envs=args.num_envs, output="torch", device=args.device, tokenizer=tokenizer, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(
+        args.env_id,
+        num_envs=args.num_envs,
+        output="torch",
+        device=args.device,
+        tokenizer=tokenizer,
+        **json.loads(args.env_kwargs),
+    )
     num_prompts = len(envs.unwrapped.task)
     collector = RolloutCollector(model, envs)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
@@ -146,13 +160,18 @@ def main(args: Args) -> dict[str, float]:
     writer.add_text("hyperparameters", "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
     csv_out = metrics_csv(run_dir / "metrics.csv", start)
     started, tokens = time.time(), 0
-    bar = tqdm(range(start + 1, args.total_iterations + 1), initial=start, total=args.total_iterations, desc=args.exp_name)  # fmt: skip
+    bar = tqdm(
+        range(start + 1, args.total_iterations + 1), initial=start, total=args.total_iterations, desc=args.exp_name
+    )
     for iteration in bar:
         # rollout: group_size answers to each of num_envs / group_size prompts
         draw = torch.Generator().manual_seed(args.seed * 1_000_000 + iteration)
         prompts = torch.randint(num_prompts, (args.num_envs // args.group_size,), generator=draw)
         model.eval()
-        episodes = collector.collect_episodes(seed=args.seed * 1_000_000 + iteration * args.num_envs, sample_index=prompts.repeat_interleave(args.group_size).numpy())  # fmt: skip
+        episodes = collector.collect_episodes(
+            seed=args.seed * 1_000_000 + iteration * args.num_envs,
+            sample_index=prompts.repeat_interleave(args.group_size).numpy(),
+        )
         model.train()
         ids, attn, agent = episodes.trimmed()  # (E, T), (E, T), (E, T-1)
         E = ids.shape[0]
@@ -185,7 +204,7 @@ def main(args: Args) -> dict[str, float]:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
-                clip_fracs.append((((ratio - 1).abs() > args.clip_coef).float() * m).sum().item() / m.sum().item())  # fmt: skip
+                clip_fracs.append((((ratio - 1).abs() > args.clip_coef).float() * m).sum().item() / m.sum().item())
                 kls.append(kl_loss.item())
 
         tokens += int(episodes.agent_mask.sum())
@@ -210,7 +229,7 @@ def main(args: Args) -> dict[str, float]:
     save_checkpoint(checkpoint, model, optimizer, done)
     model.save_pretrained(run_dir / "model")
     if (Path(args.init_model) / "words.json").exists():
-        (run_dir / "model" / "words.json").write_bytes((Path(args.init_model) / "words.json").read_bytes())  # fmt: skip
+        (run_dir / "model" / "words.json").write_bytes((Path(args.init_model) / "words.json").read_bytes())
     eval_return = evaluate(model, args, tokenizer)
     writer.add_scalar("charts/eval_return", eval_return, done)
     csv_out.writerow([done, "charts/eval_return", eval_return])

@@ -141,7 +141,14 @@ def gae(rewards, values, agent, gamma: float, lam: float) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model, args: Args, tokenizer) -> float:
     """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, **{**json.loads(args.env_kwargs), "split": args.eval_split})  # fmt: skip
+    envs = gym.make_vec(
+        args.env_id,
+        num_envs=args.eval_envs,
+        output="torch",
+        device=args.device,
+        tokenizer=tokenizer,
+        **{**json.loads(args.env_kwargs), "split": args.eval_split},
+    )
     n = len(envs.unwrapped.task)
     samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
     model.eval()
@@ -167,12 +174,22 @@ def main(args: Args) -> dict[str, float]:
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
     model.train()
     mask_model = copy.deepcopy(model).eval().requires_grad_(False)
-    envs = gym.make_vec(args.env_id, num_envs=args.num_envs, output="torch", device=args.device, tokenizer=tokenizer, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(
+        args.env_id,
+        num_envs=args.num_envs,
+        output="torch",
+        device=args.device,
+        tokenizer=tokenizer,
+        **json.loads(args.env_kwargs),
+    )
     V = envs.unwrapped.vocab_size
     # the mask model follows the same observations with its own KV cache; the policy samples
     # only among the mask model's top-p tokens at each step
     mask_collector = RolloutCollector(mask_model, envs)
-    restrict = lambda logits, obs: logits.masked_fill(~top_p_keep(mask_collector.feed(obs)[0][:, :V], args.top_p), float("-inf"))  # noqa: E731  # fmt: skip
+
+    def restrict(logits, obs):
+        return logits.masked_fill(~top_p_keep(mask_collector.feed(obs)[0][:, :V], args.top_p), float("-inf"))
+
     collector = RolloutCollector(model, envs, logits_processor=restrict)
     d = model.config.hidden_size
     value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1)).to(args.device)
@@ -196,7 +213,9 @@ def main(args: Args) -> dict[str, float]:
     writer.add_text("hyperparameters", "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
     csv_out = metrics_csv(run_dir / "metrics.csv", start)
     started, tokens = time.time(), 0
-    bar = tqdm(range(start + 1, args.total_iterations + 1), initial=start, total=args.total_iterations, desc=args.exp_name)  # fmt: skip
+    bar = tqdm(
+        range(start + 1, args.total_iterations + 1), initial=start, total=args.total_iterations, desc=args.exp_name
+    )
     for iteration in bar:
         # rollout: one episode per slot, prompts from seeded streams
         model.eval()
@@ -240,7 +259,7 @@ def main(args: Args) -> dict[str, float]:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
                 optimizer.step()
-                clip_fracs.append((((ratio - 1).abs() > args.clip_coef).float() * m).sum().item() / m.sum().item())  # fmt: skip
+                clip_fracs.append((((ratio - 1).abs() > args.clip_coef).float() * m).sum().item() / m.sum().item())
 
         if iteration % args.mask_sync_every == 0:  # the mask follows the policy, with a lag
             mask_model.load_state_dict(model.state_dict())
@@ -268,13 +287,15 @@ def main(args: Args) -> dict[str, float]:
             csv_out.writerow([iteration, key, value])
         bar.set_postfix(reward=f"{metrics['charts/episodic_return']:.3f}", sps=f"{sps:.0f}")
         if args.checkpoint_every and iteration % args.checkpoint_every == 0:
-            save_checkpoint(checkpoint, model, value_head, optimizer, iteration, kl_coef=kl_coef, mask_model=mask_model.state_dict())
+            save_checkpoint(
+                checkpoint, model, value_head, optimizer, iteration, kl_coef=kl_coef, mask_model=mask_model.state_dict()
+            )
 
     done = max(start, args.total_iterations)  # a rerun with a smaller total keeps the step its weights reached
     save_checkpoint(checkpoint, model, value_head, optimizer, done, kl_coef=kl_coef, mask_model=mask_model.state_dict())
     model.save_pretrained(run_dir / "model")
     if (Path(args.init_model) / "words.json").exists():
-        (run_dir / "model" / "words.json").write_bytes((Path(args.init_model) / "words.json").read_bytes())  # fmt: skip
+        (run_dir / "model" / "words.json").write_bytes((Path(args.init_model) / "words.json").read_bytes())
     eval_return = evaluate(model, args, tokenizer)
     writer.add_scalar("charts/eval_return", eval_return, done)
     csv_out.writerow([done, "charts/eval_return", eval_return])

@@ -124,7 +124,14 @@ def gae(rewards, values, agent, gamma: float, lam: float) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model, args: Args, tokenizer) -> float:
     """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, **{**json.loads(args.env_kwargs), "split": args.eval_split})  # fmt: skip
+    envs = gym.make_vec(
+        args.env_id,
+        num_envs=args.eval_envs,
+        output="torch",
+        device=args.device,
+        tokenizer=tokenizer,
+        **{**json.loads(args.env_kwargs), "split": args.eval_split},
+    )
     n = len(envs.unwrapped.task)
     samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
     model.eval()
@@ -149,7 +156,14 @@ def main(args: Args) -> dict[str, float]:
     model.to(args.device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
     model.train()
-    envs = gym.make_vec(args.env_id, num_envs=args.num_envs, output="torch", device=args.device, tokenizer=tokenizer, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(
+        args.env_id,
+        num_envs=args.num_envs,
+        output="torch",
+        device=args.device,
+        tokenizer=tokenizer,
+        **json.loads(args.env_kwargs),
+    )
     collector = RolloutCollector(model, envs)
     d = model.config.hidden_size
     value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1)).to(args.device)
@@ -172,7 +186,9 @@ def main(args: Args) -> dict[str, float]:
     writer.add_text("hyperparameters", "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
     csv_out = metrics_csv(run_dir / "metrics.csv", start)
     started, tokens = time.time(), 0
-    bar = tqdm(range(start + 1, args.total_iterations + 1), initial=start, total=args.total_iterations, desc=args.exp_name)  # fmt: skip
+    bar = tqdm(
+        range(start + 1, args.total_iterations + 1), initial=start, total=args.total_iterations, desc=args.exp_name
+    )
     for iteration in bar:
         # rollout: one episode per slot, prompts from seeded streams
         model.eval()
@@ -215,7 +231,7 @@ def main(args: Args) -> dict[str, float]:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
                 optimizer.step()
-                clip_fracs.append((((ratio - 1).abs() > args.clip_coef).float() * m).sum().item() / m.sum().item())  # fmt: skip
+                clip_fracs.append((((ratio - 1).abs() > args.clip_coef).float() * m).sum().item() / m.sum().item())
 
         # adaptive KL controller: move beta towards the target KL
         episode_kl = kl.sum(1).mean().item()
@@ -245,7 +261,7 @@ def main(args: Args) -> dict[str, float]:
     save_checkpoint(checkpoint, model, value_head, optimizer, done, kl_coef=kl_coef)
     model.save_pretrained(run_dir / "model")
     if (Path(args.init_model) / "words.json").exists():
-        (run_dir / "model" / "words.json").write_bytes((Path(args.init_model) / "words.json").read_bytes())  # fmt: skip
+        (run_dir / "model" / "words.json").write_bytes((Path(args.init_model) / "words.json").read_bytes())
     eval_return = evaluate(model, args, tokenizer)
     writer.add_scalar("charts/eval_return", eval_return, done)
     csv_out.writerow([done, "charts/eval_return", eval_return])

@@ -122,7 +122,14 @@ def td_targets(rewards, values, agent, gamma: float) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model, args: Args, tokenizer) -> float:
     """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, **{**json.loads(args.env_kwargs), "split": args.eval_split})  # fmt: skip
+    envs = gym.make_vec(
+        args.env_id,
+        num_envs=args.eval_envs,
+        output="torch",
+        device=args.device,
+        tokenizer=tokenizer,
+        **{**json.loads(args.env_kwargs), "split": args.eval_split},
+    )
     n = len(envs.unwrapped.task)
     samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
     model.eval()
@@ -150,7 +157,14 @@ def main(args: Args) -> dict[str, float]:
     d = model.config.hidden_size
     value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1)).to(args.device)
     target, target_value = copy.deepcopy(model).eval(), copy.deepcopy(value_head)
-    envs = gym.make_vec(args.env_id, num_envs=args.num_envs, output="torch", device=args.device, tokenizer=tokenizer, **json.loads(args.env_kwargs))  # fmt: skip
+    envs = gym.make_vec(
+        args.env_id,
+        num_envs=args.num_envs,
+        output="torch",
+        device=args.device,
+        tokenizer=tokenizer,
+        **json.loads(args.env_kwargs),
+    )
     collector = RolloutCollector(model, envs)  # samples the Boltzmann policy of Q: the model itself
     params = list(model.parameters()) + list(value_head.parameters())
     optimizer = torch.optim.Adam(params, lr=args.learning_rate)
@@ -174,14 +188,19 @@ def main(args: Args) -> dict[str, float]:
     writer.add_text("hyperparameters", "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
     csv_out = metrics_csv(run_dir / "metrics.csv", start)
     started, tokens = time.time(), 0
-    bar = tqdm(range(start + 1, args.total_iterations + 1), initial=start, total=args.total_iterations, desc=args.exp_name)  # fmt: skip
+    bar = tqdm(
+        range(start + 1, args.total_iterations + 1), initial=start, total=args.total_iterations, desc=args.exp_name
+    )
     for iteration in bar:
         # rollout with the Boltzmann policy; the episodes join the replay buffer
         model.eval()
         episodes = collector.collect_episodes(seed=args.seed * 1_000_000 + iteration * args.num_envs)
         model.train()
-        fresh = {k: getattr(episodes, k) for k in ("input_ids", "attention_mask", "agent_mask", "rewards", "terminated", "sample_index")}  # fmt: skip
-        buffer = {k: torch.cat((buffer[k], v))[-args.buffer_size :] if buffer else v for k, v in fresh.items()}  # fmt: skip
+        fresh = {
+            k: getattr(episodes, k)
+            for k in ("input_ids", "attention_mask", "agent_mask", "rewards", "terminated", "sample_index")
+        }
+        buffer = {k: torch.cat((buffer[k], v))[-args.buffer_size :] if buffer else v for k, v in fresh.items()}
 
         for _ in range(args.updates_per_iteration):
             idx = torch.randint(len(buffer["rewards"]), (args.batch_size,))
@@ -193,13 +212,15 @@ def main(args: Args) -> dict[str, float]:
                 v_target = target_value(target_hidden)[..., 0]  # (B, T-1): V(s_t) of the target net
                 ref_logp, _ = token_logprobs(reference, ids, attn)
                 rewards = torch.zeros_like(agent)
-                last = (agent * torch.arange(agent.shape[1], device=agent.device)).argmax(1)  # each row's last agent token
+                last = (agent * torch.arange(agent.shape[1], device=agent.device)).argmax(
+                    1
+                )  # each row's last agent token
                 rewards[torch.arange(B, device=last.device), last] = batch.rewards
                 targets = td_targets(rewards, v_target, agent, args.gamma)  # r + gamma V(s')
             logp, hidden = token_logprobs(model, ids, attn, hidden=True)
             v = value_head(hidden.detach())[..., 0]  # (B, T-1)
             q = args.alpha * (logp - ref_logp) + v  # Q(s_t, a_t)
-            td_loss = (torch.nn.functional.smooth_l1_loss(q, targets, reduction="none") * agent).sum() / agent.sum()  # fmt: skip
+            td_loss = (torch.nn.functional.smooth_l1_loss(q, targets, reduction="none") * agent).sum() / agent.sum()
             optimizer.zero_grad()
             td_loss.backward()
             torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
@@ -224,13 +245,31 @@ def main(args: Args) -> dict[str, float]:
             csv_out.writerow([iteration, key, value])
         bar.set_postfix(reward=f"{metrics['charts/episodic_return']:.3f}", sps=f"{sps:.0f}")
         if args.checkpoint_every and iteration % args.checkpoint_every == 0:
-            save_checkpoint(checkpoint, model, optimizer, iteration, target=target.state_dict(), target_value=target_value.state_dict(), value_head=value_head.state_dict(), buffer=buffer)  # fmt: skip
+            save_checkpoint(
+                checkpoint,
+                model,
+                optimizer,
+                iteration,
+                target=target.state_dict(),
+                target_value=target_value.state_dict(),
+                value_head=value_head.state_dict(),
+                buffer=buffer,
+            )
 
     done = max(start, args.total_iterations)  # a rerun with a smaller total keeps the step its weights reached
-    save_checkpoint(checkpoint, model, optimizer, done, target=target.state_dict(), target_value=target_value.state_dict(), value_head=value_head.state_dict(), buffer=buffer)  # fmt: skip
+    save_checkpoint(
+        checkpoint,
+        model,
+        optimizer,
+        done,
+        target=target.state_dict(),
+        target_value=target_value.state_dict(),
+        value_head=value_head.state_dict(),
+        buffer=buffer,
+    )
     model.save_pretrained(run_dir / "model")
     if (Path(args.init_model) / "words.json").exists():
-        (run_dir / "model" / "words.json").write_bytes((Path(args.init_model) / "words.json").read_bytes())  # fmt: skip
+        (run_dir / "model" / "words.json").write_bytes((Path(args.init_model) / "words.json").read_bytes())
     eval_return = evaluate(model, args, tokenizer)
     writer.add_scalar("charts/eval_return", eval_return, done)
     csv_out.writerow([done, "charts/eval_return", eval_return])

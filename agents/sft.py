@@ -88,8 +88,8 @@ def load_policy(args: Args, task_texts: list[str]):
         return model, load_tokenizer(str(words) if words.exists() else model.config.text_gym_tokenizer)
     if args.model == "smollm2":
         return load_default_model(), load_tokenizer("default")
-    tokenizer = WordTokenizer.from_texts(task_texts) if args.tokenizer == "words" else load_tokenizer(args.tokenizer)  # fmt: skip
-    model = tiny_model(tokenizer, hidden=args.hidden, layers=args.layers, heads=4, kv_heads=2, seed=args.seed)  # fmt: skip
+    tokenizer = WordTokenizer.from_texts(task_texts) if args.tokenizer == "words" else load_tokenizer(args.tokenizer)
+    model = tiny_model(tokenizer, hidden=args.hidden, layers=args.layers, heads=4, kv_heads=2, seed=args.seed)
     return model, tokenizer
 
 
@@ -116,7 +116,14 @@ def make_batch(pairs: list[tuple[list[int], list[int]]], pad: int) -> tuple[torc
 @torch.no_grad()
 def evaluate(model, args: Args, tokenizer) -> float:
     """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = gym.make_vec(args.env_id, num_envs=args.eval_envs, output="torch", device=args.device, tokenizer=tokenizer, **{**json.loads(args.env_kwargs), "split": args.eval_split})  # fmt: skip
+    envs = gym.make_vec(
+        args.env_id,
+        num_envs=args.eval_envs,
+        output="torch",
+        device=args.device,
+        tokenizer=tokenizer,
+        **{**json.loads(args.env_kwargs), "split": args.eval_split},
+    )
     n = len(envs.unwrapped.task)
     samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
     was_training = model.training
@@ -146,7 +153,7 @@ def main(args: Args) -> dict[str, float]:
     env = gym.make(args.env_id, tokenizer=tokenizer, **json.loads(args.env_kwargs)).unwrapped
     prompts = tokenizer.encode_batch([s.prompt for s in task.samples])
     answers = answer_ids(tokenizer, [s.prompt for s in task.samples], references, prompts)
-    pairs = [(p[-env.vector.prompt_tokens :], a + [tokenizer.eos_token_id]) for p, a in zip(prompts, answers)]  # fmt: skip
+    pairs = [(p[-env.vector.prompt_tokens :], a + [tokenizer.eos_token_id]) for p, a in zip(prompts, answers)]
 
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
@@ -169,7 +176,7 @@ def main(args: Args) -> dict[str, float]:
     csv_out = metrics_csv(run_dir / "metrics.csv", start)
     started = time.time()
     loss = torch.tensor(0.0)
-    bar = tqdm(range(start + 1, args.total_updates + 1), initial=start, total=args.total_updates, desc="sft")  # fmt: skip
+    bar = tqdm(range(start + 1, args.total_updates + 1), initial=start, total=args.total_updates, desc="sft")
     for update in bar:
         idx = torch.randint(len(pairs), (args.batch_size,), generator=order).tolist()
         ids, labels, mask = (t.to(args.device) for t in make_batch([pairs[i] for i in idx], tokenizer.pad_token_id))

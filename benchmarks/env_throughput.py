@@ -44,10 +44,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from readme_tables import publish
 
 import text_gym  # noqa: F401  (registers the env ids)
 from text_gym.tokenizers import decode_rows
-from readme_tables import publish
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -55,7 +55,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 class PeerTokenEnv(gym.Env):
     """A per-slot token env as a user would write it: numpy buffers, Python control flow."""
 
-    def __init__(self, prompts: list[list[int]], task, tokenizer, prompt_len: int, max_new: int) -> None:  # fmt: skip
+    def __init__(self, prompts: list[list[int]], task, tokenizer, prompt_len: int, max_new: int) -> None:
         self.prompts, self.task, self.tokenizer = prompts, task, tokenizer
         self.P, self.T, self.eos = prompt_len, max_new, tokenizer.eos_token_id
         L, V = prompt_len + max_new, len(tokenizer)
@@ -97,7 +97,7 @@ class PeerTokenEnv(gym.Env):
             sample = self.task.samples[self.sample]
             scores = self.task.score([response], [sample])
             reward = float(scores.rewards[0])
-            info = {"response": response, "metrics": {k: float(v[0]) for k, v in scores.metrics.items()}}  # fmt: skip
+            info = {"response": response, "metrics": {k: float(v[0]) for k, v in scores.metrics.items()}}
         return self._obs(), reward, terminated, truncated, info
 
 
@@ -106,7 +106,7 @@ def make_peer(env_id: str, num_envs: int, **kwargs) -> gym.vector.SyncVectorEnv:
     tok, task = native.tokenizer, native.task
     prompts = tok.encode_batch([s.prompt for s in task.samples])
     P, T = native.prompt_tokens, native.max_new_tokens
-    return gym.vector.SyncVectorEnv([lambda: PeerTokenEnv(prompts, task, tok, P, T) for _ in range(num_envs)])  # fmt: skip
+    return gym.vector.SyncVectorEnv([lambda: PeerTokenEnv(prompts, task, tok, P, T) for _ in range(num_envs)])
 
 
 def floor_runner(env_id: str, num_envs: int) -> Callable[[np.ndarray], None]:
@@ -153,7 +153,7 @@ def floor_score_runner(env_id: str, num_envs: int, **kwargs) -> Callable[[np.nda
     return step
 
 
-def timed(step: Callable[[np.ndarray], object], actions: np.ndarray, min_seconds: float) -> tuple[float, int]:  # fmt: skip
+def timed(step: Callable[[np.ndarray], object], actions: np.ndarray, min_seconds: float) -> tuple[float, int]:
     """Steps per second over at least ``min_seconds`` and 20 steps, cycling through the
     action rows (fast runners would otherwise finish them in a few milliseconds)."""
     step(actions[0])  # warm-up
@@ -166,7 +166,9 @@ def timed(step: Callable[[np.ndarray], object], actions: np.ndarray, min_seconds
     return done / (time.perf_counter() - start), done
 
 
-def bench(env_id: str, kwargs: dict, num_envs: int, steps: int, p_eos: float, min_seconds: float, seed: int, repeats: int) -> dict:  # fmt: skip
+def bench(
+    env_id: str, kwargs: dict, num_envs: int, steps: int, p_eos: float, min_seconds: float, seed: int, repeats: int
+) -> dict:
     """Each runner's best steps/s over ``repeats`` rounds; every round runs all of them in
     turn, so a burst of load from elsewhere on a shared machine hits one round, not one runner."""
     native = gym.make_vec(env_id, num_envs=num_envs, **kwargs)
@@ -178,7 +180,7 @@ def bench(env_id: str, kwargs: dict, num_envs: int, steps: int, p_eos: float, mi
     envs = {
         "TextVectorEnv": native,
         "TextVectorEnv(copy=False)": gym.make_vec(env_id, num_envs=num_envs, copy=False, **kwargs),
-        "Sync(TextEnv)": gym.vector.SyncVectorEnv([lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)]),  # fmt: skip
+        "Sync(TextEnv)": gym.vector.SyncVectorEnv([lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)]),
         "Sync(peer)": make_peer(env_id, num_envs, **kwargs),
     }
 
@@ -208,8 +210,13 @@ CONFIGS = {
 
 
 def to_markdown(rows: list[dict], meta: dict) -> str:
-    names = ["TextVectorEnv", "TextVectorEnv(copy=False)", "Sync(TextEnv)", "Sync(peer)", "floor", "floor+score"]  # fmt: skip
-    ratio_names = ["native / peer", "native(copy=False) / peer", "native(copy=False) / (floor+score)", "floor / native(copy=False)"]  # fmt: skip
+    names = ["TextVectorEnv", "TextVectorEnv(copy=False)", "Sync(TextEnv)", "Sync(peer)", "floor", "floor+score"]
+    ratio_names = [
+        "native / peer",
+        "native(copy=False) / peer",
+        "native(copy=False) / (floor+score)",
+        "floor / native(copy=False)",
+    ]
     lines = [
         f"Env-only steps/s (batch steps per second; x num_envs for env steps), `{meta['env_id']}`, "
         f"p_eos={meta['p_eos']:.4g}, {meta['date']}, on {meta['machine']}.",
@@ -241,15 +248,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="distinct action rows (cycled)")
     parser.add_argument("--min-seconds", type=float, default=2.0, help="time each runner this long per round")
     parser.add_argument("--repeats", type=int, default=3, help="rounds over all runners; each keeps its best")
-    parser.add_argument("--p-eos", type=float, default=1 / 64, help="chance an action is the stop token")  # fmt: skip
+    parser.add_argument("--p-eos", type=float, default=1 / 64, help="chance an action is the stop token")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run (not written to results/)")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (not written to results/)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--from-json", action="store_true", help="only re-render the table and README from the last JSON")  # fmt: skip
+    parser.add_argument(
+        "--from-json", action="store_true", help="only re-render the table and README from the last JSON"
+    )
     args = parser.parse_args()
     if args.from_json:
         saved = json.loads((args.out / "env_throughput.json").read_text())
-        publish("env_throughput", to_markdown(saved["rows"], saved["meta"]), args.out, saved["meta"], saved["rows"])  # fmt: skip
+        publish("env_throughput", to_markdown(saved["rows"], saved["meta"]), args.out, saved["meta"], saved["rows"])
         return
     if args.quick:
         args.num_envs, args.steps, args.min_seconds, args.repeats = [4], 30, 0.2, 1
@@ -264,9 +273,9 @@ def main() -> None:
     rows = []
     for config, kwargs in CONFIGS.items():
         for n in args.num_envs:
-            row = bench(args.env_id, kwargs, n, args.steps, args.p_eos, args.min_seconds, args.seed, args.repeats)  # fmt: skip
+            row = bench(args.env_id, kwargs, n, args.steps, args.p_eos, args.min_seconds, args.seed, args.repeats)
             rows.append({"config": config, **row})
-            print({k: round(v, 1) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)  # fmt: skip
+            print({k: round(v, 1) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
     table = to_markdown(rows, meta)
     print(table)
     if not args.quick:

@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-
 from readme_tables import publish
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,11 +72,23 @@ class Preset:
 
 SCAN = Task("SCAN (simple)", "TextTranslate-v0", {}, sft_updates=400, sft_batch=64, sft_lr=2e-3)
 # the easy problems run in milliseconds: a 1 s limit keeps a sampled infinite loop cheap
-CODE = Task("Easy code", "TextCode-v0", {"dataset": "easy", "timeout": 1.0}, sft_updates=300, sft_batch=32, sft_lr=2e-3)  # fmt: skip
+CODE = Task("Easy code", "TextCode-v0", {"dataset": "easy", "timeout": 1.0}, sft_updates=300, sft_batch=32, sft_lr=2e-3)
 AGENT_ARGS = {"grpo": ("--group-size", "4"), "q_learning": ("--alpha", "1.0", "--target-update-every", "2")}
 PRESETS = {
-    "quick": Preset("quick", (SCAN, CODE), (1, 2, 3), "tiny", "words", 128, 2, rl_iterations=40,
-                    num_envs=64, rl_lr=1e-4, eval_episodes=256, agent_args=AGENT_ARGS),  # fmt: skip
+    "quick": Preset(
+        "quick",
+        (SCAN, CODE),
+        (1, 2, 3),
+        "tiny",
+        "words",
+        128,
+        2,
+        rl_iterations=40,
+        num_envs=64,
+        rl_lr=1e-4,
+        eval_episodes=256,
+        agent_args=AGENT_ARGS,
+    ),
     # every task with references to imitate; TextDialogGoal-v0 is left out: its "reference"
     # is the hidden number, so SFT on it would teach guessing the answer outright
     "full": Preset(
@@ -88,18 +99,39 @@ PRESETS = {
             Task("Summarization", "TextSumm-v0", {}, 300, 16, 5e-5),
             Task("Dialogue", "TextDialog-v0", {}, 300, 16, 5e-5),
         ),
-        (1, 2, 3), "smollm2", "default", 0, 0, rl_iterations=200, num_envs=64, rl_lr=1e-5,
-        eval_episodes=512, agent_args=AGENT_ARGS, device="cuda",
-    ),  # fmt: skip
-    "smoke": Preset("smoke", (replace(SCAN, sft_updates=5, sft_batch=8),), (1, 2), "tiny", "words", 32, 1,
-                    rl_iterations=2, num_envs=8, rl_lr=1e-4, eval_episodes=8, agent_args=AGENT_ARGS),  # fmt: skip
+        (1, 2, 3),
+        "smollm2",
+        "default",
+        0,
+        0,
+        rl_iterations=200,
+        num_envs=64,
+        rl_lr=1e-5,
+        eval_episodes=512,
+        agent_args=AGENT_ARGS,
+        device="cuda",
+    ),
+    "smoke": Preset(
+        "smoke",
+        (replace(SCAN, sft_updates=5, sft_batch=8),),
+        (1, 2),
+        "tiny",
+        "words",
+        32,
+        1,
+        rl_iterations=2,
+        num_envs=8,
+        rl_lr=1e-4,
+        eval_episodes=8,
+        agent_args=AGENT_ARGS,
+    ),
 }
 
 
 def run(cmd: list[str], log: Path) -> None:
     """Run one agent as its own process (as a user would); its output goes to ``log``."""
     with log.open("w") as out:
-        done = subprocess.run([sys.executable, *cmd], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, check=False)  # fmt: skip
+        done = subprocess.run([sys.executable, *cmd], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, check=False)
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {done.returncode}); see {log}")
 
@@ -113,20 +145,91 @@ def jobs(preset: Preset, runs: Path) -> tuple[list, list]:
     """(phase 1, phase 2) command lists: warm starts and zero-shot, then what starts from them."""
     first, second = [], []
     for task in preset.tasks:
-        common = ["--env-id", task.env_id, "--env-kwargs", json.dumps(task.env_kwargs),
-                  "--eval-episodes", str(preset.eval_episodes), "--threads", "1", "--device", preset.device]  # fmt: skip
+        common = [
+            "--env-id",
+            task.env_id,
+            "--env-kwargs",
+            json.dumps(task.env_kwargs),
+            "--eval-episodes",
+            str(preset.eval_episodes),
+            "--threads",
+            "1",
+            "--device",
+            preset.device,
+        ]
         for seed in preset.seeds:
             base = [*common, "--seed", str(seed), "--runs-dir", str(runs / task.env_id)]
-            new_model = ["--model", preset.model, "--tokenizer", preset.tokenizer, "--hidden", str(preset.hidden), "--layers", str(preset.layers)]  # fmt: skip
+            new_model = [
+                "--model",
+                preset.model,
+                "--tokenizer",
+                preset.tokenizer,
+                "--hidden",
+                str(preset.hidden),
+                "--layers",
+                str(preset.layers),
+            ]
             sft = ["--batch-size", str(task.sft_batch), "--learning-rate", str(task.sft_lr)]
-            first.append(("zero_shot", task, seed, ["agents/sft.py", *base, *new_model, "--exp-name", "zero_shot", "--total-updates", "0"]))  # fmt: skip
-            first.append(("sft", task, seed, ["agents/sft.py", *base, *new_model, *sft, "--exp-name", "sft", "--total-updates", str(task.sft_updates)]))  # fmt: skip
+            first.append(
+                (
+                    "zero_shot",
+                    task,
+                    seed,
+                    ["agents/sft.py", *base, *new_model, "--exp-name", "zero_shot", "--total-updates", "0"],
+                )
+            )
+            first.append(
+                (
+                    "sft",
+                    task,
+                    seed,
+                    [
+                        "agents/sft.py",
+                        *base,
+                        *new_model,
+                        *sft,
+                        "--exp-name",
+                        "sft",
+                        "--total-updates",
+                        str(task.sft_updates),
+                    ],
+                )
+            )
             warm = str(runs / task.env_id / f"{task.env_id}__sft__{seed}" / "model")
-            second.append(("sft_continued", task, seed, ["agents/sft.py", *base, *sft, "--init-model", warm, "--exp-name", "sft_continued", "--total-updates", str(preset.continued_updates // task.sft_batch)]))  # fmt: skip
+            second.append(
+                (
+                    "sft_continued",
+                    task,
+                    seed,
+                    [
+                        "agents/sft.py",
+                        *base,
+                        *sft,
+                        "--init-model",
+                        warm,
+                        "--exp-name",
+                        "sft_continued",
+                        "--total-updates",
+                        str(preset.continued_updates // task.sft_batch),
+                    ],
+                )
+            )
             for agent in RL_AGENTS:
-                rl = ["--init-model", warm, "--exp-name", agent, "--total-iterations", str(preset.rl_iterations),
-                      "--num-envs", str(preset.num_envs), "--learning-rate", str(preset.rl_lr)]  # fmt: skip
-                second.append((agent, task, seed, [f"agents/{agent}.py", *base, *rl, *preset.agent_args.get(agent, ())]))  # fmt: skip
+                rl = [
+                    "--init-model",
+                    warm,
+                    "--exp-name",
+                    agent,
+                    "--total-iterations",
+                    str(preset.rl_iterations),
+                    "--num-envs",
+                    str(preset.num_envs),
+                    "--learning-rate",
+                    str(preset.rl_lr),
+                ]
+                second.append(
+                    (agent, task, seed, [f"agents/{agent}.py", *base, *rl, *preset.agent_args.get(agent, ())])
+                )
     return first, second
 
 
@@ -139,7 +242,11 @@ def run_phase(phase: list, runs: Path, workers: int) -> None:
         started = time.time()
         run_dir.mkdir(parents=True, exist_ok=True)
         run(cmd, run_dir / "stdout.log")
-        print(f"{task.name:14s} {method:14s} seed {seed}: {read_metric(run_dir, 'charts/eval_return')[-1]:.3f} ({time.time() - started:.0f} s)", flush=True)  # fmt: skip
+        print(
+            f"{task.name:14s} {method:14s} seed {seed}: "
+            f"{read_metric(run_dir, 'charts/eval_return')[-1]:.3f} ({time.time() - started:.0f} s)",
+            flush=True,
+        )
 
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, phase))
@@ -154,9 +261,17 @@ def summarise(preset: Preset, runs: Path) -> list[dict]:
                 run_dir = runs / task.env_id / f"{task.env_id}__{method}__{seed}"
                 scores.append(read_metric(run_dir, "charts/eval_return")[-1])
                 curves.append(read_metric(run_dir, "charts/episodic_return"))
-            rows.append({"task": task.name, "env_id": task.env_id, "method": method, "scores": scores,
-                         "mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
-                         "train_curves": curves})  # fmt: skip
+            rows.append(
+                {
+                    "task": task.name,
+                    "env_id": task.env_id,
+                    "method": method,
+                    "scores": scores,
+                    "mean": float(np.mean(scores)),
+                    "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+                    "train_curves": curves,
+                }
+            )
     for row in rows:  # the acceptance test: RL beats the warm start by more than 2 std
         sft = next(r for r in rows if r["task"] == row["task"] and r["method"] == "sft")
         gains = np.array(row["scores"]) - np.array(sft["scores"])  # seed i starts from warm start i
@@ -180,9 +295,16 @@ def wall_minutes(runs: Path) -> float:
     return (max(ends) - min(starts)) / 60 if starts and ends else 0.0
 
 
-NAMES = {"zero_shot": "zero-shot", "sft": "SFT (warm start)", "sft_continued": "SFT continued",
-         "reinforce": "SFT + REINFORCE", "ppo": "SFT + PPO", "grpo": "SFT + GRPO", "nlpo": "SFT + NLPO",
-         "q_learning": "SFT + Q-learning"}  # fmt: skip
+NAMES = {
+    "zero_shot": "zero-shot",
+    "sft": "SFT (warm start)",
+    "sft_continued": "SFT continued",
+    "reinforce": "SFT + REINFORCE",
+    "ppo": "SFT + PPO",
+    "grpo": "SFT + GRPO",
+    "nlpo": "SFT + NLPO",
+    "q_learning": "SFT + Q-learning",
+}
 
 
 def to_markdown(rows: list[dict], meta: dict) -> str:
@@ -207,9 +329,15 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
             mark = "" if r["beats_sft"] is None else f" {sign(r['beats_sft_paired'])} {sign(r['beats_sft_unpaired'])}"
             cells.append(f"{r['mean']:.3f} ± {r['std']:.3f}{gain}{mark}")
         lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
-    lines += ["", f"Budgets: {meta['budgets']}", "", f"Machine: {meta['machine']}; {meta['date']}; "
-              f"wall time {meta['wall_minutes']:.1f} min (first run start to last run end) with "
-              f"{meta['workers']} parallel runs of one CPU thread each.", ""]  # fmt: skip
+    lines += [
+        "",
+        f"Budgets: {meta['budgets']}",
+        "",
+        f"Machine: {meta['machine']}; {meta['date']}; "
+        f"wall time {meta['wall_minutes']:.1f} min (first run start to last run end) with "
+        f"{meta['workers']} parallel runs of one CPU thread each.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -247,7 +375,9 @@ def main() -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     for name in PRESETS:
         group.add_argument(f"--{name}", dest="preset", action="store_const", const=name)
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="runs at once (one CPU thread each)")  # fmt: skip
+    parser.add_argument(
+        "--workers", type=int, default=len(os.sched_getaffinity(0)), help="runs at once (one CPU thread each)"
+    )
     parser.add_argument("--runs-dir", type=Path, default=None, help="where the agents' run folders go")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -259,19 +389,31 @@ def main() -> None:
     run_phase(second, runs, args.workers)
     rows = summarise(preset, runs)
     budgets = (
-        f"{preset.model} model" + (f" (hidden {preset.hidden}, {preset.layers} layers, {preset.tokenizer} tokenizer, trained from scratch)" if preset.model == "tiny" else "")  # fmt: skip
-        + "; SFT warm start " + ", ".join(f"{t.name} {t.sft_updates} updates x {t.sft_batch}" for t in preset.tasks)
+        f"{preset.model} model"
+        + (
+            f" (hidden {preset.hidden}, {preset.layers} layers, {preset.tokenizer} tokenizer, trained from scratch)"
+            if preset.model == "tiny"
+            else ""
+        )
+        + "; SFT warm start "
+        + ", ".join(f"{t.name} {t.sft_updates} updates x {t.sft_batch}" for t in preset.tasks)
         + f"; each RL agent {preset.rl_iterations} iterations x {preset.num_envs} episodes (lr {preset.rl_lr}); "
         f"SFT continued {preset.continued_updates} sequences (PPO's 2 epochs over the same episodes); "
         f"evaluation on up to {preset.eval_episodes} held-out samples"
     )
     meta = {
-        "preset": preset.name, "seeds": list(preset.seeds), "budgets": budgets,
+        "preset": preset.name,
+        "seeds": list(preset.seeds),
+        "budgets": budgets,
         "config": asdict(preset),
-        "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}",  # fmt: skip
-        "date": time.strftime("%Y-%m-%d"), "workers": args.workers,
+        "machine": (
+            f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+        ),
+        "date": time.strftime("%Y-%m-%d"),
+        "workers": args.workers,
         "wall_minutes": wall_minutes(runs),
-    }  # fmt: skip
+    }
     table = to_markdown(rows, meta)
     print(table)
     if preset.name == "smoke":

@@ -13,7 +13,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def publish(name: str, table: str, out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:  # fmt: skip
+def publish(name: str, table: str, out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     (out / f"{name}.md").write_text(table)

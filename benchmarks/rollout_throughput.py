@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from readme_tables import publish
+
 from text_gym import TextVectorEnv
 from text_gym.rollout import RolloutCollector, load_default_model, tiny_model
 from text_gym.tokenizers import load_tokenizer
@@ -78,8 +78,16 @@ def prompts_of(env: TextVectorEnv, seed: int) -> tuple[torch.Tensor, torch.Tenso
 
 @torch.no_grad()
 def run_generate(model, ids, mask, new_tokens, eos, pad) -> int:
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                         do_sample=True, top_k=0, eos_token_id=eos, pad_token_id=pad)  # fmt: skip
+    out = model.generate(
+        ids,
+        attention_mask=mask,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=True,
+        top_k=0,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
     return (out.shape[1] - ids.shape[1]) * ids.shape[0]
 
 
@@ -96,9 +104,17 @@ def run_recompute(model, ids, mask, new_tokens) -> int:
 @torch.no_grad()
 def run_rl4lms(model, ids, mask, new_tokens, eos, pad) -> int:
     """generate, then replay the full sequences through policy, value and reference models."""
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                         do_sample=True, top_k=0, eos_token_id=eos, pad_token_id=pad)  # fmt: skip
-    full_mask = torch.cat((mask, torch.ones_like(out[:, ids.shape[1]:])), 1)
+    out = model.generate(
+        ids,
+        attention_mask=mask,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=True,
+        top_k=0,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+    full_mask = torch.cat((mask, torch.ones_like(out[:, ids.shape[1] :])), 1)
     for _ in range(3):  # policy (with grad in training), value head trunk, reference
         model(out, attention_mask=full_mask, use_cache=False)
     return (out.shape[1] - ids.shape[1]) * ids.shape[0]
@@ -113,7 +129,9 @@ def timed(fn, repeats: int, warmup: bool = True) -> float:
     return tokens / (time.perf_counter() - start)
 
 
-def bench(name: str, model, batch: int, new_tokens: int, repeats: int, rounds: int, seed: int, compiled: bool = False) -> dict:  # fmt: skip
+def bench(
+    name: str, model, batch: int, new_tokens: int, repeats: int, rounds: int, seed: int, compiled: bool = False
+) -> dict:
     tok_eos, pad = model.config.eos_token_id, model.config.pad_token_id
     eos = make_env(1, new_tokens).tokenizer.eos_token_id
     ids, mask = prompts_of(make_env(batch, new_tokens), seed)
@@ -122,14 +140,16 @@ def bench(name: str, model, batch: int, new_tokens: int, repeats: int, rounds: i
         env = make_env(batch, new_tokens)  # its own env: the runners take turns
         collector = RolloutCollector(model, env, logits_processor=processor, **knobs)
         collector.collect(1, seed=seed)  # reset and prefill outside the timing
+
         def run():  # noqa: E306
             batch_out = collector.collect(new_tokens)
             return int(batch_out.mask.sum())  # agent tokens generated
+
         return run
 
     runners = {
         "text_gym": ours(never_stop(eos)),
-        "text_gym_random_lengths": ours(random_lengths(eos, make_env(1, new_tokens).prompt_tokens, new_tokens, seed)),  # fmt: skip
+        "text_gym_random_lengths": ours(random_lengths(eos, make_env(1, new_tokens).prompt_tokens, new_tokens, seed)),
         "generate": lambda: run_generate(model, ids, mask, new_tokens, tok_eos, pad),
     }
     if compiled:
@@ -148,7 +168,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         f"Generated tokens/s ({meta['date']}, {meta['machine']}). (a) text_gym rollout through the env; "
         "(b) model.generate with KV cache; (c) full recompute each step; (d) RL4LMs pattern.",
         "",
-        "| model | batch | new tokens | (a) text_gym | (a) random lengths | (b) generate | (c) recompute | (d) rl4lms | a/b | a/c | a(random)/a |",  # fmt: skip
+        "| model | batch | new tokens | (a) text_gym | (a) random lengths | (b) generate | (c) recompute | (d) rl4lms "
+        "| a/b | a/c | a(random)/a |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     compiled = all("text_gym_compiled" in r for r in rows)
@@ -184,14 +205,18 @@ def main() -> None:
     torch.manual_seed(args.seed)
     meta = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU",  # fmt: skip
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU",
     }
     rows = []
     for name in args.models:
-        model = tiny_model(load_tokenizer("default"), hidden=256, layers=4, heads=8, kv_heads=4) if name == "tiny" else load_default_model()  # fmt: skip
+        model = (
+            tiny_model(load_tokenizer("default"), hidden=256, layers=4, heads=8, kv_heads=4)
+            if name == "tiny"
+            else load_default_model()
+        )
         for batch in args.batch:
-            rows.append(bench(name, model, batch, args.new_tokens, args.repeats, args.rounds, args.seed, args.compile))  # fmt: skip
-            print({k: round(v, 1) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)  # fmt: skip
+            rows.append(bench(name, model, batch, args.new_tokens, args.repeats, args.rounds, args.seed, args.compile))
+            print({k: round(v, 1) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
     table = to_markdown(rows, meta)
     print(table)
     if not args.quick:

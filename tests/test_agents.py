@@ -42,9 +42,18 @@ def training_rows(run_dir: Path) -> list[list[str]]:
 
 
 def tiny_args(sft, runs: Path, **overrides):
-    base = {"tokenizer": "byte", "hidden": 32, "layers": 1, "batch_size": 8, "total_updates": 30,
-            "learning_rate": 3e-3, "eval_episodes": 4, "eval_envs": 4, "checkpoint_every": 10,
-            "runs_dir": str(runs)}  # fmt: skip
+    base = {
+        "tokenizer": "byte",
+        "hidden": 32,
+        "layers": 1,
+        "batch_size": 8,
+        "total_updates": 30,
+        "learning_rate": 3e-3,
+        "eval_episodes": 4,
+        "eval_envs": 4,
+        "checkpoint_every": 10,
+        "runs_dir": str(runs),
+    }
     return sft.Args(**{**base, **overrides})
 
 
@@ -88,7 +97,9 @@ def test_sft_targets_are_the_answers_tokens_after_their_prompts(sentencepiece_hf
 def test_agents_take_a_split_in_env_kwargs(tmp_path):
     # the held-out evaluation replaces it with eval_split instead of passing it twice
     sft = load_agent("sft")
-    result = sft.main(tiny_args(sft, tmp_path, total_updates=1, env_kwargs='{"split": "train", "scan_split": "length"}'))  # fmt: skip
+    result = sft.main(
+        tiny_args(sft, tmp_path, total_updates=1, env_kwargs='{"split": "train", "scan_split": "length"}')
+    )
     assert 0.0 <= result["eval_return"] <= 1.0
 
 
@@ -117,7 +128,9 @@ class SayTask(Task):
         self.samples = [Sample(f"Say {w}:", (f" {w}",)) for w in self.WORDS]
 
     def score(self, responses, samples) -> Scores:
-        rewards = np.array([np.mean([w == s.references[0].strip() for w in r.split()] or [0.0]) for r, s in zip(responses, samples)])  # fmt: skip
+        rewards = np.array(
+            [np.mean([w == s.references[0].strip() for w in r.split()] or [0.0]) for r, s in zip(responses, samples)]
+        )
         return Scores(rewards, {})
 
 
@@ -134,15 +147,25 @@ def register_say_env() -> str:
         gym.register(
             env_id,
             entry_point=lambda split="train", **kw: TextEnv(task=SayTask(split), max_new_tokens=3, **kw),
-            vector_entry_point=lambda num_envs, split="train", **kw: TextVectorEnv(num_envs, task=SayTask(split), max_new_tokens=3, **kw),  # fmt: skip
+            vector_entry_point=lambda num_envs, split="train", **kw: TextVectorEnv(
+                num_envs, task=SayTask(split), max_new_tokens=3, **kw
+            ),
         )
     return env_id
 
 
 def rl_args(agent, runs: Path, tokenizer: str, **overrides):
-    base = {"env_id": register_say_env(), "tokenizer": tokenizer, "total_iterations": 20,
-            "num_envs": 16, "learning_rate": 1e-3, "eval_episodes": 3, "eval_envs": 3,
-            "checkpoint_every": 5, "runs_dir": str(runs)}  # fmt: skip
+    base = {
+        "env_id": register_say_env(),
+        "tokenizer": tokenizer,
+        "total_iterations": 20,
+        "num_envs": 16,
+        "learning_rate": 1e-3,
+        "eval_episodes": 3,
+        "eval_envs": 3,
+        "checkpoint_every": 5,
+        "runs_dir": str(runs),
+    }
     if agent.__name__.endswith("grpo"):
         base["group_size"] = 4
     if agent.__name__.endswith("q_learning"):  # the slowest learner: more data per iteration

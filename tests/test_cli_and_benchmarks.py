@@ -39,22 +39,27 @@ def test_demo_skips_the_code_env_where_nothing_confines_programs(capsys, monkeyp
     import text_gym.tasks
     from text_gym.rewards import sandbox
 
-    nothing = dict.fromkeys(("uid_switch", "filesystem", "private_proc", "network", "pid_namespace", "no_new_privs"), False)  # fmt: skip
+    nothing = dict.fromkeys(
+        ("uid_switch", "filesystem", "private_proc", "network", "pid_namespace", "no_new_privs"), False
+    )
     monkeypatch.setattr(sandbox, "_isolation", lambda: ((), nothing))
     monkeypatch.delenv(sandbox.UNCONFINED, raising=False)
     monkeypatch.setattr(text_gym.tasks, "_BUILT", OrderedDict())  # no code task built before
-    cli.main(["demo", "--env-id", "TextCode-v0", "TextTranslate-v0", "--num-envs", "2", "--episodes", "2"])  # fmt: skip
+    cli.main(["demo", "--env-id", "TextCode-v0", "TextTranslate-v0", "--num-envs", "2", "--episodes", "2"])
     out = capsys.readouterr().out
     assert "env_id=TextCode-v0 skipped: the code sandbox cannot confine programs" in out
     assert "env_id=TextTranslate-v0 episodes=" in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--env-id", "Bogus"], "invalid choice: 'Bogus'"),
-    (["--num-envs", "0"], "--num-envs: 0 is not >= 1"),
-    (["--episodes", "0"], "--episodes: 0 is not >= 1"),
-    (["--p-eos", "1.5"], "--p-eos: 1.5 is not a probability"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--env-id", "Bogus"], "invalid choice: 'Bogus'"),
+        (["--num-envs", "0"], "--num-envs: 0 is not >= 1"),
+        (["--episodes", "0"], "--episodes: 0 is not >= 1"),
+        (["--p-eos", "1.5"], "--p-eos: 1.5 is not a probability"),
+    ],
+)
 def test_demo_rejects_bad_arguments_with_a_usage_error(capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["demo", *args])
@@ -73,8 +78,10 @@ def test_benchmark_scripts_quick(script, expected):
     """Each benchmark runs end to end in its --quick mode (which writes nothing)."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     for text in expected:
         assert text in result.stdout
@@ -85,8 +92,10 @@ def test_learning_benchmark_smoke(tmp_path):
     minute-long preset; the agents run as subprocesses, as the benchmark runs them."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "learning.py"), "--smoke", "--runs-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for name in ("| zero-shot |", "| SFT continued |", "| SFT + PPO |", "| SFT + Q-learning |", "Budgets:"):
         assert name in result.stdout

@@ -25,7 +25,14 @@ def _by_id(task, task_id):
 
 @pytest.mark.parametrize(
     "task_id, count",
-    [("HumanEval/0", 7), ("HumanEval/32", 1), ("HumanEval/34", 1), ("HumanEval/44", 7), ("HumanEval/53", 6), ("HumanEval/151", 7)],  # fmt: skip
+    [
+        ("HumanEval/0", 7),
+        ("HumanEval/32", 1),
+        ("HumanEval/34", 1),
+        ("HumanEval/44", 7),
+        ("HumanEval/53", 6),
+        ("HumanEval/151", 7),
+    ],
 )
 def test_humaneval_checks_split_into_known_counts(humaneval, task_id, count):
     assert len(_by_id(humaneval, task_id).extra["tests"]) == count
@@ -38,7 +45,7 @@ def test_humaneval_split_details(humaneval):
     assert loop.startswith("for x in range(2, 8):\n    assert candidate(x, x + 1) == str(x)")
     he151 = _by_id(humaneval, "HumanEval/151")
     assert "lst = list(range(-99, 100, 2))" in he151.extra["setup"]  # check's helper values
-    assert he151.extra["setup"].index("candidate = double_the_difference") < he151.extra["setup"].index("lst =")  # fmt: skip
+    assert he151.extra["setup"].index("candidate = double_the_difference") < he151.extra["setup"].index("lst =")
     # unseeded random inputs are seeded; `assert True` placeholders are dropped
     seeded = [s.source for s in humaneval.samples if 'random").seed(0)' in s.extra["setup"]]
     assert seeded == ["HumanEval/32", "HumanEval/38", "HumanEval/50", "HumanEval/53"]
@@ -67,25 +74,32 @@ def test_all_canonical_solutions_pass_and_stubs_fail(humaneval):
     stubs = ["    pass\n"] * len(samples)
     scores = humaneval.score(canonical + stubs, samples + samples)
     rewards, n = scores.rewards, len(samples)
-    failed = {s.source: (r.reason, r.detail) for s, r, x in zip(samples, humaneval.last_runs, rewards) if x != 1.0}  # fmt: skip
+    failed = {s.source: (r.reason, r.detail) for s, r, x in zip(samples, humaneval.last_runs, rewards) if x != 1.0}
     assert failed == {}
     assert (rewards[n:] < 1.0).all(), [s.source for s, x in zip(samples, rewards[n:]) if x == 1.0]
     assert scores.metrics["passed_all"][:n].sum() == n and scores.metrics["reason_ok"][:n].all()
     assert scores.metrics["num_tests"][:n].sum() == 1133
     # the same rewards and outcomes again (a 40-problem subset, canonical and stubs)
     pick = list(range(0, n, 4))[:40]
-    again = humaneval.score([canonical[i] for i in pick] + [stubs[i] for i in pick], [samples[i] for i in pick] * 2)  # fmt: skip
+    again = humaneval.score([canonical[i] for i in pick] + [stubs[i] for i in pick], [samples[i] for i in pick] * 2)
     first = np.concatenate([rewards[pick], rewards[n:][pick]])
     assert again.rewards.tolist() == first.tolist()
     for key in METRICS:
-        assert again.metrics[key].tolist() == np.concatenate([scores.metrics[key][pick], scores.metrics[key][n:][pick]]).tolist()  # fmt: skip
+        assert (
+            again.metrics[key].tolist()
+            == np.concatenate([scores.metrics[key][pick], scores.metrics[key][n:][pick]]).tolist()
+        )
 
 
 def test_partial_credit_metrics_and_reasons(humaneval):
     he0 = humaneval.samples[0]  # has_close_elements: 4 of its 7 asserts expect True
     task = CodeTask(timeout=1.0)
-    wrong = Sample("def f(x):\n", ("    return 2 * x\n",), extra={"tests": ("assert f(1) == 2", "assert f(2) == 4", "assert f(0) == 0"), "setup": ""})  # fmt: skip
-    responses = ["    return True\n", "    return x + 1\n", "    return (\n", "    while True:\n        pass\n"]  # fmt: skip
+    wrong = Sample(
+        "def f(x):\n",
+        ("    return 2 * x\n",),
+        extra={"tests": ("assert f(1) == 2", "assert f(2) == 4", "assert f(0) == 0"), "setup": ""},
+    )
+    responses = ["    return True\n", "    return x + 1\n", "    return (\n", "    while True:\n        pass\n"]
     scores = task.score(responses, [he0, wrong, wrong, wrong])
     assert np.allclose(scores.rewards, [4 / 7, 1 / 3, 0, 0])
     assert list(scores.metrics) == list(METRICS) and len(METRICS) == 3 + len(REASONS)
@@ -94,7 +108,7 @@ def test_partial_credit_metrics_and_reasons(humaneval):
     reasons = [r.reason for r in task.last_runs]
     assert reasons[2:] == ["syntax_error", "timeout"]
     for i, reason in enumerate(reasons):
-        assert [scores.metrics[f"reason_{r}"][i] for r in REASONS] == [float(r == reason) for r in REASONS]  # fmt: skip
+        assert [scores.metrics[f"reason_{r}"][i] for r in REASONS] == [float(r == reason) for r in REASONS]
     assert task.last_runs[1].passed == (True, False, False)
 
 
@@ -108,7 +122,7 @@ def test_easy_suite_is_deterministic_and_split_by_hash():
     assert all(3 <= len(s.extra["tests"]) <= 8 for s in problems)
     assert len({s.prompt for s in problems}) == len(problems)
     train, test = CodeTask(dataset="easy"), CodeTask(dataset="easy", split="test")
-    assert len(train) + len(test) == 394 and not {s.prompt for s in train.samples} & {s.prompt for s in test.samples}  # fmt: skip
+    assert len(train) + len(test) == 394 and not {s.prompt for s in train.samples} & {s.prompt for s in test.samples}
     assert all(easy_split(s.prompt) == "test" for s in test.samples)
     assert {s.extra["level"] for s in CodeTask(dataset="easy", level=2).samples} == {2}
     assert problems[0].prompt.startswith("def ") and '    """' in problems[0].prompt
@@ -160,17 +174,28 @@ def test_easy_references_pass_every_test():
 # ---------------------------------------------------------------- MBPP-style sets offline
 
 MBPP_ROWS = [
-    {"text": "Write a function to find the shared elements from the given two lists.",
-     "code": "def similar_elements(test_tup1, test_tup2):\r\n  res = tuple(set(test_tup1) & set(test_tup2))\r\n  return (res) ",  # fmt: skip
-     "test_list": ["assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))",
-                   "assert set(similar_elements((1, 2, 3, 4),(5, 4, 3, 7))) == set((3, 4))"],
-     "test_setup_code": ""},
-    {"text": 'Write a function to find words of at least 4 characters using regex """.',
-     "code": 'import re\r\ndef find_char_long(text):\r\n  return (re.findall(r"\\b\\w{4,}\\b", text))',
-     "test_list": ["assert find_char_long('Please move back to stream') == ['Please', 'move', 'back', 'stream']",
-                   "assert find_char_long(WORDS) == ['Jing', 'Tech']"],
-     "test_setup_code": "WORDS = 'Jing Eco and Tech'"},
-]  # fmt: skip
+    {
+        "text": "Write a function to find the shared elements from the given two lists.",
+        "code": (
+            "def similar_elements(test_tup1, test_tup2):\r\n  res = tuple(set(test_tup1) & set(test_tup2))\r\n"
+            "  return (res) "
+        ),
+        "test_list": [
+            "assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))",
+            "assert set(similar_elements((1, 2, 3, 4),(5, 4, 3, 7))) == set((3, 4))",
+        ],
+        "test_setup_code": "",
+    },
+    {
+        "text": 'Write a function to find words of at least 4 characters using regex """.',
+        "code": 'import re\r\ndef find_char_long(text):\r\n  return (re.findall(r"\\b\\w{4,}\\b", text))',
+        "test_list": [
+            "assert find_char_long('Please move back to stream') == ['Please', 'move', 'back', 'stream']",
+            "assert find_char_long(WORDS) == ['Jing', 'Tech']",
+        ],
+        "test_setup_code": "WORDS = 'Jing Eco and Tech'",
+    },
+]
 
 
 def _jsonl(path, rows):
@@ -187,8 +212,11 @@ def test_mbpp_style_loader_offline(tmp_path):
         "from the given two lists.\n\n    >>> set(similar_elements((3, 4, 5, 6), (5, 7, 4, 10))) == "
         'set((4, 5))\n    True\n    """\n'
     )
-    assert s1.prompt.startswith("import re\n\n\ndef find_char_long(text):") and r'\"\"\"' in s1.prompt
-    assert s1.references[0].startswith("    return re.findall") and s1.extra["setup"] == "import re\nWORDS = 'Jing Eco and Tech'"  # fmt: skip
+    assert s1.prompt.startswith("import re\n\n\ndef find_char_long(text):") and r"\"\"\"" in s1.prompt
+    assert (
+        s1.references[0].startswith("    return re.findall")
+        and s1.extra["setup"] == "import re\nWORDS = 'Jing Eco and Tech'"
+    )
     scores = task.score([s.references[0] for s in task.samples] + ["    return []\n"], [s0, s1, s1])
     assert scores.rewards.tolist() == [1.0, 1.0, 0.0]
 
@@ -198,16 +226,22 @@ def test_mbpp_tests_see_the_codes_imports_and_helpers(tmp_path):
     # math.isclose, or build the helper class the function takes
     pytest.importorskip("datasets")
     rows = [
-        {"text": "Volume of a cone.", "test_setup_code": "",
-         "code": "import math\ndef volume_cone(r,h):\n  return (1.0/3) * math.pi * r * r * h",
-         "test_list": ["assert math.isclose(volume_cone(5,12), 314.15926535897927, rel_tol=0.001)"]},
-        {"text": "Longest chain of pairs.", "test_setup_code": "",
-         "code": "class Pair(object):\n\tdef __init__(self, a, b):\n\t\tself.a = a\n\t\tself.b = b\n"
-                 "def max_chain_length(arr, n):\n\tmcl = [1] * n\n\tfor i in range(1, n):\n"
-                 "\t\tfor j in range(i):\n\t\t\tif arr[i].a > arr[j].b:\n\t\t\t\tmcl[i] = max(mcl[i], mcl[j] + 1)\n"
-                 "\treturn max(mcl)",
-         "test_list": ["assert max_chain_length([Pair(5, 24), Pair(15, 25), Pair(27, 40), Pair(50, 60)], 4) == 3"]},
-    ]  # fmt: skip
+        {
+            "text": "Volume of a cone.",
+            "test_setup_code": "",
+            "code": "import math\ndef volume_cone(r,h):\n  return (1.0/3) * math.pi * r * r * h",
+            "test_list": ["assert math.isclose(volume_cone(5,12), 314.15926535897927, rel_tol=0.001)"],
+        },
+        {
+            "text": "Longest chain of pairs.",
+            "test_setup_code": "",
+            "code": "class Pair(object):\n\tdef __init__(self, a, b):\n\t\tself.a = a\n\t\tself.b = b\n"
+            "def max_chain_length(arr, n):\n\tmcl = [1] * n\n\tfor i in range(1, n):\n"
+            "\t\tfor j in range(i):\n\t\t\tif arr[i].a > arr[j].b:\n\t\t\t\tmcl[i] = max(mcl[i], mcl[j] + 1)\n"
+            "\treturn max(mcl)",
+            "test_list": ["assert max_chain_length([Pair(5, 24), Pair(15, 25), Pair(27, 40), Pair(50, 60)], 4) == 3"],
+        },
+    ]
     task = CodeTask(dataset="json", data_files=_jsonl(tmp_path / "helpers.jsonl", rows))
     assert task.samples[1].prompt.startswith("class Pair(object):")
     scores = task.score([s.references[0] for s in task.samples] + ["    return 0\n"], [*task.samples, task.samples[1]])
@@ -220,8 +254,8 @@ def test_mbpp_tests_see_the_codes_imports_and_helpers(tmp_path):
         ({"text": None}, r"row 1 of json/train: field 'text' is missing"),
         ({"code": 3}, r"row 1 of json/train: field 'code' is missing or not text"),
         ({"test_list": []}, r"row 1 of json/train: field 'test_list' must be a non-empty list"),
-        ({"test_list": "assert f(1) == 2"}, r"row 1 of json/train: field 'test_list' must be a non-empty list"),  # fmt: skip
-        ({"test_setup_code": ["import re"]}, r"row 1 of json/train: field 'test_setup_code' is a list, not text"),  # fmt: skip
+        ({"test_list": "assert f(1) == 2"}, r"row 1 of json/train: field 'test_list' must be a non-empty list"),
+        ({"test_setup_code": ["import re"]}, r"row 1 of json/train: field 'test_setup_code' is a list, not text"),
     ],
 )
 def test_mbpp_bad_rows_name_the_row_and_field(tmp_path, change, match):
@@ -242,7 +276,7 @@ def test_mbpp_unusable_rows_are_skipped_and_counted(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="text_gym.tasks.code"):
         task = CodeTask(dataset="json", data_files=_jsonl(tmp_path / "some.jsonl", [MBPP_ROWS[0], *bad]))
     assert [s.extra["row"] for s in task.samples] == [0]
-    assert "skipped 4 of 5 rows: 2 with a test or setup that does not parse (first: row 1), " in caplog.text  # fmt: skip
+    assert "skipped 4 of 5 rows: 2 with a test or setup that does not parse (first: row 1), " in caplog.text
     assert "1 with code that defines no function the first test calls (first: row 3)" in caplog.text
     assert "1 with code that does not parse (first: row 4)" in caplog.text
     with pytest.raises(ValueError, match="json/train has no usable row: 2 with a test or setup"):
@@ -280,7 +314,7 @@ def test_env_reward_for_reference_response():
     for t in range(max(map(len, texts)) + 1):
         _, rewards, terminated, _, info = env.step(np.array([x[t] if t < len(x) else eos for x in texts]))
         for slot in np.flatnonzero(terminated):  # the first episode of each slot
-            first.setdefault(int(slot), (rewards[slot], info["response"][slot], info["metrics"]["passed_all"][slot]))  # fmt: skip
+            first.setdefault(int(slot), (rewards[slot], info["response"][slot], info["metrics"]["passed_all"][slot]))
     assert first == {0: (1.0, refs[0].decode(), 1.0), 1: (0.0, wrong.decode(), 0.0)}
 
 

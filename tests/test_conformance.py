@@ -61,7 +61,7 @@ def test_sb3_builds_envs_from_ids():
     vec = env_util.make_vec_env("TextTranslate-v0", n_envs=2, env_kwargs={"tokenizer": "byte"})
     assert vec.num_envs == 2 and vec.reset()["input_ids"].shape[0] == 2
     assert maybe_make_env("TextTranslate-v0", verbose=0).render_mode is None
-    with pytest.raises(ValueError, match=r"render_mode='rgb_array' is not valid; choose one of \[None, 'ansi'\]"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"render_mode='rgb_array' is not valid; choose one of \[None, 'ansi'\]"):
         gym.make("TextTranslate-v0", render_mode="rgb_array")
 
 
@@ -93,9 +93,7 @@ def test_seeded_determinism(env_id):
 def test_native_vector_equals_sync(env_id, mode):
     n, kwargs = 4, short(env_id)
     native = gym.make_vec(env_id, num_envs=n, autoreset_mode=mode, **kwargs)
-    sync = gym.vector.SyncVectorEnv(
-        [lambda: gym.make(env_id, **kwargs) for _ in range(n)], autoreset_mode=mode
-    )
+    sync = gym.vector.SyncVectorEnv([lambda: gym.make(env_id, **kwargs) for _ in range(n)], autoreset_mode=mode)
     assert type(native.unwrapped).__name__ == "TextVectorEnv"
     assert native.observation_space == sync.observation_space
     assert data_equivalence(native.reset(seed=11), sync.reset(seed=11), exact=True)
@@ -125,7 +123,9 @@ def test_native_vector_equals_sync_with_rewards(env_id):
     obs_s, info_s = sync.reset(seed=5)
     env = native.unwrapped
     tok, task = env.tokenizer, env.task
-    answers = [tok.encode(task.reference_response(task.samples[j])) + [tok.eos_token_id] for j in info_n["sample_index"]]  # fmt: skip
+    answers = [
+        tok.encode(task.reference_response(task.samples[j])) + [tok.eos_token_id] for j in info_n["sample_index"]
+    ]
     total = np.zeros(n)
     for t in range(max(len(a) for a in answers)):
         actions = np.array([a[min(t, len(a) - 1)] for a in answers])
@@ -143,7 +143,7 @@ def test_make_works_offline_in_a_fresh_process():
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     code = "import gymnasium as gym, text_gym; env = gym.make('TextTranslate-v0'); env.reset(seed=0)"
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
 

@@ -24,7 +24,7 @@ def test_split_counts_add_up_and_no_conversation_spans_two_splits(splits):
     conversations, skipped = load_chitchat()
     assert skipped == {"empty_messages": 33, "short_conversations": 3151}
     assert len(conversations) + skipped["short_conversations"] == 7168
-    assert {s: len(t) for s, t in splits.items()} == {"train": 103676, "validation": 14541, "test": 13331}  # fmt: skip
+    assert {s: len(t) for s, t in splits.items()} == {"train": 103676, "validation": 14541, "test": 13331}
     assert sum(map(len, splits.values())) == sum(len(turns) - 1 for _, turns in conversations)
     ids = {s: {x.extra["conversation"] for x in t.samples} for s, t in splits.items()}
     assert sum(map(len, ids.values())) == len(set.union(*ids.values())) == len(conversations)
@@ -47,10 +47,10 @@ def test_history_turns_is_respected():
     short = DialogueTask(split="validation", history_turns=2, max_samples=300)
     long = DialogueTask(split="validation", history_turns=50, max_samples=300)
     assert len(short) == len(long) == 300
-    for s, l in zip(short.samples, long.samples):
+    for s, ls in zip(short.samples, long.samples):
         lines = s.prompt.split("\n")
-        assert len(lines) == min(s.extra["turn"], 2) + 1 and len(s.extra["messages"]) == len(lines) - 1  # fmt: skip
-        assert lines == l.prompt.split("\n")[-len(lines) :] and s.references == l.references
+        assert len(lines) == min(s.extra["turn"], 2) + 1 and len(s.extra["messages"]) == len(lines) - 1
+        assert lines == ls.prompt.split("\n")[-len(lines) :] and s.references == ls.references
     assert max(len(s.prompt.split("\n")) for s in long.samples) > 3
 
 
@@ -62,10 +62,17 @@ def _write_chitchat(path, data) -> str:
 def test_same_sender_messages_merge_and_empty_ones_are_skipped(tmp_path, caplog):
     msg = lambda text, sender: {"text": text, "sender": sender, "timestamp": ""}  # noqa: E731
     data = {
-        "c1": {"messages": [[msg("hi", "a")], [msg("  there\n you", "a")], [msg(" ", "b")],
-                            [msg("yo", "b"), msg("sup", "b")], [msg("ok", "a")]]},
+        "c1": {
+            "messages": [
+                [msg("hi", "a")],
+                [msg("  there\n you", "a")],
+                [msg(" ", "b")],
+                [msg("yo", "b"), msg("sup", "b")],
+                [msg("ok", "a")],
+            ]
+        },
         "c2": {"messages": [[msg("anyone?", "a"), msg("hello?", "a")]]},
-    }  # fmt: skip
+    }
     with caplog.at_level(logging.INFO, logger="text_gym.tasks.dialogue"):
         conversations, skipped = load_chitchat(_write_chitchat(tmp_path / "d.json", data))
     assert conversations == (("c1", ("hi there you", "yo sup", "ok")),)
@@ -73,17 +80,28 @@ def test_same_sender_messages_merge_and_empty_ones_are_skipped(tmp_path, caplog)
     assert "skipped 1 empty messages and 1 conversations" in caplog.text
     samples = build_samples(conversations, history_turns=1)
     assert [(s.prompt, s.references) for s in samples] == [
-        ("A: hi there you\nB:", ("yo sup",)), ("B: yo sup\nA:", ("ok",))]  # fmt: skip
+        ("A: hi there you\nB:", ("yo sup",)),
+        ("B: yo sup\nA:", ("ok",)),
+    ]
 
 
 @pytest.mark.parametrize(
     "content, match",
     [
-        (b'{"c1": {"messages": [[{"text": "caf\xe9", "sender": "a"}]]}}', r"conversation 'c1', message \[0\]\[0\]: field 'text' is not valid UTF-8"),
-        (b'{"c1": {"messages": [[{"sender": "a"}]]}}', r"conversation 'c1', message \[0\]\[0\]: field 'text' is missing"),  # fmt: skip
-        (b'{"c1": {"messages": [[{"text": "x"}]]}}', r"conversation 'c1', message \[0\]\[0\]: field 'sender' is missing"),  # fmt: skip
+        (
+            b'{"c1": {"messages": [[{"text": "caf\xe9", "sender": "a"}]]}}',
+            r"conversation 'c1', message \[0\]\[0\]: field 'text' is not valid UTF-8",
+        ),
+        (
+            b'{"c1": {"messages": [[{"sender": "a"}]]}}',
+            r"conversation 'c1', message \[0\]\[0\]: field 'text' is missing",
+        ),
+        (
+            b'{"c1": {"messages": [[{"text": "x"}]]}}',
+            r"conversation 'c1', message \[0\]\[0\]: field 'sender' is missing",
+        ),
         (b'{"c1": {"turns": []}}', "conversation 'c1': field 'messages' is missing"),
-        (b'{"c1": {"messages": [[{"text": "x\\udcff", "sender": "a"}]]}}', "field 'text' is not valid UTF-8"),  # fmt: skip
+        (b'{"c1": {"messages": [[{"text": "x\\udcff", "sender": "a"}]]}}', "field 'text' is not valid UTF-8"),
     ],
 )
 def test_bad_chitchat_data_names_the_conversation_and_field(tmp_path, content, match):
@@ -100,7 +118,7 @@ def test_perfect_response_scores_one_and_empty_zero(splits):
         perfect = task.score([" " + s.references[0] for s in samples], samples)
         empty = task.score([""] * 4, samples)
         assert perfect.rewards.tolist() == [1.0] * 4 and empty.rewards.tolist() == [0.0] * 4
-        assert perfect.metrics["chrf"].tolist() == [100.0] * 4 and perfect.metrics["rougeL"].tolist() == [1.0] * 4  # fmt: skip
+        assert perfect.metrics["chrf"].tolist() == [100.0] * 4 and perfect.metrics["rougeL"].tolist() == [1.0] * 4
 
 
 PAIRS = [
@@ -120,9 +138,13 @@ def test_metrics_equal_sacrebleu_and_rouge_score():
     scores = task.score([hyp for hyp, _ in PAIRS], samples)
     chrf = [sacrebleu.metrics.CHRF().sentence_score(h, [r]).score for h, r in PAIRS]
     rouge_l = [rouge.score(r, h)["rougeL"].fmeasure for h, r in PAIRS]
-    assert np.allclose(scores.metrics["chrf"], chrf, atol=1e-9) and np.allclose(scores.metrics["rougeL"], rouge_l, atol=1e-12)  # fmt: skip
+    assert np.allclose(scores.metrics["chrf"], chrf, atol=1e-9) and np.allclose(
+        scores.metrics["rougeL"], rouge_l, atol=1e-12
+    )
     assert np.allclose(scores.rewards, np.array(chrf) / 100)
-    assert np.allclose(DialogueTask(reward="rougeL", max_samples=1).score([h for h, _ in PAIRS], samples).rewards, rouge_l)  # fmt: skip
+    assert np.allclose(
+        DialogueTask(reward="rougeL", max_samples=1).score([h for h, _ in PAIRS], samples).rewards, rouge_l
+    )
     assert 0 < min(rouge_l[:2]) and rouge_l[2] == 0.0
 
 
@@ -149,19 +171,21 @@ def test_hugging_face_dialog_loader_offline(tmp_path):
         {"dialog": ["Only me ."]},
         {"dialog": ["Bye .", "See you ."]},
     ]
-    task = DialogueTask(dataset="json", data_files=_write_jsonl(tmp_path / "d.jsonl", rows), history_turns=1)  # fmt: skip
+    task = DialogueTask(dataset="json", data_files=_write_jsonl(tmp_path / "d.jsonl", rows), history_turns=1)
     assert [(s.prompt, s.references) for s in task.samples] == [
         ("A: Say , Jim , how about a beer ?\nB:", ("Sure .",)),
         ("B: Sure .\nA:", ("Great .",)),
         ("A: Bye .\nB:", ("See you .",)),
-    ]  # fmt: skip
+    ]
     assert task.skipped == {"short_conversations": 1}
     assert task.score(["Sure .", ""], task.samples[:1] * 2).rewards.tolist() == [1.0, 0.0]
     renamed = [{"utterances": r["dialog"]} for r in rows]
     files = {"test": _write_jsonl(tmp_path / "u.jsonl", renamed)}
-    other = DialogueTask(dataset="json", data_files=files, split="test", dialog_field="utterances", max_samples=2)  # fmt: skip
+    other = DialogueTask(dataset="json", data_files=files, split="test", dialog_field="utterances", max_samples=2)
     assert [s.prompt for s in other.samples] == [
-        "A: Say , Jim , how about a beer ?\nB:", "A: Say , Jim , how about a beer ?\nB: Sure .\nA:"]  # fmt: skip
+        "A: Say , Jim , how about a beer ?\nB:",
+        "A: Say , Jim , how about a beer ?\nB: Sure .\nA:",
+    ]
 
 
 def test_hugging_face_bad_rows_name_the_row_and_field(tmp_path):
@@ -171,7 +195,7 @@ def test_hugging_face_bad_rows_name_the_row_and_field(tmp_path):
         DialogueTask(dataset="json", data_files=_write_jsonl(tmp_path / "empty.jsonl", rows))
     rows = [{"dialog": ["Hi", "Hello"]}, {"other": ["Hi", "Hello"]}]
     with pytest.raises(ValueError, match="has no conversation of two or more turns"):
-        DialogueTask(dataset="json", data_files=_write_jsonl(tmp_path / "short.jsonl", [{"dialog": ["Hi"]}]))  # fmt: skip
+        DialogueTask(dataset="json", data_files=_write_jsonl(tmp_path / "short.jsonl", [{"dialog": ["Hi"]}]))
     with pytest.raises(ValueError, match=r"row 1: field 'dialog' is missing .* pass dialog_field="):
         DialogueTask(dataset="json", data_files=_write_jsonl(tmp_path / "missing.jsonl", rows))
     with pytest.raises(ValueError, match=r"row 0: field 'dialog\[1\]' is not valid UTF-8"):
@@ -183,9 +207,9 @@ def test_hugging_face_bad_rows_name_the_row_and_field(tmp_path):
 def test_unknown_arguments_and_choices_raise_listing_the_valid_ones():
     with pytest.raises(ValueError, match="unknown argument.*'histroy_turns'.*'history_turns'"):
         DialogueTask.check_kwargs("TextDialog-v0", {"histroy_turns": 2})
-    with pytest.raises(ValueError, match=r"split='val' is not valid; choose one of \['train', 'validation', 'test'\]"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"split='val' is not valid; choose one of \['train', 'validation', 'test'\]"):
         DialogueTask(split="val")
-    with pytest.raises(ValueError, match=r"reward='bleu' is not valid; choose one of \['chrf', 'rougeL'\]"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"reward='bleu' is not valid; choose one of \['chrf', 'rougeL'\]"):
         DialogueTask(reward="bleu")
     with pytest.raises(ValueError, match="metrics entry='bleu'"):
         DialogueTask(metrics=("bleu",))
@@ -198,7 +222,7 @@ def test_unknown_arguments_and_choices_raise_listing_the_valid_ones():
 
 def test_env_chat_template_renders_the_history_as_messages():
     tok = load_tokenizer("default")
-    env = TextVectorEnv(1, task=DialogueTask(split="test", max_samples=3), chat_template=True, max_new_tokens=4)  # fmt: skip
+    env = TextVectorEnv(1, task=DialogueTask(split="test", max_samples=3), chat_template=True, max_new_tokens=4)
     plain = env.task.samples[2]
     turns = [line.split(": ", 1)[1] for line in plain.prompt.split("\n")[:-1]]
     messages = [{"role": r, "content": t} for r, t in zip(["user", "assistant", "user"], turns)]
@@ -209,7 +233,9 @@ def test_env_chat_template_renders_the_history_as_messages():
 
 
 def test_env_smoke_random_actions():
-    env = TextVectorEnv(4, task=DialogueTask(split="test", max_samples=50), tokenizer="byte", max_prompt_tokens=256, max_new_tokens=8)  # fmt: skip
+    env = TextVectorEnv(
+        4, task=DialogueTask(split="test", max_samples=50), tokenizer="byte", max_prompt_tokens=256, max_new_tokens=8
+    )
     env.reset(seed=0)
     rng, finished = np.random.default_rng(0), 0
     for _ in range(30):
@@ -228,7 +254,7 @@ def test_env_smoke_random_actions():
 def test_env_reward_for_reference_response():
     task = DialogueTask(split="test", max_samples=20)
     longest = max(len(s.references[0].encode()) for s in task.samples)
-    env = TextVectorEnv(4, task=task, tokenizer="byte", max_prompt_tokens=256, max_new_tokens=longest + 2)  # fmt: skip
+    env = TextVectorEnv(4, task=task, tokenizer="byte", max_prompt_tokens=256, max_new_tokens=longest + 2)
     _, info = env.reset(seed=0)
     eos = env.tokenizer.eos_token_id
     refs = [task.samples[j].references[0] for j in info["sample_index"]]

@@ -32,7 +32,7 @@ def test_default_model_converts_once_then_loads_from_cache(tmp_path, monkeypatch
     tok = default_tokenizer()
     assert first.config.vocab_size == len(tok) == 49152
     assert first.config.text_gym_tokenizer == tok.name
-    prompt = tok.encode("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")  # fmt: skip
+    prompt = tok.encode("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
     x = torch.tensor([prompt])
     assert torch.equal(first(x).logits, second(x).logits)
     out = second.generate(x, max_new_tokens=8, do_sample=False)

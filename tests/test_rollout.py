@@ -11,7 +11,13 @@ import torch
 from text_gym import TextVectorEnv
 from text_gym.rollout import RolloutCollector, merge_budget, sample_categorical, sequence_logprobs, tiny_model
 from text_gym.rollout import collector as collector_module
-from text_gym.rollout.collector import SAMPLE_BLOCK, SWAPPED_HEAD_MIN_WEIGHTS, SWAPPED_HEAD_ROWS, head_logits, plain_head
+from text_gym.rollout.collector import (
+    SAMPLE_BLOCK,
+    SWAPPED_HEAD_MIN_WEIGHTS,
+    SWAPPED_HEAD_ROWS,
+    head_logits,
+    plain_head,
+)
 from text_gym.tasks.base import Sample, Scores, Task
 from text_gym.tokenizers import load_tokenizer
 
@@ -73,10 +79,13 @@ def test_greedy_tokens_equal_generate_and_logprobs_equal_full_forward(model, lar
     batch = RolloutCollector(model, env, greedy=True).collect(T, seed=0)
     P = env.prompt_tokens
     generated = model.generate(
-        first_obs["input_ids"][:, :P], attention_mask=first_obs["attention_mask"][:, :P].long(),
-        max_new_tokens=T, do_sample=False,
-        eos_token_id=env.tokenizer.eos_token_id, pad_token_id=env.tokenizer.pad_token_id,
-    )[:, P:]  # fmt: skip
+        first_obs["input_ids"][:, :P],
+        attention_mask=first_obs["attention_mask"][:, :P].long(),
+        max_new_tokens=T,
+        do_sample=False,
+        eos_token_id=env.tokenizer.eos_token_id,
+        pad_token_id=env.tokenizer.pad_token_id,
+    )[:, P:]
     for i in range(4):
         steps = int(batch.dones[:, i].nonzero()[0]) + 1  # the first episode's length
         assert batch.actions[:steps, i].tolist() == generated[i, :steps].tolist()
@@ -102,11 +111,11 @@ def test_slot_refill_keeps_each_episode_as_it_would_be_alone(model):
     action stream equals a one-slot run with that slot's seed (s + i)."""
     steps, n = 40, 4
     stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
-    together = RolloutCollector(model, make_env(n), greedy=True, logits_processor=stop).collect(steps, seed=10)  # fmt: skip
+    together = RolloutCollector(model, make_env(n), greedy=True, logits_processor=stop).collect(steps, seed=10)
     first_ends = together.dones.float().argmax(0).tolist()
     assert together.dones.sum() > 2 * n and len(set(first_ends)) > 1  # refills at different steps
     for i in range(n):
-        alone = RolloutCollector(model, make_env(1), greedy=True, logits_processor=stop).collect(steps, seed=10 + i)  # fmt: skip
+        alone = RolloutCollector(model, make_env(1), greedy=True, logits_processor=stop).collect(steps, seed=10 + i)
         assert together.actions[:, i].tolist() == alone.actions[:, 0].tolist()
         assert together.dones[:, i].tolist() == alone.dones[:, 0].tolist()
         assert torch.allclose(together.logprobs[:, i], alone.logprobs[:, 0], atol=1e-5)
@@ -146,7 +155,7 @@ def test_sample_categorical_follows_the_distribution_and_never_draws_zero_probab
     weights[SAMPLE_BLOCK : 2 * SAMPLE_BLOCK] = 0.0
     counts = torch.zeros(V, dtype=torch.float64)
     for _ in range(10):  # 400k draws, 40k rows at a time
-        counts += torch.bincount(sample_categorical(weights.expand(40_000, V), gen), minlength=V)  # fmt: skip
+        counts += torch.bincount(sample_categorical(weights.expand(40_000, V), gen), minlength=V)
     p = weights.double() / weights.double().sum()
     assert counts[weights == 0].sum() == 0
     assert ((counts / counts.sum() - p).abs() <= 5 * (p * (1 - p) / counts.sum()).sqrt() + 1e-6).all()
@@ -160,26 +169,55 @@ def test_construction_checks():
         RolloutCollector(byte_model, TextVectorEnv(1, output="torch", max_new_tokens=2))
     small = tiny_model(load_tokenizer("byte"))
     small.config.vocab_size, small.config.text_gym_tokenizer = 100, None
-    with pytest.raises(ValueError, match=r"vocabulary \(100\) is smaller than the action space Discrete\(258\)"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"vocabulary \(100\) is smaller than the action space Discrete\(258\)"):
         RolloutCollector(small, make_env(1))
     meta = tiny_model(load_tokenizer("byte")).to("meta")
     with pytest.raises(ValueError, match="model is on meta but the env is on cpu"):
         RolloutCollector(meta, make_env(1))
     import transformers
 
-    opt = transformers.OPTForCausalLM(transformers.OPTConfig(vocab_size=258, hidden_size=16, ffn_dim=32, num_hidden_layers=1, num_attention_heads=2, word_embed_proj_dim=16))  # fmt: skip
+    opt = transformers.OPTForCausalLM(
+        transformers.OPTConfig(
+            vocab_size=258,
+            hidden_size=16,
+            ffn_dim=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            word_embed_proj_dim=16,
+        )
+    )
     with pytest.raises(ValueError, match=r"model type 'opt' does not run on the rollout's window cache"):
         RolloutCollector(opt, make_env(1))
+
     def mistral(window):  # noqa: E306
-        config = transformers.MistralConfig(vocab_size=258, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, sliding_window=window)  # fmt: skip
+        config = transformers.MistralConfig(
+            vocab_size=258,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            sliding_window=window,
+        )
         return transformers.MistralForCausalLM(config)
+
     env = make_env(2)
-    with pytest.raises(ValueError, match=rf"sliding window of 32 tokens.*whole window \({env.window} tokens\)"):  # fmt: skip
+    with pytest.raises(ValueError, match=rf"sliding window of 32 tokens.*whole window \({env.window} tokens\)"):
         RolloutCollector(mistral(32), env)
     assert RolloutCollector(mistral(env.window), env).collect(2, seed=0).actions.shape == (2, 2)
+
     def gpt_neo(window):  # noqa: E306  (local layers attend over a band of window_size)
-        config = transformers.GPTNeoConfig(vocab_size=258, hidden_size=16, num_layers=2, num_heads=2, attention_types=[[["global", "local"], 1]], window_size=window, max_position_embeddings=512)  # fmt: skip
+        config = transformers.GPTNeoConfig(
+            vocab_size=258,
+            hidden_size=16,
+            num_layers=2,
+            num_heads=2,
+            attention_types=[[["global", "local"], 1]],
+            window_size=window,
+            max_position_embeddings=512,
+        )
         return transformers.GPTNeoForCausalLM(config)
+
     with pytest.raises(ValueError, match=r"\(gpt_neo\) attends over a sliding window of 15 tokens"):
         RolloutCollector(gpt_neo(16), env)
     RolloutCollector(gpt_neo(env.window + 1), env)
@@ -228,7 +266,7 @@ def test_a_collector_starts_over_when_other_code_moved_its_env(model):
     obs = train._obs  # the next-token logits it holds equal a full forward of the windows
     attn = obs["attention_mask"].long()
     with torch.no_grad():
-        logits = model(obs["input_ids"], attention_mask=attn, position_ids=(attn.cumsum(1) - 1).clamp(min=0)).logits  # fmt: skip
+        logits = model(obs["input_ids"], attention_mask=attn, position_ids=(attn.cumsum(1) - 1).clamp(min=0)).logits
     last = logits[torch.arange(3), obs["new_span"][:, 1] - 1]
     assert torch.allclose(train._last[0], last, atol=1e-4)
 
@@ -280,7 +318,7 @@ def test_backend_runs_on_every_registered_env(env_id):
 def test_collect_episodes_returns_each_slots_first_episode(model):
     stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
     env = make_env(4)
-    batch = RolloutCollector(model, make_env(4), greedy=True, logits_processor=stop).collect(3 * T, seed=5)  # fmt: skip
+    batch = RolloutCollector(model, make_env(4), greedy=True, logits_processor=stop).collect(3 * T, seed=5)
     episodes = RolloutCollector(model, env, greedy=True, logits_processor=stop).collect_episodes(seed=5)
     P = env.prompt_tokens
     for i in range(4):
@@ -288,8 +326,8 @@ def test_collect_episodes_returns_each_slots_first_episode(model):
         assert episodes.agent_mask[i].sum() == steps
         assert episodes.input_ids[i, P : P + steps].tolist() == batch.actions[:steps, i].tolist()
         assert episodes.rewards[i] == batch.rewards[steps - 1, i]
-        assert bool(episodes.terminated[i]) == (batch.actions[steps - 1, i] == env.tokenizer.eos_token_id)  # fmt: skip
-    response = env.tokenizer.decode_batch([episodes.input_ids[0, P:][episodes.agent_mask[0, P:].bool()].tolist()])  # fmt: skip
+        assert bool(episodes.terminated[i]) == (batch.actions[steps - 1, i] == env.tokenizer.eos_token_id)
+    response = env.tokenizer.decode_batch([episodes.input_ids[0, P:][episodes.agent_mask[0, P:].bool()].tolist()])
     sample = env.task.samples[int(episodes.sample_index[0])]
     assert episodes.rewards[0] == env.task.score(response, [sample]).rewards[0]
 
@@ -316,12 +354,14 @@ def assert_same_rollout(cached, plain):
 def test_prefix_cache_equals_full_prefill_over_many_refills(model):
     stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
     fed = []  # tokens the model ran on, per forward call
-    hook = model.model.embed_tokens.register_forward_hook(lambda module, args, out: fed.append(args[0].numel()))  # fmt: skip
+    hook = model.model.embed_tokens.register_forward_hook(lambda module, args, out: fed.append(args[0].numel()))
     runs, tokens = {}, {}
     try:
         for prefix_cache in (True, False):
             fed.clear()
-            collector = RolloutCollector(model, make_env(4), greedy=True, logits_processor=stop, prefix_cache=prefix_cache)  # fmt: skip
+            collector = RolloutCollector(
+                model, make_env(4), greedy=True, logits_processor=stop, prefix_cache=prefix_cache
+            )
             runs[prefix_cache], tokens[prefix_cache] = collector.collect(60, seed=7), sum(fed)
             if prefix_cache:
                 prefix = collector.env.tokenizer.decode_batch([collector._prefix.tolist()])[0]
@@ -340,7 +380,9 @@ class TwoFamilies(Task):
 
     def __init__(self):
         words = ("ab", "cd", "ef", "gh")
-        self.samples = [Sample(f"Spell the {kind} please: {w}\nAnswer:", (w,)) for kind in ("word", "name") for w in words]  # fmt: skip
+        self.samples = [
+            Sample(f"Spell the {kind} please: {w}\nAnswer:", (w,)) for kind in ("word", "name") for w in words
+        ]
 
     def score(self, responses, samples):
         hits = np.array([r.strip() == s.references[0] for r, s in zip(responses, samples)], float)
@@ -352,12 +394,14 @@ def test_prefix_shrinks_to_what_later_prompts_share(model):
     prompts, and the prefix becomes a slice of the cached one (no recompute beyond the
     one at a call's first refill)."""
     stop = stop_at_varied_lengths(make_env(1, task=TwoFamilies()).prompt_tokens)
-    cached = RolloutCollector(model, make_env(3, task=TwoFamilies()), greedy=True, logits_processor=stop)  # fmt: skip
-    plain = RolloutCollector(model, make_env(3, task=TwoFamilies()), greedy=True, logits_processor=stop, prefix_cache=False)  # fmt: skip
+    cached = RolloutCollector(model, make_env(3, task=TwoFamilies()), greedy=True, logits_processor=stop)
+    plain = RolloutCollector(
+        model, make_env(3, task=TwoFamilies()), greedy=True, logits_processor=stop, prefix_cache=False
+    )
     decode = lambda ids: cached.env.tokenizer.decode_batch([ids.tolist()])[0]  # noqa: E731
     computed = []  # the prefixes whose keys/values were computed, with layer 0's keys
     compute = cached._prefix_key_values
-    cached._prefix_key_values = lambda ids: computed.append((decode(ids), kv := compute(ids))) or kv  # noqa: E731  # fmt: skip
+    cached._prefix_key_values = lambda ids: computed.append((decode(ids), kv := compute(ids))) or kv  # noqa: E731
     # samples 0-2 are "word" prompts
     first = [c.collect_episodes(seed=0, sample_index=[0, 1, 2]) for c in (cached, plain)]
     assert decode(cached._prefix) == "Spell the word please: "
@@ -377,14 +421,19 @@ def test_prefix_cache_leaves_multi_turn_replies_alone(model):
 
     eos = torch.arange(258) == 256
     # turns of 1-3 tokens, out of step across slots: fresh prompts and replies share calls
-    end_turns = lambda logits, obs: torch.where(((obs["new_span"][:, 1:] + torch.arange(3)[:, None]) % 3 == 0) & eos, 1e4, logits)  # noqa: E731  # fmt: skip
+
+    def end_turns(logits, obs):
+        return torch.where(((obs["new_span"][:, 1:] + torch.arange(3)[:, None]) % 3 == 0) & eos, 1e4, logits)
+
     runs, collectors = [], []
     for prefix_cache in (True, False):
-        env = gym.make_vec("TextDialogGoal-v0", num_envs=3, output="torch", tokenizer="byte", max_turns=3)  # fmt: skip
-        collectors.append(RolloutCollector(model, env, greedy=True, logits_processor=end_turns, prefix_cache=prefix_cache))  # fmt: skip
+        env = gym.make_vec("TextDialogGoal-v0", num_envs=3, output="torch", tokenizer="byte", max_turns=3)
+        collectors.append(
+            RolloutCollector(model, env, greedy=True, logits_processor=end_turns, prefix_cache=prefix_cache)
+        )
         runs.append(collectors[-1].collect(60, seed=0))
     window = collectors[0]._obs
-    assert (window["attention_mask"].sum(1) > window["agent_mask"].sum(1) + env.unwrapped.prompt_tokens // 2).all()  # fmt: skip
+    assert (window["attention_mask"].sum(1) > window["agent_mask"].sum(1) + env.unwrapped.prompt_tokens // 2).all()
     assert runs[0].dones.sum() > 6  # several whole dialogues, so refills too
     prompt = env.unwrapped.task.samples[0].prompt  # every goal-dialogue prompt is this one
     assert len(collectors[0]._prefix) == len(prompt.encode()) - 1  # all of it but the token fed
@@ -395,7 +444,7 @@ def test_prefix_is_recomputed_when_the_weights_change():
     model = tiny_model(load_tokenizer("byte"), seed=5)
     stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
     cached = RolloutCollector(model, make_env(3), greedy=True, logits_processor=stop)
-    plain = RolloutCollector(model, make_env(3), greedy=True, logits_processor=stop, prefix_cache=False)  # fmt: skip
+    plain = RolloutCollector(model, make_env(3), greedy=True, logits_processor=stop, prefix_cache=False)
     assert_same_rollout(cached.collect(20, seed=0), plain.collect(20, seed=0))
     with torch.no_grad():  # in place, as an optimizer step or load_state_dict does
         for p in model.parameters():
@@ -423,7 +472,9 @@ def test_collect_after_collect_episodes_starts_with_a_reset(model):
     env.reset = lambda **kwargs: resets.append(kwargs) or reset(**kwargs)
     episodes = collector.collect_episodes(seed=0)
     assert len(set(episodes.agent_mask.sum(1).tolist())) > 1  # some slots waited
-    collector.logits_processor = lambda logits, obs: logits.index_fill(1, torch.tensor(env.stop_token_ids), float("-inf"))  # noqa: E731  # fmt: skip
+    collector.logits_processor = lambda logits, obs: logits.index_fill(
+        1, torch.tensor(env.stop_token_ids), float("-inf")
+    )  # noqa: E731
     batch = collector.collect(3)
     assert len(resets) == 2 and resets[1]["seed"] is None  # the streams go on
     P = env.prompt_tokens
@@ -452,7 +503,7 @@ def test_collect_episodes_scores_only_the_returned_episodes(model):
     score = env.task.score
     env.task.score = lambda responses, samples: scored.extend(responses) or score(responses, samples)
     try:
-        episodes = RolloutCollector(model, env, greedy=True, logits_processor=stop).collect_episodes(seed=5)  # fmt: skip
+        episodes = RolloutCollector(model, env, greedy=True, logits_processor=stop).collect_episodes(seed=5)
     finally:
         del env.task.score
     assert len(scored) == 4 and episodes.terminated.any()
@@ -463,6 +514,7 @@ def test_collect_episodes_when_the_policy_allows_only_the_stop_token(model):
     waiting for the others must still be able to step."""
     env = make_env(4)
     eos = env.tokenizer.eos_token_id
+
     def stop_at_slot_index(logits, obs):  # slot i: i tokens, then EOS is the only choice
         now = ((obs["new_span"][:, 1] - env.prompt_tokens) >= torch.arange(4))[:, None]
         is_eos = torch.arange(logits.shape[1]) == eos
@@ -482,14 +534,15 @@ REFILL_MODES = {
 def count_calls(model):
     """Forward calls of ``model``, counted at its embedding; ``.remove()`` when done."""
     calls = []
-    hook = model.model.embed_tokens.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))  # fmt: skip
+    hook = model.model.embed_tokens.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
     return calls, hook
 
 
 @pytest.mark.parametrize(
-    ("dtype", "prefix_cache"), [(torch.float32, True), (torch.float32, False), (torch.bfloat16, True)],
+    ("dtype", "prefix_cache"),
+    [(torch.float32, True), (torch.float32, False), (torch.bfloat16, True)],
     ids=["float32", "float32-no-prefix-cache", "bfloat16"],
-)  # fmt: skip
+)
 def test_packed_and_merged_refills_equal_split_calls(dtype, prefix_cache):
     """Decode and prefill rows in one packed call, or in one padded call, give the
     rollout of two calls: actions, log-probs and values (from the hidden states), over
@@ -501,9 +554,14 @@ def test_packed_and_merged_refills_equal_split_calls(dtype, prefix_cache):
     for mode, knobs in REFILL_MODES.items():
         fed, hook = count_calls(model)
         collector = RolloutCollector(
-            model, make_env(5), greedy=True, logits_processor=stop, value_head=lambda h: head(h)[:, 0],
-            prefix_cache=prefix_cache, **knobs,
-        )  # fmt: skip
+            model,
+            make_env(5),
+            greedy=True,
+            logits_processor=stop,
+            value_head=lambda h: head(h)[:, 0],
+            prefix_cache=prefix_cache,
+            **knobs,
+        )
         runs[mode], calls[mode], shapes[mode] = collector.collect(40, seed=7), len(fed), fed
         hook.remove()
     assert runs["split"].dones.sum() > 30  # many refills
@@ -521,9 +579,11 @@ def test_packed_refills_with_any_number_of_shared_key_value_heads(heads, kv_head
     model = tiny_model(load_tokenizer("byte"), seed=5, hidden=48, heads=heads, kv_heads=kv_heads)
     stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
     runs = [
-        RolloutCollector(model, make_env(4), greedy=True, logits_processor=stop, **REFILL_MODES[mode]).collect(30, seed=2)
+        RolloutCollector(model, make_env(4), greedy=True, logits_processor=stop, **REFILL_MODES[mode]).collect(
+            30, seed=2
+        )
         for mode in ("packed", "split")
-    ]  # fmt: skip
+    ]
     assert runs[1].dones.sum() > 15
     assert_same_rollout(*runs)
 
@@ -540,11 +600,16 @@ def test_split_steps_share_one_lm_head_call(monkeypatch):
 
     def run():
         heads = []
-        hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: heads.append(args[0].shape))  # fmt: skip
+        hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: heads.append(args[0].shape))
         collector = RolloutCollector(
-            model, make_env(5), greedy=True, logits_processor=stop, value_head=lambda h: value(h)[:, 0],
-            pack_refills=False, merge_refills=False,
-        )  # fmt: skip
+            model,
+            make_env(5),
+            greedy=True,
+            logits_processor=stop,
+            value_head=lambda h: value(h)[:, 0],
+            pack_refills=False,
+            merge_refills=False,
+        )
         batch = collector.collect(40, seed=7)
         hook.remove()
         return batch, len(heads)
@@ -592,10 +657,13 @@ def test_packed_and_merged_refills_equal_split_calls_with_user_replies(model):
     import gymnasium as gym
 
     eos = torch.arange(258) == 256
-    end_turns = lambda logits, obs: torch.where(((obs["new_span"][:, 1:] + torch.arange(3)[:, None]) % 3 == 0) & eos, 1e4, logits)  # noqa: E731  # fmt: skip
+
+    def end_turns(logits, obs):
+        return torch.where(((obs["new_span"][:, 1:] + torch.arange(3)[:, None]) % 3 == 0) & eos, 1e4, logits)
+
     runs, calls = {}, {}
     for mode, knobs in REFILL_MODES.items():
-        env = gym.make_vec("TextDialogGoal-v0", num_envs=3, output="torch", tokenizer="byte", max_turns=3)  # fmt: skip
+        env = gym.make_vec("TextDialogGoal-v0", num_envs=3, output="torch", tokenizer="byte", max_turns=3)
         fed, hook = count_calls(model)
         collector = RolloutCollector(model, env, greedy=True, logits_processor=end_turns, **knobs)
         runs[mode] = collector.collect(60, seed=0)
@@ -626,8 +694,20 @@ def test_cost_model_merges_for_a_small_body_and_splits_for_a_large_one_on_cpu():
             return merge_budget(LlamaForCausalLM(config), device_type)
 
     padded = 7 * (11 - 1)
-    tiny = {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 4}  # fmt: skip
-    smollm2 = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3}  # fmt: skip
+    tiny = {
+        "hidden_size": 256,
+        "intermediate_size": 1024,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+    }
+    smollm2 = {
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+    }
     assert budget("cpu", **tiny) > padded > budget("cpu", **smollm2)
     assert budget("cuda", **smollm2) > padded
     # the collector follows the budget unless told
@@ -651,7 +731,9 @@ def test_compiled_decode_step_equals_eager_and_compiles_once():
     stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
 
     def run(**knobs):
-        collector = RolloutCollector(model, make_env(4), greedy=True, logits_processor=stop, value_head=lambda h: head(h)[:, 0], **knobs)  # fmt: skip
+        collector = RolloutCollector(
+            model, make_env(4), greedy=True, logits_processor=stop, value_head=lambda h: head(h)[:, 0], **knobs
+        )
         return collector.collect(30, seed=7)
 
     eager = run()

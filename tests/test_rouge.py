@@ -39,7 +39,7 @@ def test_equals_rouge_score_multi_reference():
     got = rouge([h for h, _ in PAIRS], [refs] * len(PAIRS), ["rouge2", "rougeL"])
     for i, (hyp, _) in enumerate(PAIRS):
         want = scorer.score_multi(refs, hyp)
-        assert got["rouge2"][i] == want["rouge2"].fmeasure and got["rougeL"][i] == want["rougeL"].fmeasure  # fmt: skip
+        assert got["rouge2"][i] == want["rouge2"].fmeasure and got["rougeL"][i] == want["rougeL"].fmeasure
 
 
 def test_perfect_empty_and_batch_invariance():

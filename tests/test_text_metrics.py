@@ -12,8 +12,28 @@ from sacrebleu.metrics import CHRF
 import text_gym.rewards.text_metrics as tm
 from text_gym.rewards.text_metrics import chrf, exact_match, normalize_text
 
-VOCAB = ["I_WALK", "I_JUMP", "I_TURN_LEFT", "the", "cat", "sat.", "(hi)", "'quote", "end,",
-         "a", "aa", "aaa", "abab", "naïve", "Über", "日本語", "—", "!", "...", "é"]
+VOCAB = [
+    "I_WALK",
+    "I_JUMP",
+    "I_TURN_LEFT",
+    "the",
+    "cat",
+    "sat.",
+    "(hi)",
+    "'quote",
+    "end,",
+    "a",
+    "aa",
+    "aaa",
+    "abab",
+    "naïve",
+    "Über",
+    "日本語",
+    "—",
+    "!",
+    "...",
+    "é",
+]
 ALPHABET = "abaaxyz.,;!?()'\"-_  \t\n\u00a0\u3000éü日本語🙂"
 
 
@@ -28,9 +48,18 @@ def _text(rng: random.Random) -> str:
 
 def _pairs(seed: int, n: int) -> list[tuple[str, list[str]]]:
     rng = random.Random(seed)
-    pairs = [("", [""]), ("", ["a b"]), ("a b", [""]), ("  ", ["  "]), ("x", ["x"]),
-             ("aaaa", ["aaa"]), ("abababab", ["ababa", "ab"]), ("a  b\tc", ["a b c"]),
-             ("(hi) there.", ["(hi) there .", "hi there"]), ("a", ["", "a b"])]
+    pairs = [
+        ("", [""]),
+        ("", ["a b"]),
+        ("a b", [""]),
+        ("  ", ["  "]),
+        ("x", ["x"]),
+        ("aaaa", ["aaa"]),
+        ("abababab", ["ababa", "ab"]),
+        ("a  b\tc", ["a b c"]),
+        ("(hi) there.", ["(hi) there .", "hi there"]),
+        ("a", ["", "a b"]),
+    ]
     for _ in range(n):
         refs = [_text(rng) for _ in range(rng.choice([1, 1, 1, 2, 3, 4]))]
         r = rng.random()
@@ -55,8 +84,7 @@ def test_normalize_text():
 
 def test_exact_match():
     completions = ["I_WALK I_JUMP", "  I_WALK\tI_JUMP \n", "I_WALK", "", "  ", "a", "b"]
-    references = [["I_WALK I_JUMP"], ["I_WALK  I_JUMP"], ["I_JUMP", "I_WALK"], [""], [""],
-                  ["", "b"], ["a", "c"]]
+    references = [["I_WALK I_JUMP"], ["I_WALK  I_JUMP"], ["I_JUMP", "I_WALK"], [""], [""], ["", "b"], ["a", "c"]]
     out = exact_match(completions, references)
     assert out.dtype == np.float64 and out.shape == (7,)
     assert out.tolist() == [1, 1, 1, 1, 1, 0, 0]
@@ -81,21 +109,22 @@ def test_exact_match_equals_its_definition():
             completion = _text(rng)
         completions.append(completion)
         references.append([ref, _text(rng)] if rng.random() < 0.3 else [ref])
-    expected = [float(normalize_text(c) in {normalize_text(r) for r in refs})
-                for c, refs in zip(completions, references)]
+    expected = [
+        float(normalize_text(c) in {normalize_text(r) for r in refs}) for c, refs in zip(completions, references)
+    ]
     got = exact_match(completions, references)
     assert got.tolist() == expected
     assert 300 < sum(expected) < 2700  # both outcomes are exercised
 
 
-@pytest.mark.parametrize("char_order, word_order, beta",
-                         [(6, 0, 2), (6, 2, 2), (3, 0, 2), (3, 2, 2), (6, 2, 1)])
+@pytest.mark.parametrize("char_order, word_order, beta", [(6, 0, 2), (6, 2, 2), (3, 0, 2), (3, 2, 2), (6, 2, 1)])
 def test_chrf_equals_sacrebleu(char_order, word_order, beta):
     pairs = _pairs(seed=char_order * 10 + word_order + beta, n=250)
     metric = CHRF(char_order=char_order, word_order=word_order, beta=beta)
     expected = np.array([metric.sentence_score(h, refs).score for h, refs in pairs])
-    got = chrf([h for h, _ in pairs], [refs for _, refs in pairs],
-               char_order=char_order, word_order=word_order, beta=beta)
+    got = chrf(
+        [h for h, _ in pairs], [refs for _, refs in pairs], char_order=char_order, word_order=word_order, beta=beta
+    )
     assert got.dtype == np.float64 and got.shape == (len(pairs),)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
     assert 0 < np.mean(got == 100) < 0.5 and 0 < np.mean(got == 0) < 0.5  # not degenerate
@@ -105,8 +134,10 @@ def test_chrf_both_counting_strategies(monkeypatch):
     """Long hypotheses and many references switch to counting the hypothesis n-grams."""
     rng = random.Random(7)
     hyps = ["".join(rng.choice("abcdef ") for _ in range(rng.choice([30, 600]))) for _ in range(40)]
-    refs = [["".join(rng.choice("abcdefg ") for _ in range(rng.choice([30, 600])))
-             for _ in range(rng.randint(1, 4))] for _ in range(40)]
+    refs = [
+        ["".join(rng.choice("abcdefg ") for _ in range(rng.choice([30, 600]))) for _ in range(rng.randint(1, 4))]
+        for _ in range(40)
+    ]
     calls, original = [], tm._char_grams
     monkeypatch.setattr(tm, "_char_grams", lambda s, n: calls.append(s) or original(s, n))
     tm._ref_grams.cache_clear()

@@ -89,11 +89,15 @@ def test_hf_tokenizer_ignores_saved_padding_and_truncation():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    rust = Tokenizer(models.WordLevel({"[PAD]": 0, "[EOS]": 1, **{w: i + 2 for i, w in enumerate("abcdefgh")}}, unk_token="[EOS]"))  # fmt: skip
+    rust = Tokenizer(
+        models.WordLevel({"[PAD]": 0, "[EOS]": 1, **{w: i + 2 for i, w in enumerate("abcdefgh")}}, unk_token="[EOS]")
+    )
     rust.pre_tokenizer, rust.decoder = pre_tokenizers.Whitespace(), decoders.WordPiece()
     rust.enable_padding(pad_id=0, pad_token="[PAD]")  # as some tokenizer.json files have them
     rust.enable_truncation(max_length=4)
-    hf = PreTrainedTokenizerFast(tokenizer_object=rust, pad_token="[PAD]", eos_token="[EOS]", clean_up_tokenization_spaces=False)  # fmt: skip
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=rust, pad_token="[PAD]", eos_token="[EOS]", clean_up_tokenization_spaces=False
+    )
     tok = HFTokenizer(hf)
     assert tok.encode_batch(["a", "a b c d e f g h"]) == [[2], [2, 3, 4, 5, 6, 7, 8, 9]]
     assert hf.backend_tokenizer.padding is not None and hf.backend_tokenizer.truncation is not None

@@ -16,7 +16,7 @@ def test_scan_task_uses_the_chosen_split():
     task = make_task("translation", split="test", scan_split="length")
     assert len(task) == 3920
     assert task.samples[0].references[0] == scan_split("length", "test")[0][1]
-    assert task.samples[0].prompt.endswith("\nActions:") and task.samples[0].source in task.samples[0].prompt  # fmt: skip
+    assert task.samples[0].prompt.endswith("\nActions:") and task.samples[0].source in task.samples[0].prompt
 
 
 def test_scan_scores_exact_match_with_chrf_in_metrics():
@@ -52,9 +52,13 @@ def test_hugging_face_translation_loader_offline(tmp_path):
     rows = [{"de": "Guten Morgen", "en": "Good morning"}, {"de": "Danke", "en": "Thank you"}]
     files = {"train": _write_wmt_style(tmp_path / "train.jsonl", rows)}
     env = gym.make(
-        "TextTranslate-v0", dataset="json", data_files=files, source_lang="de",
-        target_lang="en", tokenizer="byte",
-    )  # fmt: skip
+        "TextTranslate-v0",
+        dataset="json",
+        data_files=files,
+        source_lang="de",
+        target_lang="en",
+        tokenizer="byte",
+    )
     task = env.unwrapped.task
     assert [s.references for s in task.samples] == [("Good morning",), ("Thank you",)]
     assert task.samples[0].prompt == "Translate German to English.\nGerman: Guten Morgen\nEnglish:"
@@ -78,7 +82,7 @@ def test_max_samples():
     assert len(TranslationTask(max_samples=10)) == 10
     with pytest.raises(ValueError, match="max_samples=0"):
         TranslationTask(max_samples=0)
-    assert np.isclose(TranslationTask(reward="chrf").score(["x"], [TranslationTask().samples[0]]).rewards[0], 0.0)  # fmt: skip
+    assert np.isclose(TranslationTask(reward="chrf").score(["x"], [TranslationTask().samples[0]]).rewards[0], 0.0)
 
 
 def test_metrics_option_skips_chrf_but_keeps_the_reward():
@@ -97,7 +101,7 @@ def test_chat_template_prompts_match_the_tokenizers_own_template():
     vec = env.unwrapped.vector
     hf = vec.tokenizer.hf
     sample = vec.task.samples[info["sample_index"]]
-    expected = hf.apply_chat_template([{"role": "user", "content": sample.prompt}], add_generation_prompt=True)  # fmt: skip
+    expected = hf.apply_chat_template([{"role": "user", "content": sample.prompt}], add_generation_prompt=True)
     expected = expected["input_ids"] if isinstance(expected, dict) or hasattr(expected, "keys") else expected
     start, end = obs["new_span"]
     assert obs["input_ids"][start:end].tolist() == list(expected)

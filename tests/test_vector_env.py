@@ -198,11 +198,15 @@ def test_sample_draws_agree_between_the_python_and_numpy_paths():
 
     rng = np.random.default_rng(0)
     top = np.iinfo(np.uint64).max
-    streams = np.concatenate([rng.integers(0, top, 200, dtype=np.uint64, endpoint=True), np.array([0, 1, top, top - 1], dtype=np.uint64)])  # fmt: skip
-    episodes = np.concatenate([rng.integers(0, top, 200, dtype=np.uint64, endpoint=True), np.array([top, 0, top, 1], dtype=np.uint64)])  # fmt: skip
+    streams = np.concatenate(
+        [rng.integers(0, top, 200, dtype=np.uint64, endpoint=True), np.array([0, 1, top, top - 1], dtype=np.uint64)]
+    )
+    episodes = np.concatenate(
+        [rng.integers(0, top, 200, dtype=np.uint64, endpoint=True), np.array([top, 0, top, 1], dtype=np.uint64)]
+    )
     for n in (1, 3, 16728, 2**40 + 7):
         together = _draws(streams, episodes, n)  # > 8: numpy
-        apart = np.concatenate([_draws(streams[i : i + 4], episodes[i : i + 4], n) for i in range(0, len(streams), 4)])  # fmt: skip
+        apart = np.concatenate([_draws(streams[i : i + 4], episodes[i : i + 4], n) for i in range(0, len(streams), 4)])
         assert together.dtype == apart.dtype == np.int64 and (together == apart).all()
         assert together.min() >= 0 and together.max() < n
 
@@ -271,9 +275,14 @@ def test_construction_errors_list_choices():
     with pytest.raises(ValueError, match=r"output='jax'"):
         make(output="jax")
     for stops in ([999], "12", [2.7], [True], []):
-        with pytest.raises(ValueError, match=r"stop_token_ids=.*must be an int id or a non-empty list of int ids in \[0, 258\)"):  # fmt: skip
+        with pytest.raises(
+            ValueError, match=r"stop_token_ids=.*must be an int id or a non-empty list of int ids in \[0, 258\)"
+        ):
             make(stop_token_ids=stops)
-    assert make(stop_token_ids=5).stop_token_ids == (5,) and make(stop_token_ids=np.array([3, 4])).stop_token_ids == (3, 4)  # fmt: skip
+    assert make(stop_token_ids=5).stop_token_ids == (5,) and make(stop_token_ids=np.array([3, 4])).stop_token_ids == (
+        3,
+        4,
+    )
     with pytest.raises(ValueError, match=r"copy='no' must be True or False"):
         make(copy="no")
     with pytest.raises(ValueError, match=r"device='meta' holds no data"):
@@ -283,7 +292,9 @@ def test_construction_errors_list_choices():
             make(device="cuda")
     with pytest.raises(ValueError, match=r"seed 2361183241434822606848 must be an int in \[0, 2\*\*64\)"):
         make().reset(seed=2**71)
-    with pytest.raises(ValueError, match=r"did you mean 'max_new_tokens' for 'max_new_token'.*env arguments: \[.*'max_new_tokens'"):  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"did you mean 'max_new_tokens' for 'max_new_token'.*env arguments: \[.*'max_new_tokens'"
+    ):
         gym.make("TextTranslate-v0", max_new_token=5)
     with pytest.raises(ValueError, match=r"need an int max_turns >= 1.*'5'"):
         gym.make("TextDialogGoal-v0", max_turns="5")
@@ -313,7 +324,7 @@ def test_prompt_longer_than_window():
     right = make(1, task=task, max_prompt_tokens=4, prompt_truncation="right")
     obs, _ = right.reset(seed=seed)
     assert bytes(obs["input_ids"][0, :4].tolist()) == b"0123"  # "right" keeps the start
-    with pytest.raises(ValueError, match=r"1 prompt\(s\) are longer than max_prompt_tokens=4.*10 tokens"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"1 prompt\(s\) are longer than max_prompt_tokens=4.*10 tokens"):
         make(1, task=task, max_prompt_tokens=4, prompt_truncation="error")
     env = make(1, task=task, max_prompt_tokens=4, max_new_tokens=1, autoreset_mode="DISABLED")
     for seed in range(10):
@@ -328,7 +339,12 @@ def test_prompt_table_filled_up_front_equals_filled_on_first_draw(monkeypatch, t
     filled at construction; otherwise as samples are drawn. Same episodes either way."""
     words = tuple("abcdefghij")
     prompts = tuple(w + "0123456789"[:k] for k, w in enumerate(words))  # 1..10 bytes
-    kwargs = {"max_prompt_tokens": 6, "prompt_truncation": truncation, "max_new_tokens": 3, "tokenizer": load_tokenizer("byte")}  # fmt: skip
+    kwargs = {
+        "max_prompt_tokens": 6,
+        "prompt_truncation": truncation,
+        "max_new_tokens": 3,
+        "tokenizer": load_tokenizer("byte"),
+    }
     task = EchoTask(words, prompts)
     task._config = {"words": words, "prompts": prompts}  # envs of this task and tokenizer share its encoding
     make(5, task=task, **kwargs)._encoded.lengths()  # now every prompt is encoded

@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub.add_parser("list", help="print the registered env ids")
     demo = sub.add_parser("demo", help="run every env with a random policy")
     ids = text_gym.env_ids()
-    demo.add_argument("--env-id", nargs="+", default=ids, choices=[*ids, *(f"text_gym/{i}" for i in ids)], metavar="ID")  # fmt: skip
+    demo.add_argument("--env-id", nargs="+", default=ids, choices=[*ids, *(f"text_gym/{i}" for i in ids)], metavar="ID")
     demo.add_argument("--num-envs", type=_at_least(1), default=16)
     demo.add_argument("--episodes", type=_at_least(1), default=32)
     demo.add_argument("--seed", type=_at_least(0), default=0)
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         except SandboxUnavailable as e:  # the code env, where nothing can confine programs
             print(f"env_id={env_id} skipped: {e}")
             continue
-        print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))  # fmt: skip
+        print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
         print(render_episode(env_id, args.seed, args.p_eos))
 
 

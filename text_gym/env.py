@@ -44,9 +44,7 @@ class TextEnv(gym.Env):
                 "native vector env, or gym.make_vec(id, num_envs=n, vectorization_mode='sync', "
                 "vector_kwargs={'autoreset_mode': ...}) for SyncVectorEnv"
             )
-        self.vector = TextVectorEnv(
-            1, autoreset_mode=AutoresetMode.DISABLED, render_mode=render_mode, **kwargs
-        )
+        self.vector = TextVectorEnv(1, autoreset_mode=AutoresetMode.DISABLED, render_mode=render_mode, **kwargs)
         self.render_mode = render_mode
         self.observation_space = self.vector.single_observation_space
         self.action_space = self.vector.single_action_space
@@ -76,9 +74,7 @@ class TextEnv(gym.Env):
             raise RuntimeError("the episode has ended: call reset() before step()")
         batch = action if isinstance(action, torch.Tensor) else np.asarray(action)
         if tuple(batch.shape) not in ((), (1,)):
-            raise ValueError(
-                f"a TextEnv action is one token id; got shape {tuple(batch.shape)} ({action!r:.80})"
-            )
+            raise ValueError(f"a TextEnv action is one token id; got shape {tuple(batch.shape)} ({action!r:.80})")
         batch = batch.reshape(1)
         obs, rewards, terminated, truncated, infos = self.vector.step(batch)
         self._done = bool(terminated[0] or truncated[0])

@@ -110,7 +110,7 @@ class ByteTable:
         sizes = self.offsets[ids + 1] - starts
         ends = np.cumsum(sizes)  # where each token's bytes end in the output
         # output byte j of token t comes from data[starts[t] + j - (ends[t] - sizes[t])]
-        index = np.repeat(starts - (ends - sizes), sizes) + np.arange(int(ends[-1]) if ends.size else 0)  # fmt: skip
+        index = np.repeat(starts - (ends - sizes), sizes) + np.arange(int(ends[-1]) if ends.size else 0)
         blob = self.data[index].tobytes()
         token_ends = np.zeros(ids.size + 1, dtype=np.int64)
         token_ends[1:] = ends
@@ -173,9 +173,7 @@ class HFTokenizer(_OneTextMixin):
         # The Rust backend encodes and decodes a batch faster than the Python wrapper; use
         # it only when batch_decode would not post-process (clean up spaces) anyway.
         self._backend = None
-        if getattr(tokenizer, "is_fast", False) and not getattr(
-            tokenizer, "clean_up_tokenization_spaces", False
-        ):
+        if getattr(tokenizer, "is_fast", False) and not getattr(tokenizer, "clean_up_tokenization_spaces", False):
             self._backend = backend = tokenizer.backend_tokenizer
             if backend.padding or backend.truncation:  # saved in some tokenizer.json files
                 self._backend = type(backend).from_str(backend.to_str())  # a copy: not modified
@@ -359,7 +357,7 @@ class WordTokenizer(_OneTextMixin):
     def load(cls, path: str | Path) -> WordTokenizer:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         if data.get("type") != "text_gym.WordTokenizer":
-            raise ValueError(f"{path} is not a saved WordTokenizer (no type 'text_gym.WordTokenizer')")  # fmt: skip
+            raise ValueError(f"{path} is not a saved WordTokenizer (no type 'text_gym.WordTokenizer')")
         return cls(data["chunks"])
 
     def save(self, path: str | Path) -> None:

@@ -147,7 +147,7 @@ class TextVectorEnv(VectorEnv):
             raise ValueError(f"num_envs={num_envs!r} must be a positive integer")
         check_choice("output", output, OUTPUTS)
         check_choice("prompt_truncation", prompt_truncation, TRUNCATIONS)
-        check_choice("render_mode", render_mode, [None, *self.metadata["render_modes"]], UnsupportedRenderMode)  # fmt: skip
+        check_choice("render_mode", render_mode, [None, *self.metadata["render_modes"]], UnsupportedRenderMode)
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         self.calls = 0  # reset() and step() calls so far (see the class docstring)
@@ -163,13 +163,13 @@ class TextVectorEnv(VectorEnv):
         vocab = len(self.tokenizer)
         self.vocab_size = vocab
 
-        if chat_template and self.tokenizer.apply_chat_template([{"role": "user", "content": ""}]) is None:  # fmt: skip
+        if chat_template and self.tokenizer.apply_chat_template([{"role": "user", "content": ""}]) is None:
             raise ValueError(
                 f"chat_template=True, but tokenizer {self.tokenizer.name!r} has no chat "
                 "template; pass chat_template=False or a tokenizer with one"
             )
         self._encoded = encoded = _encode_task(self.tokenizer, self.task, bool(chat_template))
-        for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens)):  # fmt: skip
+        for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens)):
             if value is not None and (not _is_int(value) or value < 1):
                 raise ValueError(f"{name}={value!r} must be an int >= 1, or None for the default")
         if max_prompt_tokens is None:
@@ -196,8 +196,7 @@ class TextVectorEnv(VectorEnv):
         stops = [stops] if one else list(stops)  # one id (or a str, refused below)
         if not stops or not all(_is_int(s) and 0 <= s < vocab for s in stops):
             raise ValueError(
-                f"stop_token_ids={stop_token_ids!r} must be an int id or a non-empty list of "
-                f"int ids in [0, {vocab})"
+                f"stop_token_ids={stop_token_ids!r} must be an int id or a non-empty list of int ids in [0, {vocab})"
             )
 
         # Spaces.
@@ -223,7 +222,7 @@ class TextVectorEnv(VectorEnv):
         self._agent = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)
         # CPU: numpy views of the three buffers (same memory), used for every host-side
         # read and write; None elsewhere, where the writes are torch ops on the device.
-        self._views = (self._ids.numpy(), self._attn.numpy(), self._agent.numpy()) if dev.type == "cpu" else None  # fmt: skip
+        self._views = (self._ids.numpy(), self._attn.numpy(), self._agent.numpy()) if dev.type == "cpu" else None
         self._row_starts = np.arange(N, dtype=np.int64) * L  # flat index of each row's column 0
         # (start, end) of the tokens new since the last observation; `end` is where the
         # next action goes, so a slot's response length is `end - P`. The host copy is
@@ -253,7 +252,7 @@ class TextVectorEnv(VectorEnv):
         if encoded.complete and len(self.task) * P * 4 <= _EAGER_TABLE_BYTES:
             self._add_prompts(range(len(self.task)))  # all encoded already: no first-draw cost
         # row n: the attention mask of a prompt of n tokens (left-padded into [0, P))
-        self._prompt_masks = ((np.arange(L) >= P - np.arange(P + 1)[:, None]) & (np.arange(L) < P)).astype(np.int8)  # fmt: skip
+        self._prompt_masks = ((np.arange(L) >= P - np.arange(P + 1)[:, None]) & (np.arange(L) < P)).astype(np.int8)
         self._dialogues: list[Any] = [None] * N  # multi-turn tasks: each slot's state
         self._turn_start = np.full(N, P, dtype=np.int64)  # where the agent's turn began
         self._started = False
@@ -280,7 +279,7 @@ class TextVectorEnv(VectorEnv):
         mask = options.pop("reset_mask", None)
         pinned = options.pop("sample_index", None)
         if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; valid: 'reset_mask', 'sample_index'")  # fmt: skip
+            raise ValueError(f"unknown reset options {sorted(options)}; valid: 'reset_mask', 'sample_index'")
         if mask is None:
             mask = np.ones(N, dtype=bool)
         mask = np.asarray(mask)
@@ -292,7 +291,11 @@ class TextVectorEnv(VectorEnv):
         slots = np.flatnonzero(mask)
         if pinned is not None:  # checked before any state changes, like the rest
             pinned = np.asarray(pinned)
-            if pinned.shape != (N,) or pinned.dtype.kind not in "iu" or not ((pinned >= 0) & (pinned < len(self.task))).all():  # fmt: skip
+            if (
+                pinned.shape != (N,)
+                or pinned.dtype.kind not in "iu"
+                or not ((pinned >= 0) & (pinned < len(self.task))).all()
+            ):
                 raise ValueError(
                     f"options['sample_index'] must be ints in [0, {len(self.task)}) of shape ({N},) "
                     f"(one per slot; entries of slots not reset are ignored); got {pinned!r}"
@@ -339,7 +342,7 @@ class TextVectorEnv(VectorEnv):
         # the buffers get three writes at flat (row * L + column) indices.
         span = self._span_np
         pos = np.minimum(span[:, 1], L - 1)  # L only in slots about to reset
-        self._put_tokens(self._row_starts + pos, host_actions, agent=True, device_tokens=device_actions)  # fmt: skip
+        self._put_tokens(self._row_starts + pos, host_actions, agent=True, device_tokens=device_actions)
         span[:, 0], span[:, 1] = pos, pos + 1  # in place: the CPU tensor shares it
         flags = np.empty((2, self.num_envs), dtype=bool)  # terminated, truncated
         if len(self._stop_array) == 1:
@@ -371,7 +374,7 @@ class TextVectorEnv(VectorEnv):
         elif self.autoreset_mode is AutoresetMode.SAME_STEP:
             if finished.size:
                 infos["final_obs"], infos["_final_obs"] = self._final_obs(finished)
-                infos["final_info"], infos["_final_info"] = final_info, _mask(finished, self.num_envs)  # fmt: skip
+                infos["final_info"], infos["_final_info"] = final_info, _mask(finished, self.num_envs)
                 self._refill(finished, infos)
         else:
             infos.update(final_info)
@@ -406,7 +409,7 @@ class TextVectorEnv(VectorEnv):
                     f"({array.ravel()[:8].tolist()}); cast with .astype(np.int64)"
                 )
             if array.shape != (N,):
-                raise ValueError(f"actions must have shape ({N},), got {array.shape} ({actions!r:.80})")  # fmt: skip
+                raise ValueError(f"actions must have shape ({N},), got {array.shape} ({actions!r:.80})")
         host = np.ascontiguousarray(array, dtype=np.int64)  # no copy when it already is
         # One reduction checks both ends: a negative id reads as a huge unsigned one.
         if host.view(np.uint64).max() >= self.vocab_size:
@@ -421,7 +424,7 @@ class TextVectorEnv(VectorEnv):
             f"Discrete({self.vocab_size}) for tokenizer {self.tokenizer.name!r}"
         )
 
-    def _refill(self, slots: np.ndarray, infos: dict[str, Any], samples: np.ndarray | None = None) -> None:  # fmt: skip
+    def _refill(self, slots: np.ndarray, infos: dict[str, Any], samples: np.ndarray | None = None) -> None:
         """Start a new episode in ``slots``: draw samples (unless given), write their prompts."""
         # A counter-based stream per slot: episode k of seed s draws mix(mix(s * G + G) + k * G).
         if samples is None:
@@ -437,7 +440,7 @@ class TextVectorEnv(VectorEnv):
         # the host, then send each buffer's rows in one copy.
         table_rows = self._prompt_table_rows(samples)
         lengths = self._table_len[table_rows]
-        self._prompt_len_np[slots], self._prompt_truncated[slots] = lengths, self._table_cut[table_rows]  # fmt: skip
+        self._prompt_len_np[slots], self._prompt_truncated[slots] = lengths, self._table_cut[table_rows]
         self._span_np[slots, 0], self._span_np[slots, 1] = P - lengths, P
         masks = self._prompt_masks[lengths]
         if self._views is not None:
@@ -476,9 +479,11 @@ class TextVectorEnv(VectorEnv):
         block = self._table[start : start + len(new)]
         block[:] = self.tokenizer.pad_token_id
         # row-major boolean assignment: row i's last lengths[i] columns, in order
-        block[np.arange(P) >= P - lengths[:, None]] = np.fromiter(itertools.chain.from_iterable(kept), np.int32, int(lengths.sum()))  # fmt: skip
+        block[np.arange(P) >= P - lengths[:, None]] = np.fromiter(
+            itertools.chain.from_iterable(kept), np.int32, int(lengths.sum())
+        )
         self._table_len[start : start + len(new)] = lengths
-        self._table_cut[start : start + len(new)] = np.fromiter(map(len, encoded), np.int64, len(new)) > P  # fmt: skip
+        self._table_cut[start : start + len(new)] = np.fromiter(map(len, encoded), np.int64, len(new)) > P
         self._row_of[new] = np.arange(start, start + len(new))
         self._table_size = start + len(new)
 
@@ -526,7 +531,7 @@ class TextVectorEnv(VectorEnv):
         ends = self._span_np[slots, 1].copy()  # one past each agent's stop token
         rows = self._host_rows(slots, 0, L)
         turns = self.tokenizer.decode_batch(
-            [row[start : end - 1].tolist() for row, start, end in zip(rows, self._turn_start[slots], ends)]  # fmt: skip
+            [row[start : end - 1].tolist() for row, start, end in zip(rows, self._turn_start[slots], ends)]
         )
         replies = self.task.user_replies([self._dialogues[i] for i in slots], turns)
         reply_ids = self.tokenizer.encode_batch([text for text, _ in replies])
@@ -547,7 +552,9 @@ class TextVectorEnv(VectorEnv):
             self._span_np[slots[fits], 1] = stops[fits]
             self._turn_start[slots[fits]] = stops[fits]
 
-    def _put_tokens(self, flat: np.ndarray, tokens: np.ndarray, *, agent: bool, device_tokens: torch.Tensor | None = None) -> None:  # fmt: skip
+    def _put_tokens(
+        self, flat: np.ndarray, tokens: np.ndarray, *, agent: bool, device_tokens: torch.Tensor | None = None
+    ) -> None:
         """Write ``tokens`` at the flat (row * L + column) indices ``flat`` of the window
         and mark them attended, and (``agent``) as the agent's. ``device_tokens``: the
         same tokens already on the device, saving their copy there."""
@@ -611,7 +618,11 @@ class TextVectorEnv(VectorEnv):
 
     def _step_outputs(self, rewards: np.ndarray, flags: np.ndarray) -> tuple[Any, Any, Any]:
         if self.output == "torch":
-            r = self._zero_rewards.clone() if not rewards.any() else torch.as_tensor(rewards, dtype=torch.float32, device=self.device)  # fmt: skip
+            r = (
+                self._zero_rewards.clone()
+                if not rewards.any()
+                else torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
+            )
             done = torch.from_numpy(flags).to(self.device)
             return r, done[0], done[1]
         return rewards, flags[0], flags[1]  # views of this step's own array
@@ -675,9 +686,7 @@ class _EncodedTask:
         if self._texts[j] is None:
             sample = self.task.samples[j]
             self._texts[j] = (
-                self.tokenizer.apply_chat_template(chat_messages(sample))
-                if self.chat_template
-                else sample.prompt
+                self.tokenizer.apply_chat_template(chat_messages(sample)) if self.chat_template else sample.prompt
             )
         return self._texts[j]
 
@@ -690,7 +699,7 @@ class _EncodedTask:
         """Token ids of the prompts of ``samples``; the missing ones in one batch."""
         missing = sorted({int(j) for j in samples if self._ids[j] is None})
         if missing:
-            for j, ids in zip(missing, self.tokenizer.encode_batch([self.text(j) for j in missing])):  # fmt: skip
+            for j, ids in zip(missing, self.tokenizer.encode_batch([self.text(j) for j in missing])):
                 self._ids[j] = ids
             self._missing -= len(missing)
         return [self._ids[j] for j in samples]
@@ -778,7 +787,7 @@ def _per_slot_seeds(seed: Any, n: int) -> list[int | None]:
         raise ValueError(f"seed={seed!r} must be None, an int, or a list of {n} ints/None")
     for s in seeds:
         if s is not None and (not _is_int(s) or not 0 <= s < 2**64):
-            raise ValueError(f"seed {s!r} must be an int in [0, 2**64) (or None); slot i of seed=s gets s + i")  # fmt: skip
+            raise ValueError(f"seed {s!r} must be an int in [0, 2**64) (or None); slot i of seed=s gets s + i")
     return [None if s is None else int(s) for s in seeds]
 
 
@@ -795,13 +804,13 @@ def _usable_device(device: Any) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device={device!r} is not a torch device ({e}); use 'cpu' or 'cuda'") from None  # fmt: skip
+        raise ValueError(f"device={device!r} is not a torch device ({e}); use 'cpu' or 'cuda'") from None
     if dev.type == "meta":
-        raise ValueError("device='meta' holds no data; the env keeps its windows on the device: use 'cpu' or 'cuda'")  # fmt: skip
+        raise ValueError("device='meta' holds no data; the env keeps its windows on the device: use 'cpu' or 'cuda'")
     try:
         return torch.zeros(1, device=dev).device
     except (AssertionError, RuntimeError) as e:  # torch raises AssertionError for CUDA without it
-        raise ValueError(f"device={device!r} is not usable here ({e}); use 'cpu' or an available device") from None  # fmt: skip
+        raise ValueError(f"device={device!r} is not usable here ({e}); use 'cpu' or an available device") from None
 
 
 def _autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
@@ -810,9 +819,7 @@ def _autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
     for m in AutoresetMode:
         if str(mode).lower().replace("_", "") in (m.name.lower().replace("_", ""), m.value.lower()):
             return m
-    raise ValueError(
-        f"autoreset_mode={mode!r} is not valid; choose one of {[m.name for m in AutoresetMode]}"
-    )
+    raise ValueError(f"autoreset_mode={mode!r} is not valid; choose one of {[m.name for m in AutoresetMode]}")
 
 
 def _mask(slots: np.ndarray, n: int) -> np.ndarray:
@@ -821,7 +828,7 @@ def _mask(slots: np.ndarray, n: int) -> np.ndarray:
     return mask
 
 
-def _put_info(infos: dict[str, Any], key: str, slots: np.ndarray, values: Sequence[Any], mask: np.ndarray) -> None:  # fmt: skip
+def _put_info(infos: dict[str, Any], key: str, slots: np.ndarray, values: Sequence[Any], mask: np.ndarray) -> None:
     """Write ``values`` for ``slots`` (``mask``: the same slots as a bool array over all
     of them) into ``infos[key]`` the way Gymnasium's vector envs do.
 

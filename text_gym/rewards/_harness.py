@@ -12,13 +12,13 @@ the worker's harness writes the records, everything it calls after the program h
 is bound before (default arguments), beyond the program's reach.
 """
 
+import _signal  # signal's C core (the signal module imports enum: 6 ms a run)
 import builtins
 import ctypes
 import marshal
 import os
 import resource as R
 import select
-import _signal  # signal's C core (the signal module imports enum: 6 ms a run)
 import sys
 
 
@@ -42,22 +42,35 @@ def confine(scratch, uid, masks, size, libc, paths=None):
     def check(ret, what):
         if ret != 0:
             raise OSError(ctypes.get_errno(), "sandbox confinement: " + what)
+
     class MountAttr(ctypes.Structure):
         _fields_ = [(n, ctypes.c_uint64) for n in ("set", "clr", "propagation", "userns")]
-    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = (
-        1, 2, 4, 8, 4096, 16384, 262144)
+
+    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = (1, 2, 4, 8, 4096, 16384, 262144)
     check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
     attr = MountAttr(1 | 2, 0, 0, 0)  # MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID
 
     def read_only(path):  # recursively: mount_setattr, 442 on every architecture
-        check(libc.syscall(ctypes.c_long(442), ctypes.c_int(-100), path.encode(), ctypes.c_uint(0x8000),
-                           ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
-              "mount_setattr(%s, AT_RECURSIVE, read-only)" % path)
+        check(
+            libc.syscall(
+                ctypes.c_long(442),
+                ctypes.c_int(-100),
+                path.encode(),
+                ctypes.c_uint(0x8000),
+                ctypes.byref(attr),
+                ctypes.c_size_t(ctypes.sizeof(attr)),
+            ),
+            "mount_setattr(%s, AT_RECURSIVE, read-only)" % path,
+        )
+
     read_only("/")
 
     def mount(source, path, fstype, flags, options):
-        check(libc.mount(source.encode(), path.encode(), fstype and fstype.encode(), flags,
-                         options and options.encode()), "mount on " + path)
+        check(
+            libc.mount(source.encode(), path.encode(), fstype and fstype.encode(), flags, options and options.encode()),
+            "mount on " + path,
+        )
+
     if not os.path.isdir("/tmp") or os.path.islink("/tmp"):
         raise OSError("sandbox confinement: /tmp is not a folder")
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%d,nr_inodes=4096,mode=1777" % size)
@@ -83,6 +96,7 @@ def confine(scratch, uid, masks, size, libc, paths=None):
     os.chdir(scratch)
     proc = libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0
     return proc, places
+
 
 # The judge's link (``plain_results``): the setup and tests run in the monitor, the
 # program in the worker. Calls cross a pair of pipes as length-prefixed messages of plain
@@ -114,13 +128,31 @@ class Broken(BaseException):  # the worker ended, or broke the link
 class RemoteError(Exception):  # the program raised something the judge cannot name
     pass
 
+
 KEYS, VALUES, ITEMS = type({}.keys()), type({}.values()), type({}.items())
 MAPPING = type(type.__dict__)  # mappingproxy: a read-only dict, in C
-CONTAINERS = {list: "l", tuple: "t", set: "e", frozenset: "z", KEYS: "K", VALUES: "V",
-              ITEMS: "I", complex: "c", range: "r"}
-BUILD = {"l": list, "t": tuple, "e": set, "z": frozenset, "K": lambda v: dict.fromkeys(v).keys(),
-         "V": lambda v: dict(enumerate(v)).values(), "I": lambda v: dict(v).items(),
-         "c": lambda v: complex(*v), "r": lambda v: range(*v)}
+CONTAINERS = {
+    list: "l",
+    tuple: "t",
+    set: "e",
+    frozenset: "z",
+    KEYS: "K",
+    VALUES: "V",
+    ITEMS: "I",
+    complex: "c",
+    range: "r",
+}
+BUILD = {
+    "l": list,
+    "t": tuple,
+    "e": set,
+    "z": frozenset,
+    "K": lambda v: dict.fromkeys(v).keys(),
+    "V": lambda v: dict(enumerate(v)).values(),
+    "I": lambda v: dict(v).items(),
+    "c": lambda v: complex(*v),
+    "r": lambda v: range(*v),
+}
 CONSTANTS = {"n": None, "T": True, "F": False}
 BASES = (dict, list, tuple, set, frozenset, str, bytes, bytearray, int, float, complex)
 MUTABLE = (list, dict, set, bytearray)  # what a call may change in its arguments
@@ -220,8 +252,7 @@ class Link:
             text = x if t is str else x.decode("latin-1")
             return "%s%d:%s" % ("s" if t is str else "b" if t is bytes else "a", len(text), text)
         if t is dict or t is MAPPING:
-            return "d%d:%s" % (len(x), "".join(self.encode(k, other) + self.encode(v, other)
-                                               for k, v in x.items()))
+            return "d%d:%s" % (len(x), "".join(self.encode(k, other) + self.encode(v, other) for k, v in x.items()))
         if t in CONTAINERS:
             items = (x.real, x.imag) if t is complex else (x.start, x.stop, x.step) if t is range else x
             items = [self.encode(v, other) for v in items]
@@ -248,7 +279,7 @@ class Link:
                 pos += 1
                 return CONSTANTS[tag]
             end = s.index(":", pos + 1)
-            head, pos = s[pos + 1:end], end + 1
+            head, pos = s[pos + 1 : end], end + 1
             if len(head) > 64 and tag != "i":  # a size, handle, name or float: short
                 raise ValueError("a long head")
             if tag in "sba":
@@ -296,9 +327,9 @@ class Link:
         data = memoryview(len(data).to_bytes(4, "big") + data)
         try:
             while data:
-                data = data[os.write(self.wfd, data):]
+                data = data[os.write(self.wfd, data) :]
         except OSError as e:
-            raise Broken("the link is closed (%s)" % e)
+            raise Broken("the link is closed (%s)" % e) from e
 
     def read(self, n):
         buf = bytearray()
@@ -319,7 +350,7 @@ class Link:
         try:
             message = self.parse(data.decode("utf-8", "surrogatepass"))
         except Exception as e:
-            raise NotPlain("the program sent malformed data (%s)" % type(e).__name__)
+            raise NotPlain("the program sent malformed data (%s)" % type(e).__name__) from e
         if type(message) is not list or not message or type(message[0]) is not str:
             raise NotPlain("the program sent malformed data")
         return message
@@ -371,8 +402,10 @@ class Link:
                     answer = self.encode([m[2], m[3]], self.share)
             elif m[0] == "attr" and len(m) == 3 and type(m[2]) is str:
                 if self.judge and (m[2][:1] == "_" or id(type(x)) not in self.classes):
-                    raise AttributeError("the program may read public attributes of the "
-                                         "tests' objects only, not %r of a %s" % (m[2], type(x).__name__))
+                    raise AttributeError(
+                        "the program may read public attributes of the "
+                        "tests' objects only, not %r of a %s" % (m[2], type(x).__name__)
+                    )
                 value, other = getattr(x, m[2]), self.share
             elif m[0] == "iter" and len(m) == 2:
                 value, other = iter(x), self.share
@@ -400,14 +433,25 @@ class Link:
                 args = "n"
                 if name != type(e).__name__:
                     text = "%s: %s" % (type(e).__name__, text)
-            self.send(frame(self.encode("err", None), self.encode(name, None),
-                            self.encode(text, None), args))
+            self.send(frame(self.encode("err", None), self.encode(name, None), self.encode(text, None), args))
+
 
 # stdlib modules that act when imported (launch programs, read files named by the
 # environment, such as readline's ~/.inputrc): the judge does not import them for a
 # program that did
-UNSAFE_IMPORTS = ("antigravity", "this", "idlelib", "turtledemo", "test", "tkinter", "turtle",
-                  "webbrowser", "pydoc", "readline", "rlcompleter")
+UNSAFE_IMPORTS = (
+    "antigravity",
+    "this",
+    "idlelib",
+    "turtledemo",
+    "test",
+    "tkinter",
+    "turtle",
+    "webbrowser",
+    "pydoc",
+    "readline",
+    "rlcompleter",
+)
 sys.set_int_max_str_digits(0)
 
 
@@ -446,8 +490,14 @@ def judge(link, setup, tests, say, check_all, names):
     g = {k: v for k, v in m[1].items() if type(k) is str and k not in names and k[:2] != "__"}
     for k, name in m[2].items():
         top = str(name).partition(".")[0]
-        if (type(k) is str and k not in names and type(name) is str and top not in UNSAFE_IMPORTS
-                and top in sys.stdlib_module_names and "__main__" not in name.split(".")):
+        if (
+            type(k) is str
+            and k not in names
+            and type(name) is str
+            and top not in UNSAFE_IMPORTS
+            and top in sys.stdlib_module_names
+            and "__main__" not in name.split(".")
+        ):
             try:
                 __import__(name)
                 g[k] = sys.modules[name]
@@ -488,10 +538,26 @@ def work(link, program, run, describe, g, names):
         link.serve(link.receive())
 
 
-def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, str=str,
-         type=type, exec=exec, compile=compile, enumerate=enumerate, BE=BaseException,
-         SE=SystemExit, ME=MemoryError, OE=OSError, settrace=sys.settrace,
-         setprofile=sys.setprofile, streams=(sys.stdout, sys.stderr), dict=dict):
+def main(
+    rfd,
+    write=os.write,
+    fstat=os.fstat,
+    getpid=os.getpid,
+    exit=os._exit,
+    str=str,
+    type=type,
+    exec=exec,
+    compile=compile,
+    enumerate=enumerate,
+    BE=BaseException,
+    SE=SystemExit,
+    ME=MemoryError,
+    OE=OSError,
+    settrace=sys.settrace,
+    setprofile=sys.setprofile,
+    streams=(sys.stdout, sys.stderr),
+    dict=dict,
+):
     pristine = dict(vars(builtins))  # a local: the program cannot reach it through main
 
     def take(n):  # n bytes of the job, on stdin (unbuffered: the rest stays in the pipe)
@@ -505,8 +571,9 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
 
     # The job's head; under plain_results the setup and tests follow, for the monitor alone
     # (never in the worker's memory, where a program could read the expected answers).
-    (program, setup, tests, uid, limits, nonce, confined, judged,
-     judge_uid) = marshal.loads(take(int.from_bytes(take(4), "big")))
+    (program, setup, tests, uid, limits, nonce, confined, judged, judge_uid) = marshal.loads(
+        take(int.from_bytes(take(4), "big"))
+    )
     rep = min(R.getrlimit(R.RLIMIT_NOFILE)[0], 1024) - 1  # out of the way of os.close(3)
     if rep != rfd:
         os.dup2(rfd, rep, False), os.close(rfd)
@@ -524,16 +591,17 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
         sys.path[:] = places.values()
         for m in list(sys.modules.values()):  # packages already imported (encodings)
             if type(getattr(m, "__path__", None)) is list:
-                m.__path__[:] = [next((f + p[len(d):] for d, f in places.items()
-                                       if (p + "/").startswith(d + "/")), p) for p in m.__path__]
+                m.__path__[:] = [
+                    next((f + p[len(d) :] for d, f in places.items() if (p + "/").startswith(d + "/")), p)
+                    for p in m.__path__
+                ]
     if judged:  # the judge's link: one pipe each way
         (down, to_worker), (from_worker, up) = os.pipe(), os.pipe()
 
     def describe(e, where):
         try:
             name, msg = type(e).__name__, str(e)
-            return str.replace("%s%s: %s" % (where, name, msg) if msg else where + name,
-                               "\n", " ")[:200]
+            return str.replace("%s%s: %s" % (where, name, msg) if msg else where + name, "\n", " ")[:200]
         except BE:
             return where + "unprintable exception"
 
@@ -625,8 +693,7 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
                     exit(0)
         _, status, ru = os.wait4(pid, 0)
         code = os.waitstatus_to_exitcode(status)
-        write(rep, b"%s X %d %d %.3f\n" % (nonce, max(code, 0), max(-code, 0),
-                                           ru.ru_utime + ru.ru_stime))
+        write(rep, b"%s X %d %d %.3f\n" % (nonce, max(code, 0), max(-code, 0), ru.ru_utime + ru.ru_stime))
         exit(0)
     pid, ino = getpid(), fstat(rep).st_ino
     os.close(0)  # the job's tail (the tests) is the monitor's
@@ -636,8 +703,9 @@ def main(rfd, write=os.write, fstat=os.fstat, getpid=os.getpid, exit=os._exit, s
         pass
     if judged:  # the worker speaks to the judge only
         os.close(rep), os.close(to_worker), os.close(from_worker)
-    for lim, val in zip((R.RLIMIT_CORE, R.RLIMIT_CPU, R.RLIMIT_AS, R.RLIMIT_FSIZE,
-                         R.RLIMIT_NPROC, R.RLIMIT_NOFILE), (0, *limits)):
+    for lim, val in zip(
+        (R.RLIMIT_CORE, R.RLIMIT_CPU, R.RLIMIT_AS, R.RLIMIT_FSIZE, R.RLIMIT_NPROC, R.RLIMIT_NOFILE), (0, *limits)
+    ):
         R.setrlimit(lim, (val, val + (lim == R.RLIMIT_CPU)))  # SIGXCPU, then SIGKILL
     if uid >= 0:
         os.setgroups([]), os.setgid(uid), os.setuid(uid)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 from nltk.stem import porter
@@ -46,9 +46,9 @@ class _MemoStemTokenizer(tokenizers.Tokenizer):
         return tokenize.tokenize(text, self)  # calls self.stem(word) for words > 3 chars
 
 
-@lru_cache(maxsize=None)
+@cache
 def _scorer(types: tuple[str, ...]) -> rouge_scorer.RougeScorer:
-    return rouge_scorer.RougeScorer(list(types), split_summaries=False, tokenizer=_MemoStemTokenizer())  # fmt: skip
+    return rouge_scorer.RougeScorer(list(types), split_summaries=False, tokenizer=_MemoStemTokenizer())
 
 
 def scorable(text: str) -> bool:

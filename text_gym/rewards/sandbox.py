@@ -73,7 +73,8 @@ Protected (each tested in ``tests/test_sandbox.py``):
   as copies: sharing is lost (``f(a, a)``, rows of one list, ``f(x) is x``, a list in a
   tuple argument is not synced), and a value nests at most ~490 deep and takes at most
   16 MiB. An exception comes back as the first builtin class it derives from, rebuilt
-  from its args (from its message where they are not plain data). The tests' functions and objects passed to a call stay in the monitor: the program can call
+  from its args (from its message where they are not plain data). The tests' functions
+  and objects passed to a call stay in the monitor: the program can call
   them, iterate them, and read the public attributes of the tests' own classes' objects
   (a tree's ``node.left``). The program's stand-ins can be called and iterated, nothing
   more (a truth test on one fails the snippet).
@@ -85,7 +86,8 @@ how to fix it, unless ``TEXT_GYM_SANDBOX_UNCONFINED=1`` says to run anyway.
 
 Not protected: a helper of the program's that the tests call answers as the program
 wrote it (``CodeTask`` gives HumanEval's tests the prompt's own copies instead).
-Program globals reach the tests as they were once the program ran. With ``plain_results=False`` the tests run in the program's
+Program globals reach the tests as they were once the program ran. With
+``plain_results=False`` the tests run in the program's
 process, and a program that digs into its own interpreter (frames, ``gc``, ``ctypes``)
 can sway them. A Unix socket file outside the hidden folders can be connected to despite the
 read-only mounts (the network namespace does not cover them). The worker joins a new session keyring and
@@ -117,14 +119,22 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from time import monotonic
 
-__all__ = ["REASONS", "UNCONFINED", "Limits", "SandboxUnavailable", "TestRun",
-           "check_confinement", "isolation", "network_isolated", "run_tests"]
+__all__ = [
+    "REASONS",
+    "UNCONFINED",
+    "Limits",
+    "SandboxUnavailable",
+    "TestRun",
+    "check_confinement",
+    "isolation",
+    "network_isolated",
+    "run_tests",
+]
 
-REASONS = ("ok", "syntax_error", "exception", "timeout", "memory", "output_limit", "exit",
-           "crash", "sandbox_error")
+REASONS = ("ok", "syntax_error", "exception", "timeout", "memory", "output_limit", "exit", "crash", "sandbox_error")
 UID_BASE = 1_800_000_000  # workers run as uids from here on (a range nothing else uses)
 SLOTS = 64  # programs one process runs at once, each as its own uid (see _uid)
 TAIL_BYTES = 4096  # how much of stdout and of stderr a TestRun keeps (the end)
@@ -133,12 +143,14 @@ SCRATCH = "/tmp/sandbox"  # the program's folder (its cwd, HOME and TMPDIR) when
 # The code that runs in each sandbox (monitor, judge and worker) lives in ``_harness.py``,
 # sent compiled over stdin to ``python -c _BOOT <report fd>``, then the job.
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_harness.py")
-_BOOT = ("import marshal, os\nn, code = int.from_bytes(os.read(0, 4), 'big'), b''\n"
-         "while len(code) < n and (chunk := os.read(0, n - len(code))):\n    code += chunk\n"
-         "exec(marshal.loads(code))\n")
+_BOOT = (
+    "import marshal, os\nn, code = int.from_bytes(os.read(0, 4), 'big'), b''\n"
+    "while len(code) < n and (chunk := os.read(0, n - len(code))):\n    code += chunk\n"
+    "exec(marshal.loads(code))\n"
+)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _harness() -> bytes:
     """``_harness.py`` compiled once, as the boot loader reads it (compiling it costs each
     run about as much as a small program's whole test run)."""
@@ -170,9 +182,15 @@ class Limits:
     output_bytes: int = 64 * 1024
 
     def __post_init__(self):
-        for name, low in (("cpu_seconds", 0), ("wall_seconds", 0), ("memory_bytes", 0),
-                          ("file_bytes", 0), ("processes", -1), ("open_files", 7),
-                          ("output_bytes", -1)):
+        for name, low in (
+            ("cpu_seconds", 0),
+            ("wall_seconds", 0),
+            ("memory_bytes", 0),
+            ("file_bytes", 0),
+            ("processes", -1),
+            ("open_files", 7),
+            ("output_bytes", -1),
+        ):
             if not getattr(self, name) > low:
                 raise ValueError(f"Limits.{name} must be > {low}, got {getattr(self, name)!r}")
 
@@ -204,14 +222,16 @@ class TestRun:
         return sum(self.passed) / len(self.passed) if self.passed else 0.0
 
 
-@lru_cache(maxsize=None)
+@cache
 def _isolation() -> tuple[tuple[str, ...], dict[str, bool]]:
     """The command prefix that works here, and what it isolates (probed once)."""
+
     def works(cmd: list[str]) -> bool:
         try:
             return subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
         except (OSError, subprocess.SubprocessError):
             return False
+
     root = os.geteuid() == 0
     nnp = ["setpriv", "--no-new-privs"] if works(["setpriv", "--no-new-privs", "true"]) else []
     rest = ["--net", "--ipc", "--pid", "--fork", "--kill-child"]
@@ -219,17 +239,21 @@ def _isolation() -> tuple[tuple[str, ...], dict[str, bool]]:
     # the harness's steps: confine(), then, without root, the worker's own user namespace
     probe = [sys.executable, "-S", "-s", "-P", "-c", _BOOT, "probe", SCRATCH, str(int(not root))]
     try:
-        out = subprocess.run([*nnp, *ns, *probe], input=_harness(), capture_output=True,
-                             timeout=10)
+        out = subprocess.run([*nnp, *ns, *probe], input=_harness(), capture_output=True, timeout=10)
         confined, proc = out.returncode == 0, out.stdout.strip() == b"1"
     except (OSError, subprocess.SubprocessError):
         confined = proc = False
     if not confined:  # the namespaces without the filesystem's confinement, if they work
         ns = ["unshare", *([] if root else ["--user"]), *rest]
         ns = ns if works([*ns, "true"]) else []
-    return (*nnp, *ns), {"uid_switch": root, "filesystem": confined, "private_proc": proc,
-                         "network": bool(ns), "pid_namespace": bool(ns),
-                         "no_new_privs": bool(nnp)}
+    return (*nnp, *ns), {
+        "uid_switch": root,
+        "filesystem": confined,
+        "private_proc": proc,
+        "network": bool(ns),
+        "pid_namespace": bool(ns),
+        "no_new_privs": bool(nnp),
+    }
 
 
 def isolation() -> dict[str, bool]:
@@ -273,15 +297,18 @@ def check_confinement() -> None:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _masks() -> tuple[str, ...]:
     """Folders confine() hides: every site-packages (the stdlib is all programs get;
     installed packages may hold answers, such as HumanEval's) and the caller's home."""
     import site
     import sysconfig
 
-    paths = {sysconfig.get_paths(vars={"base": b, "platbase": b})[key]
-             for b in {sys.prefix, sys.base_prefix} for key in ("purelib", "platlib")}
+    paths = {
+        sysconfig.get_paths(vars={"base": b, "platbase": b})[key]
+        for b in {sys.prefix, sys.base_prefix}
+        for key in ("purelib", "platlib")
+    }
     paths |= {*site.getsitepackages(), site.getusersitepackages(), os.path.expanduser("~")}
     return tuple(sorted(os.path.realpath(p) for p in paths if os.path.isabs(p) and p != "/"))
 
@@ -305,8 +332,9 @@ def _judge_uid(slot: int) -> int:
     return _uid(slot) - (1 << 28)
 
 
-def _collect(proc: subprocess.Popen, rfd: int, limits: Limits, deadline: float,
-             report_cap: int) -> tuple[str | None, list[bytearray]]:
+def _collect(
+    proc: subprocess.Popen, rfd: int, limits: Limits, deadline: float, report_cap: int
+) -> tuple[str | None, list[bytearray]]:
     """Read stdout, stderr and the report until the sandbox ends or breaks a limit.
 
     A sandbox that breaks a limit is killed, then given up to a second for all its
@@ -357,13 +385,14 @@ def _collect(proc: subprocess.Popen, rfd: int, limits: Limits, deadline: float,
     return why, bufs
 
 
-def _verdict(report: bytes, nonce: bytes, why: str | None, status: int, n: int,
-             limits: Limits, err: str) -> tuple[tuple[bool, ...], str, str]:
+def _verdict(
+    report: bytes, nonce: bytes, why: str | None, status: int, n: int, limits: Limits, err: str
+) -> tuple[tuple[bool, ...], str, str]:
     """Turn the report's records (or their absence) into ``(passed, reason, detail)``."""
     passed, started, reason, detail, end = [], False, None, "", None
     for line in report.splitlines():
         if line.startswith(nonce + b" "):  # else not written by the harness
-            tag, _, rest = line[len(nonce) + 1:].decode("utf-8", "replace").partition(" ")
+            tag, _, rest = line[len(nonce) + 1 :].decode("utf-8", "replace").partition(" ")
             started |= tag == "S"
             if tag in ("P", "F") and started and reason is None and len(passed) < n:
                 passed.append(tag == "P")
@@ -372,28 +401,31 @@ def _verdict(report: bytes, nonce: bytes, why: str | None, status: int, n: int,
             elif tag == "X" and len(rest.split()) == 3:
                 end = rest.split()
     if why:
-        reason, detail = why, {
-            "timeout": f"wall-clock limit of {limits.wall_seconds} s exceeded",
-            "output_limit": f"stdout+stderr exceeded {limits.output_bytes} bytes",
-            "sandbox_error": "the report pipe was flooded (by the program?)"}[why]
+        reason, detail = (
+            why,
+            {
+                "timeout": f"wall-clock limit of {limits.wall_seconds} s exceeded",
+                "output_limit": f"stdout+stderr exceeded {limits.output_bytes} bytes",
+                "sandbox_error": "the report pipe was flooded (by the program?)",
+            }[why],
+        )
     elif not started:
         last = (err.strip().splitlines() or [""])[-1]
         reason, detail = "sandbox_error", f"the sandbox did not start (status {status}): {last}"
     elif reason not in REASONS:  # the worker died before it could say why
-        code, sig, cpu = (int(end[0]), int(end[1]), float(end[2])) if end else (
-            max(status, 0), max(-status, 0), 0.0)
+        code, sig, cpu = (int(end[0]), int(end[1]), float(end[2])) if end else (max(status, 0), max(-status, 0), 0.0)
         if sig == signal.SIGXCPU or sig == signal.SIGKILL and cpu >= limits.cpu_seconds:
             reason, detail = "timeout", f"CPU limit of {limits.cpu_seconds} s exceeded"
         elif sig:
             reason, detail = "crash", f"killed by {signal.Signals(sig).name}"
         else:
-            reason, detail = "exit", (f"exited with status {code} after reporting "
-                                      f"{len(passed)} of {n} test results")
+            reason, detail = "exit", (f"exited with status {code} after reporting {len(passed)} of {n} test results")
     return (*passed, *[False] * (n - len(passed))), reason, detail
 
 
-def _run_one(program: str, setup: str | None, tests: Sequence[str], limits: Limits,
-             slot: int, judged: bool = True) -> TestRun:
+def _run_one(
+    program: str, setup: str | None, tests: Sequence[str], limits: Limits, slot: int, judged: bool = True
+) -> TestRun:
     """Run one program in a fresh sandbox (see the module docstring)."""
     start, (prefix, info) = monotonic(), _isolation()
     uid = _uid(slot) if info["uid_switch"] else -1
@@ -407,27 +439,50 @@ def _run_one(program: str, setup: str | None, tests: Sequence[str], limits: Limi
             os.chown(tmp, uid, uid)
         proc = subprocess.Popen(
             [*prefix, sys.executable, "-S", "-s", "-P", "-c", _BOOT, str(wfd)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            pass_fds=(wfd,), cwd=tmp, start_new_session=True,
-            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home,
-                 "TMPDIR": home, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"})
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(wfd,),
+            cwd=tmp,
+            start_new_session=True,
+            env={
+                "PATH": "/usr/local/bin:/usr/bin:/bin",
+                "LANG": "C.UTF-8",
+                "HOME": home,
+                "TMPDIR": home,
+                "PYTHONHASHSEED": "0",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            },
+        )
         os.close(wfd)
         wfd = -1
-        limit_values = (max(1, math.ceil(limits.cpu_seconds)), limits.memory_bytes,
-                        limits.file_bytes, limits.processes + (1 if uid >= 0 else 2),
-                        limits.open_files)
+        limit_values = (
+            max(1, math.ceil(limits.cpu_seconds)),
+            limits.memory_bytes,
+            limits.file_bytes,
+            limits.processes + (1 if uid >= 0 else 2),
+            limits.open_files,
+        )
         try:
             setup, tests = None if setup is None else str(setup), tuple(map(str, tests))
-            head = marshal.dumps((str(program), *((None, ()) if judged else (setup, tests)), uid,
-                                  limit_values, nonce, confined, bool(judged),
-                                  _judge_uid(slot) if uid >= 0 else -1))  # exact strs only
+            head = marshal.dumps(
+                (
+                    str(program),
+                    *((None, ()) if judged else (setup, tests)),
+                    uid,
+                    limit_values,
+                    nonce,
+                    confined,
+                    bool(judged),
+                    _judge_uid(slot) if uid >= 0 else -1,
+                )
+            )  # exact strs only
             proc.stdin.write(_harness() + len(head).to_bytes(4, "big") + head)
             proc.stdin.write(marshal.dumps((setup, tests)) if judged else b"")
             proc.stdin.close()
         except BrokenPipeError:
             pass
-        why, (out, err, report) = _collect(proc, rfd, limits, start + limits.wall_seconds,
-                                           1024 + 32 * len(tests))
+        why, (out, err, report) = _collect(proc, rfd, limits, start + limits.wall_seconds, 1024 + 32 * len(tests))
     finally:
         if proc is not None:
             try:  # a no-op unless _collect failed; the unreaped leader keeps the pgid
@@ -446,9 +501,15 @@ def _run_one(program: str, setup: str | None, tests: Sequence[str], limits: Limi
     return TestRun(*verdict, out, err, monotonic() - start)
 
 
-def run_tests(programs: Sequence[str], tests: Sequence[Sequence[str]], *,
-              setup: Sequence[str | None] | None = None, limits: Limits = Limits(),
-              workers: int | None = None, plain_results: bool = True) -> list[TestRun]:
+def run_tests(
+    programs: Sequence[str],
+    tests: Sequence[Sequence[str]],
+    *,
+    setup: Sequence[str | None] | None = None,
+    limits: Limits = Limits(),
+    workers: int | None = None,
+    plain_results: bool = True,
+) -> list[TestRun]:
     """Run each program, then its setup snippet, then each of its test snippets, sandboxed.
 
     Programs run in up to ``workers`` sandboxes at once; one program's failure (even a
@@ -481,12 +542,13 @@ def run_tests(programs: Sequence[str], tests: Sequence[Sequence[str]], *,
     """
     setup = [None] * len(programs) if setup is None else setup
     if not len(programs) == len(tests) == len(setup):
-        raise ValueError(f"got {len(programs)} programs, {len(tests)} test lists and "
-                         f"{len(setup)} setup snippets; pass one of each per program")
+        raise ValueError(
+            f"got {len(programs)} programs, {len(tests)} test lists and "
+            f"{len(setup)} setup snippets; pass one of each per program"
+        )
     for i, (p, ts, s) in enumerate(zip(programs, tests, setup)):
         if isinstance(ts, str):
-            raise TypeError(f"tests[{i}] must be a sequence of snippets, not a str; "
-                            f"wrap it: [{ts[:40]!r}]")
+            raise TypeError(f"tests[{i}] must be a sequence of snippets, not a str; wrap it: [{ts[:40]!r}]")
         if not all(isinstance(x, str) for x in (p, *ts)) or not isinstance(s, (str, type(None))):
             raise TypeError(f"program {i}, its setup and its tests must be str")
     workers = len(os.sched_getaffinity(0)) if workers is None else workers
@@ -502,8 +564,7 @@ def run_tests(programs: Sequence[str], tests: Sequence[Sequence[str]], *,
         try:
             return _run_one(programs[i], setup[i], tests[i], limits, slot, plain_results)
         except Exception as e:  # a broken sandbox fails this program only
-            return TestRun((False,) * len(tests[i]), "sandbox_error", f"{type(e).__name__}: {e}",
-                           "", "", 0.0)
+            return TestRun((False,) * len(tests[i]), "sandbox_error", f"{type(e).__name__}: {e}", "", "", 0.0)
         finally:
             with _slots:
                 _busy.discard(slot)

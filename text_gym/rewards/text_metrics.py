@@ -24,14 +24,13 @@ import numpy as np
 __all__ = ["normalize_text", "exact_match", "chrf"]
 
 # Punctuation split off word edges for chrF++ word n-grams (as sacrebleu does).
-_PUNCT = frozenset('!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~')
+_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
 def _check(completions: Sequence[str], references: Sequence[Sequence[str]]) -> None:
     """Validate batch shapes (see the public functions' ``Raises``)."""
     if len(completions) != len(references):
-        raise ValueError(f"got {len(completions)} completions but "
-                         f"{len(references)} reference lists")
+        raise ValueError(f"got {len(completions)} completions but {len(references)} reference lists")
     for i, refs in enumerate(references):
         if isinstance(refs, str):
             raise TypeError(f"references[{i}] must be a sequence of strings, not a str")
@@ -110,14 +109,12 @@ def _char_grams(chars: str, order: int) -> Counter:
 
 def _word_grams(words: list[str], order: int) -> Counter:
     """Counts of all word 1..order-grams, as tuples of words."""
-    return Counter(chain.from_iterable(
-        zip(*[words[i:] for i in range(n)]) for n in range(1, order + 1)))
+    return Counter(chain.from_iterable(zip(*[words[i:] for i in range(n)]) for n in range(1, order + 1)))
 
 
 def _totals(chars: str, words: list[str], char_order: int, word_order: int) -> tuple[int, ...]:
     """Number of n-grams of each order (may be <= 0)."""
-    return (*(len(chars) - n for n in range(char_order)),
-            *(len(words) - n for n in range(word_order)))
+    return (*(len(chars) - n for n in range(char_order)), *(len(words) - n for n in range(word_order)))
 
 
 def _self_overlapping(g: str) -> bool:
@@ -152,8 +149,15 @@ def _ref_grams(ref: str, char_order: int, word_order: int) -> tuple:
     counts = np.fromiter(chain(map(cgrams.get, keys), wgrams.values()), np.int64, n)
     orders = np.fromiter(chain(map(len, keys), (char_order + len(g) for g in wgrams)), np.intp, n)
     # Tuples of strings, not lists: the garbage collector stops tracking them.
-    return (tuple(ones), tuple(multi), tuple(tricky), tuple(wgrams), counts, orders - 1,
-            _totals(chars, words, char_order, word_order))
+    return (
+        tuple(ones),
+        tuple(multi),
+        tuple(tricky),
+        tuple(wgrams),
+        counts,
+        orders - 1,
+        _totals(chars, words, char_order, word_order),
+    )
 
 
 def _fscores(n_hyp: np.ndarray, n_ref: np.ndarray, matches: np.ndarray, factor: float):
@@ -169,8 +173,14 @@ def _fscores(n_hyp: np.ndarray, n_ref: np.ndarray, matches: np.ndarray, factor: 
     return np.where((orders > 0) & (prec + rec > 0), score, 0.0)
 
 
-def chrf(completions: Sequence[str], references: Sequence[Sequence[str]], *,
-         char_order: int = 6, word_order: int = 0, beta: float = 2) -> np.ndarray:
+def chrf(
+    completions: Sequence[str],
+    references: Sequence[Sequence[str]],
+    *,
+    char_order: int = 6,
+    word_order: int = 0,
+    beta: float = 2,
+) -> np.ndarray:
     """Sentence-level chrF (chrF++ when ``word_order=2``), in [0, 100].
 
     Equals ``sacrebleu.metrics.CHRF(char_order=..., word_order=..., beta=...)
@@ -197,8 +207,7 @@ def chrf(completions: Sequence[str], references: Sequence[Sequence[str]], *,
     """
     _check(completions, references)
     if char_order < 1 or word_order < 0:
-        raise ValueError(f"need char_order >= 1 and word_order >= 0, "
-                         f"got {char_order} and {word_order}")
+        raise ValueError(f"need char_order >= 1 and word_order >= 0, got {char_order} and {word_order}")
     order = char_order + word_order
     rows: dict[tuple[str, ...], int] = {}  # completions often repeat in a batch
     index = [rows.setdefault((c, *r), len(rows)) for c, r in zip(completions, references)]
@@ -220,8 +229,9 @@ def chrf(completions: Sequence[str], references: Sequence[Sequence[str]], *,
         cgrams = None if search else _char_grams(chars, char_order)
         for ones, multi, tricky, wkeys, rcounts, rorders, rtotals in grams:
             if search:
-                found = chain(map(chars.__contains__, ones), map(chars.count, multi),
-                              map(partial(_occurrences, chars), tricky))
+                found = chain(
+                    map(chars.__contains__, ones), map(chars.count, multi), map(partial(_occurrences, chars), tricky)
+                )
             else:
                 found = map(cgrams.get, chain(ones, multi, tricky), repeat(0))
             hits.extend(chain(found, map(wgrams.get, wkeys, repeat(0))))
@@ -233,5 +243,5 @@ def chrf(completions: Sequence[str], references: Sequence[Sequence[str]], *,
         clipped = np.minimum(np.frombuffer(hits, np.int64), np.concatenate(counts))
         matches = np.bincount(np.concatenate(orders), clipped, order * len(owner))
         n_hyp, n_ref = np.frombuffer(totals).reshape(-1, 2, order).transpose(1, 0, 2)
-        np.maximum.at(scores, owner, _fscores(n_hyp, n_ref, matches.reshape(-1, order), beta ** 2))
+        np.maximum.at(scores, owner, _fscores(n_hyp, n_ref, matches.reshape(-1, order), beta**2))
     return scores[index]

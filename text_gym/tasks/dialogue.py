@@ -134,17 +134,22 @@ class DialogueTask(Task):
         max_samples: int | None = None,
     ) -> None:
         self._config = dict(
-            split=split, history_turns=history_turns,
-            dataset=dataset, dataset_config=dataset_config, data_files=data_files,
-            dialog_field=dialog_field, reward=reward, metrics=tuple(metrics),
+            split=split,
+            history_turns=history_turns,
+            dataset=dataset,
+            dataset_config=dataset_config,
+            data_files=data_files,
+            dialog_field=dialog_field,
+            reward=reward,
+            metrics=tuple(metrics),
             max_samples=max_samples,
-        )  # fmt: skip
+        )
         check_choice("reward", reward, REWARDS)
         for name in metrics:
             check_choice("metrics entry", name, REWARDS)
         self.reward = reward
         self.metrics = tuple(dict.fromkeys((*metrics, reward)))
-        if isinstance(history_turns, bool) or not isinstance(history_turns, int) or history_turns < 1:  # fmt: skip
+        if isinstance(history_turns, bool) or not isinstance(history_turns, int) or history_turns < 1:
             raise ValueError(f"history_turns={history_turns!r} must be an int >= 1")
         if max_samples is not None and max_samples < 1:
             raise ValueError(f"max_samples={max_samples} must be >= 1 (or None for all)")
@@ -158,7 +163,7 @@ class DialogueTask(Task):
             conversations, self.skipped = rows_to_conversations(rows, dialog_field)
         self.samples = build_samples(conversations, history_turns, max_samples)
         if not self.samples:
-            raise ValueError(f"dataset={dataset!r} split={split!r} has no conversation of two or more turns")  # fmt: skip
+            raise ValueError(f"dataset={dataset!r} split={split!r} has no conversation of two or more turns")
 
     def score(self, responses: Sequence[str], samples: Sequence[Sample]) -> Scores:
         refs = [s.references for s in samples]
@@ -187,7 +192,7 @@ def build_samples(
     samples = []
     for cid, turns in conversations:
         # Each turn's message as the user's and as the assistant's, shared by samples.
-        as_role = [({"role": "user", "content": t}, {"role": "assistant", "content": t}) for t in turns]  # fmt: skip
+        as_role = [({"role": "user", "content": t}, {"role": "assistant", "content": t}) for t in turns]
         for k in range(1, len(turns)):
             shown = range(max(0, k - history_turns), k)
             plain = "".join(f"{SPEAKERS[j % 2]}: {turns[j]}\n" for j in shown) + f"{SPEAKERS[k % 2]}:"
@@ -219,7 +224,12 @@ def load_chitchat(path: str | None = None) -> tuple[tuple[Conversation, ...], di
     conversations = [(cid, _chitchat_turns(cid, conv, skipped)) for cid, conv in data.items()]
     skipped["short_conversations"] = sum(len(turns) < 2 for _, turns in conversations)
     conversations = [(cid, turns) for cid, turns in conversations if len(turns) >= 2]
-    logger.info("chitchat (%s): skipped %d empty messages and %d conversations of under two turns", path, skipped["empty_messages"], skipped["short_conversations"])  # fmt: skip
+    logger.info(
+        "chitchat (%s): skipped %d empty messages and %d conversations of under two turns",
+        path,
+        skipped["empty_messages"],
+        skipped["short_conversations"],
+    )
     return tuple(conversations), dict(skipped)
 
 
@@ -257,10 +267,15 @@ def rows_to_conversations(
         utterances = row.get(dialog_field) if isinstance(row, dict) else None
         if not isinstance(utterances, (list, tuple)):
             keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-            raise ValueError(f"row {i}: field {dialog_field!r} is missing or not a list of utterances (row keys: {keys}); pass dialog_field=")  # fmt: skip
-        turns = tuple(_clean(u, f"row {i}", f"{dialog_field}[{j}]") for j, u in enumerate(utterances))  # fmt: skip
+            raise ValueError(
+                f"row {i}: field {dialog_field!r} is missing or not a list of utterances (row keys: {keys}); "
+                "pass dialog_field="
+            )
+        turns = tuple(_clean(u, f"row {i}", f"{dialog_field}[{j}]") for j, u in enumerate(utterances))
         if "" in turns:
-            raise ValueError(f"row {i}: field '{dialog_field}[{turns.index('')}]' is empty; remove the row or the utterance")  # fmt: skip
+            raise ValueError(
+                f"row {i}: field '{dialog_field}[{turns.index('')}]' is empty; remove the row or the utterance"
+            )
         if len(turns) < 2:
             short += 1
         else:

@@ -79,9 +79,13 @@ class GuessNumberTask(MultiTurnTask):
         check_choice("split", split, ("train", "test"))
         if not (isinstance(low, int) and isinstance(high, int) and low < high):
             raise ValueError(f"need integers low < high, got low={low!r}, high={high!r}")
-        if not (isinstance(max_turns, int) and max_turns >= 1 and isinstance(turn_cost, (int, float)) and turn_cost >= 0):  # fmt: skip
-            raise ValueError(f"need an int max_turns >= 1 and a number turn_cost >= 0, got {max_turns!r}, {turn_cost!r}")  # fmt: skip
-        self._config = dict(split=split, low=low, high=high, max_turns=max_turns, turn_cost=turn_cost)  # fmt: skip
+        if not (
+            isinstance(max_turns, int) and max_turns >= 1 and isinstance(turn_cost, (int, float)) and turn_cost >= 0
+        ):
+            raise ValueError(
+                f"need an int max_turns >= 1 and a number turn_cost >= 0, got {max_turns!r}, {turn_cost!r}"
+            )
+        self._config = dict(split=split, low=low, high=high, max_turns=max_turns, turn_cost=turn_cost)
         self.low, self.high, self.max_turns, self.turn_cost = low, high, max_turns, turn_cost
         prompt = PROMPT.format(low=low, high=high)
         numbers = [n for n in range(low, high + 1) if (_stable_hash(n) % 5 == 0) == (split == "test")]
@@ -90,7 +94,7 @@ class GuessNumberTask(MultiTurnTask):
     def new_dialogue(self, sample: Sample) -> GuessState:
         return GuessState(secret=int(sample.references[0]))
 
-    def user_replies(self, dialogues: Sequence[GuessState], turns: Sequence[str]) -> list[tuple[str, bool]]:  # fmt: skip
+    def user_replies(self, dialogues: Sequence[GuessState], turns: Sequence[str]) -> list[tuple[str, bool]]:
         replies = []
         for state, turn in zip(dialogues, turns):
             state.turns += 1
@@ -109,7 +113,7 @@ class GuessNumberTask(MultiTurnTask):
             replies.append((REPLY.format(text=text), over))
         return replies
 
-    def score(self, responses: Sequence[str], samples: Sequence[Sample], dialogues: Sequence[GuessState]) -> Scores:  # fmt: skip
+    def score(self, responses: Sequence[str], samples: Sequence[Sample], dialogues: Sequence[GuessState]) -> Scores:
         success = np.array([d.success for d in dialogues], dtype=np.float64)
         turns = np.array([d.turns for d in dialogues], dtype=np.float64)
         invalid = np.array([d.invalid_turns for d in dialogues], dtype=np.float64)
@@ -120,9 +124,13 @@ class GuessNumberTask(MultiTurnTask):
         """Room for ``max_turns`` turns: the longest reply plus 16 agent tokens each."""
         longest = max(
             len(ids)
-            for ids in encode([REPLY.format(text=f"Lower. Out of turns: it was {-abs(self.high)}."),
-                               REPLY.format(text="Please answer with a whole number.")])
-        )  # fmt: skip
+            for ids in encode(
+                [
+                    REPLY.format(text=f"Lower. Out of turns: it was {-abs(self.high)}."),
+                    REPLY.format(text="Please answer with a whole number."),
+                ]
+            )
+        )
         return self.max_turns * (longest + 16)
 
 

@@ -41,7 +41,7 @@ Example:
 from __future__ import annotations
 
 import random
-from functools import lru_cache
+from functools import cache, lru_cache
 
 __all__ = ["SCAN_SPLITS", "interpret", "scan_pairs", "scan_split"]
 
@@ -52,9 +52,7 @@ _PRIMS = {"walk": "I_WALK", "look": "I_LOOK", "run": "I_RUN", "jump": "I_JUMP"}
 _TURNS = {"left": "I_TURN_LEFT", "right": "I_TURN_RIGHT"}
 _REPEATS = {"twice": 2, "thrice": 3}
 _CONJUNCTIONS = ("and", "after")
-_VOCAB = frozenset(
-    [*_PRIMS, *_TURNS, *_REPEATS, *_CONJUNCTIONS, "turn", "opposite", "around"]
-)
+_VOCAB = frozenset([*_PRIMS, *_TURNS, *_REPEATS, *_CONJUNCTIONS, "turn", "opposite", "around"])
 _MAX_TRAIN_LENGTH = 22  # longest action sequence in the ``length`` train split
 _ADDPRIM = {"addprim_jump": "jump", "addprim_turn_left": "turn left"}
 
@@ -125,12 +123,10 @@ def _commands() -> list[str]:
         for side in _TURNS:
             verbs += [f"{verb} {side}", f"{verb} opposite {side}", f"{verb} around {side}"]
     sentences = [v + suffix for v in verbs for suffix in ("", " twice", " thrice")]
-    return sentences + [
-        f"{a} {conj} {b}" for a in sentences for conj in _CONJUNCTIONS for b in sentences
-    ]
+    return sentences + [f"{a} {conj} {b}" for a in sentences for conj in _CONJUNCTIONS for b in sentences]
 
 
-@lru_cache(maxsize=None)
+@cache
 def scan_pairs() -> tuple[tuple[str, str], ...]:
     """Return all 20,910 ``(command, actions)`` pairs, sorted by command.
 
@@ -176,9 +172,7 @@ def scan_split(name: str, part: str, seed: int = 0) -> tuple[tuple[str, str], ..
         (14670, 1467)
     """
     if name not in SCAN_SPLITS:
-        raise ValueError(
-            f"unknown SCAN split {name!r}; valid choices: {', '.join(SCAN_SPLITS)}"
-        )
+        raise ValueError(f"unknown SCAN split {name!r}; valid choices: {', '.join(SCAN_SPLITS)}")
     if part not in _PARTS:
         raise ValueError(f"unknown SCAN part {part!r}; valid choices: {', '.join(_PARTS)}")
     pairs = scan_pairs()
@@ -192,11 +186,7 @@ def scan_split(name: str, part: str, seed: int = 0) -> tuple[tuple[str, str], ..
     else:
         in_test = [f" {primitive} " in f" {command} " for command, _ in pairs]
     want_test = part == "test"
-    rows = tuple(
-        pair
-        for pair, is_test in zip(pairs, in_test)
-        if is_test == want_test and pair[0] != primitive
-    )
+    rows = tuple(pair for pair, is_test in zip(pairs, in_test) if is_test == want_test and pair[0] != primitive)
     if primitive is not None and not want_test:
         rows += ((primitive, interpret(primitive)),) * (len(rows) // 9)
     return rows

@@ -42,7 +42,8 @@ Terminated by a stop token (EOS by default); truncated after ``max_new_tokens`` 
   level, but not modules' ``test()`` self-test drivers, whose docstring's first
   paragraph (the reference, whitespace-collapsed: a wrapped summary line stays whole)
   has <= 2 lines and >= 3 words, whose body is more than ``pass``/``...``/a ``raise``,
-  and whose source without docstring has <= ``STDLIB_MAX_LINES`` (30) lines. Not walked: ``test``, ``tests``, ``idle_test``,
+  and whose source without docstring has <= ``STDLIB_MAX_LINES`` (30) lines. Not walked:
+  ``test``, ``tests``, ``idle_test``,
   ``site-packages``, ``lib2to3`` and ``distutils`` (deprecated, gone in later Pythons),
   ``turtledemo`` (demos), ``config-*`` and private folders (``ensurepip/_bundled``),
   ``test_*.py`` files. Sorted walk, cached per process (~2 s once).
@@ -87,14 +88,24 @@ logger = logging.getLogger(__name__)
 
 ASPECTS = ("challenge", "approach", "outcome")
 SPLITS = ("train", "val", "test", "validation")  # "validation" is "val"
-FIELDS = {"cnn_dailymail": ("article", "highlights"), "xsum": ("document", "summary"), "samsum": ("dialogue", "summary")}  # fmt: skip
+FIELDS = {
+    "cnn_dailymail": ("article", "highlights"),
+    "xsum": ("document", "summary"),
+    "samsum": ("dialogue", "summary"),
+}
 CONFIGS = {"cnn_dailymail": "3.0.0"}
 STDLIB_MAX_LINES = 30
 ACLSUM_PROMPT = "Title: {title}\nAbstract: {abstract}\n\nIn one sentence, summarize {aspect}.\nSummary:"
-ASPECT_TEXT = {"challenge": "the problem this paper addresses", "approach": "the approach this paper takes", "outcome": "what this paper finds"}  # fmt: skip
+ASPECT_TEXT = {
+    "challenge": "the problem this paper addresses",
+    "approach": "the approach this paper takes",
+    "outcome": "what this paper finds",
+}
 STDLIB_PROMPT = "{code}\n\nSummarize what this Python function does in one line.\nSummary:"
 TEXT_PROMPT = "{text}\n\nSummarize the text above.\nSummary:"
-_SKIP_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "lib2to3", "distutils", "turtledemo", "lib-dynload"})  # fmt: skip
+_SKIP_DIRS = frozenset(
+    {"test", "tests", "idle_test", "site-packages", "lib2to3", "distutils", "turtledemo", "lib-dynload"}
+)
 
 
 class SummarizationTask(Task):
@@ -143,11 +154,19 @@ class SummarizationTask(Task):
         max_samples: int | None = None,
     ) -> None:
         self._config = dict(
-            split=split, dataset=dataset, aspect=aspect, dataset_config=dataset_config,
-            data_files=data_files, text_field=text_field, summary_field=summary_field,
-            fields_like=fields_like, reward=reward, metrics=tuple(metrics),
-            precision_recall=precision_recall, max_samples=max_samples,
-        )  # fmt: skip
+            split=split,
+            dataset=dataset,
+            aspect=aspect,
+            dataset_config=dataset_config,
+            data_files=data_files,
+            text_field=text_field,
+            summary_field=summary_field,
+            fields_like=fields_like,
+            reward=reward,
+            metrics=tuple(metrics),
+            precision_recall=precision_recall,
+            max_samples=max_samples,
+        )
         check_choice("reward", reward, ROUGE_TYPES)
         for name in metrics:
             check_choice("metrics entry", name, ROUGE_TYPES)
@@ -158,7 +177,13 @@ class SummarizationTask(Task):
         if aspect is not None and dataset != "aclsum":
             raise ValueError(f"aspect={aspect!r} applies only to dataset='aclsum', not {dataset!r}")
         if dataset in ("aclsum", "stdlib"):
-            hf_only = dict(dataset_config=dataset_config, data_files=data_files, text_field=text_field, summary_field=summary_field, fields_like=fields_like)  # fmt: skip
+            hf_only = dict(
+                dataset_config=dataset_config,
+                data_files=data_files,
+                text_field=text_field,
+                summary_field=summary_field,
+                fields_like=fields_like,
+            )
             given = sorted(k for k, v in hf_only.items() if v is not None)
             if given:
                 raise ValueError(f"{given} apply to Hugging Face datasets, not dataset={dataset!r}")
@@ -172,7 +197,7 @@ class SummarizationTask(Task):
         else:
             base = dataset.rsplit("/", 1)[-1]
             fields = resolve_fields(dataset, fields_like, text_field, summary_field)
-            rows = load_hf_rows(dataset, dataset_config or CONFIGS.get(base), data_files, split, max_samples)  # fmt: skip
+            rows = load_hf_rows(dataset, dataset_config or CONFIGS.get(base), data_files, split, max_samples)
             samples = [
                 Sample(TEXT_PROMPT.format(text=text), (summary,), source=text, extra={"row": i})
                 for i, (text, summary) in clean_rows(rows, fields, f"{dataset}/{split}")
@@ -232,7 +257,9 @@ def _column(rows: Any, field: str, where: str) -> list[Any]:
             try:
                 column[i].as_py()
             except UnicodeDecodeError as err:
-                raise ValueError(f"row {i} of {where}: field {field!r} is not UTF-8 text ({err.reason} at byte {err.start})") from None  # fmt: skip
+                raise ValueError(
+                    f"row {i} of {where}: field {field!r} is not UTF-8 text ({err.reason} at byte {err.start})"
+                ) from None
         raise
 
 
@@ -247,7 +274,7 @@ def _not_text(value: Any) -> str | None:
     return None
 
 
-def resolve_fields(dataset: str, like: str | None, text: str | None, summary: str | None) -> tuple[str, str]:  # fmt: skip
+def resolve_fields(dataset: str, like: str | None, text: str | None, summary: str | None) -> tuple[str, str]:
     """The (text, summary) field names: explicit ones, else ``like``'s, else the dataset's."""
     if like is not None:
         check_choice("fields_like", like, sorted(FIELDS))
@@ -276,14 +303,20 @@ def aclsum_samples(split: str, aspect: str) -> list[Sample]:
         abstract = _dig(row, "sentences", "abstract")
         if isinstance(abstract, list) and all(isinstance(s, str) for s in abstract):
             abstract = _detokenize(" ".join(abstract))
-        rows.append({"id": str(_dig(row, "id")), "title": _dig(row, "title"), "abstract": abstract,
-                     **{f"summary.{a}": _dig(row, "summary", a) for a in ASPECTS}})  # fmt: skip
+        rows.append(
+            {
+                "id": str(_dig(row, "id")),
+                "title": _dig(row, "title"),
+                "abstract": abstract,
+                **{f"summary.{a}": _dig(row, "summary", a) for a in ASPECTS},
+            }
+        )
     samples = []
     for a in ASPECTS if aspect == "all" else (aspect,):
         fields = ("title", "abstract", f"summary.{a}")
         for i, (title, abstract, ref) in clean_rows(rows, fields, f"aclsum/{split}"):
             prompt = ACLSUM_PROMPT.format(title=title, abstract=abstract, aspect=ASPECT_TEXT[a])
-            samples.append(Sample(prompt, (ref,), source=abstract, extra={"id": rows[i]["id"], "aspect": a, "row": i}))  # fmt: skip
+            samples.append(Sample(prompt, (ref,), source=abstract, extra={"id": rows[i]["id"], "aspect": a, "row": i}))
     if aspect == "all":  # paper-major order: a paper's aspects side by side
         samples.sort(key=lambda s: s.extra["row"])
     return samples
@@ -330,9 +363,9 @@ def _walk(root: str) -> tuple[dict[str, Sample], Counter]:
     samples: dict[str, Sample] = {}
     counts: Counter = Counter()
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith(("_", "config-")))  # fmt: skip
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith(("_", "config-")))
         for file in sorted(files):
-            if not file.endswith(".py") or file.startswith("test_") or file.startswith("_") and file != "__init__.py":  # fmt: skip
+            if not file.endswith(".py") or file.startswith("test_") or file.startswith("_") and file != "__init__.py":
                 continue
             parts = Path(os.path.relpath(os.path.join(folder, file), root)).with_suffix("").parts
             module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -346,11 +379,13 @@ def _walk(root: str) -> tuple[dict[str, Sample], Counter]:
     return samples, counts
 
 
-def _collect(body: list[ast.stmt], module: str, cls: str, lines: list[str], out: dict[str, Sample], counts: Counter) -> None:  # fmt: skip
+def _collect(
+    body: list[ast.stmt], module: str, cls: str, lines: list[str], out: dict[str, Sample], counts: Counter
+) -> None:
     for node in body:
         if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
             _collect(node.body, module, f"{cls}{node.name}.", lines, out, counts)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name[0] != "_" and node.name != "test":  # fmt: skip
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name[0] != "_" and node.name != "test":
             name = f"{module}:{cls}{node.name}"
             found = _function(node, lines)
             if isinstance(found, str):
@@ -361,7 +396,7 @@ def _collect(body: list[ast.stmt], module: str, cls: str, lines: list[str], out:
                 out[name] = Sample(prompt, (found[1],), source=found[0], extra={"name": name})
 
 
-def _function(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) -> tuple[str, str] | str:  # fmt: skip
+def _function(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) -> tuple[str, str] | str:
     """(code without docstring, summary), or why the function is skipped."""
     doc = ast.get_docstring(node)
     if not doc:
@@ -371,9 +406,21 @@ def _function(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) ->
     if len(paragraph) > 2 or len(summary.split()) < 3:
         return "summary of > 2 lines or < 3 words"
     rest, d = node.body[1:], node.body[0]
-    if not rest or len(rest) == 1 and (isinstance(rest[0], (ast.Pass, ast.Raise)) or isinstance(rest[0], ast.Expr) and isinstance(rest[0].value, ast.Constant)):  # fmt: skip
+    if (
+        not rest
+        or len(rest) == 1
+        and (
+            isinstance(rest[0], (ast.Pass, ast.Raise))
+            or isinstance(rest[0], ast.Expr)
+            and isinstance(rest[0].value, ast.Constant)
+        )
+    ):
         return "trivial body"
-    if lines[d.lineno - 1].encode()[: d.col_offset].strip() or lines[d.end_lineno - 1].encode()[d.end_col_offset :].strip() or rest[0].lineno <= d.end_lineno:  # fmt: skip
+    if (
+        lines[d.lineno - 1].encode()[: d.col_offset].strip()
+        or lines[d.end_lineno - 1].encode()[d.end_col_offset :].strip()
+        or rest[0].lineno <= d.end_lineno
+    ):
         return "docstring shares a line"
     start = min([x.lineno for x in node.decorator_list] + [node.lineno])
     after = lines[d.end_lineno : node.end_lineno]

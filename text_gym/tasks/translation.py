@@ -48,17 +48,27 @@ from typing import Any
 import numpy as np
 
 from text_gym.rewards import text_metrics
-from text_gym.tasks.base import Sample, Scores, Task, check_choice, load_hf_rows
 from text_gym.tasks import scan
+from text_gym.tasks.base import Sample, Scores, Task, check_choice, load_hf_rows
 
 SCAN_PROMPT = "Translate the command into actions.\nCommand: {command}\nActions:"
 TEXT_PROMPT = "Translate {src_name} to {tgt_name}.\n{src_name}: {text}\n{tgt_name}:"
 REWARDS = ("exact_match", "chrf")
 LANGUAGE_NAMES = {
-    "cs": "Czech", "de": "German", "en": "English", "es": "Spanish", "fi": "Finnish",
-    "fr": "French", "it": "Italian", "ja": "Japanese", "nl": "Dutch", "ro": "Romanian",
-    "ru": "Russian", "tr": "Turkish", "zh": "Chinese",
-}  # fmt: skip
+    "cs": "Czech",
+    "de": "German",
+    "en": "English",
+    "es": "Spanish",
+    "fi": "Finnish",
+    "fr": "French",
+    "it": "Italian",
+    "ja": "Japanese",
+    "nl": "Dutch",
+    "ro": "Romanian",
+    "ru": "Russian",
+    "tr": "Turkish",
+    "zh": "Chinese",
+}
 
 
 class TranslationTask(Task):
@@ -100,10 +110,18 @@ class TranslationTask(Task):
         max_samples: int | None = None,
     ) -> None:
         self._config = dict(
-            split=split, scan_split=scan_split, scan_seed=scan_seed, dataset=dataset,
-            dataset_config=dataset_config, data_files=data_files, source_lang=source_lang,
-            target_lang=target_lang, reward=reward, metrics=tuple(metrics), max_samples=max_samples,
-        )  # fmt: skip
+            split=split,
+            scan_split=scan_split,
+            scan_seed=scan_seed,
+            dataset=dataset,
+            dataset_config=dataset_config,
+            data_files=data_files,
+            source_lang=source_lang,
+            target_lang=target_lang,
+            reward=reward,
+            metrics=tuple(metrics),
+            max_samples=max_samples,
+        )
         self.reward = reward or ("exact_match" if dataset == "scan" else "chrf")
         check_choice("reward", self.reward, REWARDS)
         for name in metrics:
@@ -132,9 +150,7 @@ class TranslationTask(Task):
         return Scores(np.asarray(rewards, dtype=np.float64), metrics)
 
 
-def rows_to_samples(
-    rows: Sequence[dict[str, Any]], source_lang: str | None, target_lang: str | None
-) -> list[Sample]:
+def rows_to_samples(rows: Sequence[dict[str, Any]], source_lang: str | None, target_lang: str | None) -> list[Sample]:
     """Turn ``{"translation": {src: text, tgt: text}}`` rows into samples.
 
     Raises:
