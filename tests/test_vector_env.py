@@ -349,18 +349,18 @@ def test_prompt_table_filled_up_front_equals_filled_on_first_draw(monkeypatch, t
     task._config = {"words": words, "prompts": prompts}  # envs of this task and tokenizer share its encoding
     make(5, task=task, **kwargs)._encoded.lengths()  # now every prompt is encoded
     eager = make(5, task=task, **kwargs)
-    monkeypatch.setattr("text_gym.vector_env._EAGER_TABLE_BYTES", 0)
+    monkeypatch.setattr("text_gym.prompt_table.EAGER_TABLE_BYTES", 0)
     lazy = make(5, task=task, **kwargs)
-    assert eager._table_size == len(words) and lazy._table_size == 0
+    assert eager._prompts.size == len(words) and lazy._prompts.size == 0
     actions = np.random.default_rng(0).integers(0, 256, size=(40, 5))
     outs = [env.reset(seed=3) for env in (eager, lazy)]
     assert data_equivalence(*outs, exact=True)
     for row in actions:
         outs = [env.step(row) for env in (eager, lazy)]
         assert data_equivalence(*outs, exact=True)
-    assert 0 < lazy._table_size <= len(words)
+    assert 0 < lazy._prompts.size <= len(words)
     cut = [p[-6:] if truncation == "left" else p[:6] for p in prompts]
-    table = {bytes(r[r != eager.tokenizer.pad_token_id].tolist()).decode() for r in eager._table[:10]}
+    table = {bytes(r[r != eager.tokenizer.pad_token_id].tolist()).decode() for r in eager._prompts.tokens[:10]}
     assert table == set(cut)
 
 

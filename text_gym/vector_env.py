@@ -15,8 +15,8 @@ memory: a numpy op on a small array costs about a microsecond, a torch op severa
 
 from __future__ import annotations
 
-import itertools
-import weakref
+import functools
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +26,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from text_gym.prompt_table import EncodedPrompts, PromptTable, encoded_prompts
 from text_gym.tasks import Sample, Task, make_task
 from text_gym.tasks.base import MultiTurnTask, check_choice
 from text_gym.tokenizers import Tokenizer, decode_rows, load_tokenizer
@@ -35,7 +36,6 @@ TRUNCATIONS = ("left", "right", "error")
 _MASK_DTYPE = torch.int8
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _U64 = (1 << 64) - 1
-_EAGER_TABLE_BYTES = 64 << 20  # a bigger prompt table fills as samples are drawn
 
 
 class UnsupportedRenderMode(ValueError, TypeError):
@@ -143,10 +143,33 @@ class TextVectorEnv(VectorEnv):
         env_id: str = "TextVectorEnv",
         **task_kwargs: Any,
     ) -> None:
+        self._check_settings(num_envs, output, prompt_truncation, render_mode, autoreset_mode, copy)
+        self.render_mode, self.env_id = render_mode, env_id
+        self.device = _usable_device(device)
+        self.tokenizer: Tokenizer = load_tokenizer(tokenizer)
+        self.task = make_task(task, env_id, env_args=_env_arguments(), **task_kwargs)
+        if len(self.task) == 0:
+            raise ValueError(f"task {self.task.name!r} has no samples; check its split/data")
+        self.vocab_size = len(self.tokenizer)
+        self.multi_turn = isinstance(self.task, MultiTurnTask)
+        self._encoded = self._encode_prompts(chat_template)
+        self._size_window(max_prompt_tokens, max_new_tokens, prompt_truncation)
+        self.stop_token_ids = _stop_ids(stop_token_ids, self.tokenizer.eos_token_id, self.vocab_size)
+        self._make_spaces()
+        self._make_device_buffers()
+        self._make_host_bookkeeping()
+        self._prompts = PromptTable(self._encoded, self.prompt_tokens, prompt_truncation, self.tokenizer.pad_token_id)
+
+    # ------------------------------------------------------------------ construction
+
+    def _check_settings(
+        self, num_envs: Any, output: str, truncation: str, render_mode: Any, autoreset_mode: Any, copy: Any
+    ) -> None:
+        """Check the arguments that need no data, and keep them."""
         if not _is_int(num_envs) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r} must be a positive integer")
         check_choice("output", output, OUTPUTS)
-        check_choice("prompt_truncation", prompt_truncation, TRUNCATIONS)
+        check_choice("prompt_truncation", truncation, TRUNCATIONS)
         check_choice("render_mode", render_mode, [None, *self.metadata["render_modes"]], UnsupportedRenderMode)
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
@@ -154,53 +177,43 @@ class TextVectorEnv(VectorEnv):
         if not isinstance(copy, (bool, np.bool_)):
             raise ValueError(f"copy={copy!r} must be True or False")
         self.num_envs, self.output, self.copy = int(num_envs), output, bool(copy)
-        self.render_mode, self.env_id = render_mode, env_id
-        self.device = _usable_device(device)
-        self.tokenizer: Tokenizer = load_tokenizer(tokenizer)
-        self.task = make_task(task, env_id, **task_kwargs)
-        if len(self.task) == 0:
-            raise ValueError(f"task {self.task.name!r} has no samples; check its split/data")
-        vocab = len(self.tokenizer)
-        self.vocab_size = vocab
 
+    def _encode_prompts(self, chat_template: Any) -> EncodedPrompts:
+        """The task's prompts for this tokenizer and prompt format (shared between envs)."""
         if chat_template and self.tokenizer.apply_chat_template([{"role": "user", "content": ""}]) is None:
             raise ValueError(
                 f"chat_template=True, but tokenizer {self.tokenizer.name!r} has no chat "
                 "template; pass chat_template=False or a tokenizer with one"
             )
-        self._encoded = encoded = _encode_task(self.tokenizer, self.task, bool(chat_template))
+        return encoded_prompts(self.tokenizer, self.task, bool(chat_template))
+
+    def _size_window(self, max_prompt_tokens: Any, max_new_tokens: Any, truncation: str) -> None:
+        """Set the prompt region's width and the episode length limit (defaults from the
+        data), and refuse long prompts under ``prompt_truncation="error"``."""
         for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens)):
             if value is not None and (not _is_int(value) or value < 1):
                 raise ValueError(f"{name}={value!r} must be an int >= 1, or None for the default")
         if max_prompt_tokens is None:
-            max_prompt_tokens = max(1, int(encoded.lengths().max()))
-        self.prompt_tokens = int(max_prompt_tokens)
-        self.prompt_truncation = prompt_truncation
-        if prompt_truncation == "error":
-            lengths = encoded.lengths()
-            if (lengths > self.prompt_tokens).any():
-                i = int(np.argmax(lengths > self.prompt_tokens))
+            max_prompt_tokens = max(1, int(self._encoded.lengths().max()))
+        self.prompt_tokens = P = int(max_prompt_tokens)
+        self.prompt_truncation = truncation
+        if truncation == "error":
+            lengths = self._encoded.lengths()
+            if (lengths > P).any():
+                i = int(np.argmax(lengths > P))
                 raise ValueError(
-                    f"{int((lengths > self.prompt_tokens).sum())} prompt(s) are longer than "
-                    f"max_prompt_tokens={self.prompt_tokens} (sample {i} has {lengths[i]} "
+                    f"{int((lengths > P).sum())} prompt(s) are longer than "
+                    f"max_prompt_tokens={P} (sample {i} has {lengths[i]} "
                     "tokens); raise max_prompt_tokens, or pass prompt_truncation='left' "
                     "(keep the end) or 'right' (keep the start)"
                 )
-        self.multi_turn = isinstance(self.task, MultiTurnTask)
         if max_new_tokens is None and self.multi_turn:
             max_new_tokens = self.task.response_budget(self.tokenizer.encode_batch)
-        self.max_new_tokens = int(max_new_tokens or encoded.longest_reference + 1)
-        self.window = self.prompt_tokens + self.max_new_tokens
-        stops = [self.tokenizer.eos_token_id] if stop_token_ids is None else stop_token_ids
-        one = isinstance(stops, (int, np.integer, str, bytes)) or not hasattr(stops, "__iter__")
-        stops = [stops] if one else list(stops)  # one id (or a str, refused below)
-        if not stops or not all(_is_int(s) and 0 <= s < vocab for s in stops):
-            raise ValueError(
-                f"stop_token_ids={stop_token_ids!r} must be an int id or a non-empty list of int ids in [0, {vocab})"
-            )
+        self.max_new_tokens = int(max_new_tokens or self._encoded.longest_reference + 1)
+        self.window = P + self.max_new_tokens
 
-        # Spaces.
-        P, L = self.prompt_tokens, self.window
+    def _make_spaces(self) -> None:
+        L, vocab = self.window, self.vocab_size
         self.single_observation_space = gym.spaces.Dict(
             {
                 "input_ids": gym.spaces.Box(0, vocab - 1, (L,), np.int64),
@@ -213,10 +226,9 @@ class TextVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
-        # Device state: every slot's window.
-        dev, N = self.device, self.num_envs
-        self.stop_token_ids = tuple(int(s) for s in stops)
-        self._stop_array = np.asarray(self.stop_token_ids, dtype=np.int64)
+    def _make_device_buffers(self) -> None:
+        """Every slot's window (token ids and the two masks) and ``new_span``, on the device."""
+        dev, N, P, L = self.device, self.num_envs, self.prompt_tokens, self.window
         self._ids = torch.full((N, L), self.tokenizer.pad_token_id, dtype=torch.int64, device=dev)
         self._attn = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)
         self._agent = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)
@@ -232,7 +244,10 @@ class TextVectorEnv(VectorEnv):
         self._span = torch.from_numpy(self._span_np).to(dev)
         self._zero_rewards = torch.zeros(N, dtype=torch.float32, device=dev)
 
-        # Host bookkeeping, touched only when episodes start or end.
+    def _make_host_bookkeeping(self) -> None:
+        """Per-slot state on the host, touched only when episodes start or end."""
+        N, P, L = self.num_envs, self.prompt_tokens, self.window
+        self._stop_array = np.asarray(self.stop_token_ids, dtype=np.int64)
         self._stream = np.zeros(N, dtype=np.uint64)  # mix(seed * G + G): each slot's sample stream
         self._episode = np.zeros(N, dtype=np.uint64)
         self._seeded = np.zeros(N, dtype=bool)
@@ -240,17 +255,6 @@ class TextVectorEnv(VectorEnv):
         self._pending = np.zeros(N, dtype=bool)  # finished, waiting for a reset
         self._prompt_len_np = np.zeros(N, dtype=np.int64)  # each slot's prompt, in tokens
         self._prompt_truncated = np.zeros(N, dtype=bool)
-        # Prompt rows as the window shows them (left-padded into [0, P), cut by the
-        # truncation rule): a refill gathers rows. Added the first time a sample is
-        # drawn, or all here when every prompt is encoded already (the default window
-        # needs every prompt's length) and the table is small.
-        self._row_of = np.full(len(self.task), -1, dtype=np.int64)  # sample -> table row
-        self._table = np.empty((0, P), dtype=np.int32)
-        self._table_len = np.empty(0, dtype=np.int64)  # prompt tokens kept
-        self._table_cut = np.empty(0, dtype=bool)  # the prompt was truncated
-        self._table_size = 0
-        if encoded.complete and len(self.task) * P * 4 <= _EAGER_TABLE_BYTES:
-            self._add_prompts(range(len(self.task)))  # all encoded already: no first-draw cost
         # row n: the attention mask of a prompt of n tokens (left-padded into [0, P))
         self._prompt_masks = ((np.arange(L) >= P - np.arange(P + 1)[:, None]) & (np.arange(L) < P)).astype(np.int8)
         self._dialogues: list[Any] = [None] * N  # multi-turn tasks: each slot's state
@@ -438,54 +442,24 @@ class TextVectorEnv(VectorEnv):
         P, dev = self.prompt_tokens, self.device
         # Gather the new rows' prompts and their masks (by prompt length) from tables on
         # the host, then send each buffer's rows in one copy.
-        table_rows = self._prompt_table_rows(samples)
-        lengths = self._table_len[table_rows]
-        self._prompt_len_np[slots], self._prompt_truncated[slots] = lengths, self._table_cut[table_rows]
+        table = self._prompts
+        table_rows = table.rows(samples)
+        lengths = table.lengths[table_rows]
+        self._prompt_len_np[slots], self._prompt_truncated[slots] = lengths, table.truncated[table_rows]
         self._span_np[slots, 0], self._span_np[slots, 1] = P - lengths, P
         masks = self._prompt_masks[lengths]
         if self._views is not None:
             ids, attn, agent = self._views
-            ids[slots, :P], ids[slots, P:] = self._table[table_rows], self.tokenizer.pad_token_id
+            ids[slots, :P], ids[slots, P:] = table.tokens[table_rows], self.tokenizer.pad_token_id
             attn[slots], agent[slots] = masks, 0
         else:
             rows = np.full((len(slots), self.window), self.tokenizer.pad_token_id, dtype=np.int64)
-            rows[:, :P] = self._table[table_rows]
+            rows[:, :P] = table.tokens[table_rows]
             s = torch.as_tensor(slots, device=dev)
             self._ids.index_copy_(0, s, torch.from_numpy(rows).to(dev))
             self._attn.index_copy_(0, s, torch.from_numpy(masks).to(dev))
             self._agent.index_fill_(0, s, 0)
         _put_info(infos, "sample_index", slots, samples, _mask(slots, self.num_envs))
-
-    def _prompt_table_rows(self, samples: np.ndarray) -> np.ndarray:
-        """Rows of the prompt table holding ``samples``' prompts; samples drawn for the
-        first time are encoded (in one batch) and added."""
-        rows = self._row_of[samples]
-        if (rows < 0).any():
-            self._add_prompts(sorted(set(samples[rows < 0].tolist())))
-            rows = self._row_of[samples]
-        return rows
-
-    def _add_prompts(self, new: Sequence[int]) -> None:
-        """Append the prompt rows of samples ``new`` (distinct, not yet in the table)."""
-        start, P = self._table_size, self.prompt_tokens
-        if start + len(new) > len(self._table):  # grow by doubling
-            size = max(2 * len(self._table), start + len(new), 64)
-            self._table = np.resize(self._table, (size, P))
-            self._table_len = np.resize(self._table_len, size)
-            self._table_cut = np.resize(self._table_cut, size)
-        encoded = self._encoded.ids(new)
-        kept = [ids[-P:] if self.prompt_truncation == "left" else ids[:P] for ids in encoded]
-        lengths = np.fromiter(map(len, kept), np.int64, len(kept))
-        block = self._table[start : start + len(new)]
-        block[:] = self.tokenizer.pad_token_id
-        # row-major boolean assignment: row i's last lengths[i] columns, in order
-        block[np.arange(P) >= P - lengths[:, None]] = np.fromiter(
-            itertools.chain.from_iterable(kept), np.int32, int(lengths.sum())
-        )
-        self._table_len[start : start + len(new)] = lengths
-        self._table_cut[start : start + len(new)] = np.fromiter(map(len, encoded), np.int64, len(new)) > P
-        self._row_of[new] = np.arange(start, start + len(new))
-        self._table_size = start + len(new)
 
     def _score(self, slots: np.ndarray, infos: dict[str, Any], terminated: np.ndarray) -> np.ndarray:
         """Decode and score the responses of finished ``slots`` in one task call."""
@@ -665,83 +639,6 @@ class TextVectorEnv(VectorEnv):
 # ---------------------------------------------------------------------- helpers
 
 
-class _EncodedTask:
-    """A task's prompts as token ids for one tokenizer and prompt format, encoded lazily.
-
-    Large datasets (chitchat has 100k+ prompts) would cost seconds to encode up front;
-    a sample is encoded the first time an episode draws it, in a batch with the other
-    slots that reset in the same step, and kept. Defaults that need every prompt (the
-    longest prompt, the longest reference) encode everything once.
-    """
-
-    def __init__(self, tokenizer: Tokenizer, task: Task, chat_template: bool) -> None:
-        self.tokenizer, self.task, self.chat_template = tokenizer, task, chat_template
-        self._texts: list[str | None] = [None] * len(task)
-        self._ids: list[list[int] | None] = [None] * len(task)
-        self._missing = len(task)  # prompts not encoded yet
-        self._longest_reference: int | None = None
-
-    def text(self, j: int) -> str:
-        """The prompt text of sample ``j`` as the env shows it."""
-        if self._texts[j] is None:
-            sample = self.task.samples[j]
-            self._texts[j] = (
-                self.tokenizer.apply_chat_template(chat_messages(sample)) if self.chat_template else sample.prompt
-            )
-        return self._texts[j]
-
-    def texts(self, samples: Sequence[int]) -> list[str]:
-        """The prompt texts of ``samples`` (ints)."""
-        texts = self._texts
-        return [texts[j] if texts[j] is not None else self.text(j) for j in samples]
-
-    def ids(self, samples: Sequence[int]) -> list[list[int]]:
-        """Token ids of the prompts of ``samples``; the missing ones in one batch."""
-        missing = sorted({int(j) for j in samples if self._ids[j] is None})
-        if missing:
-            for j, ids in zip(missing, self.tokenizer.encode_batch([self.text(j) for j in missing])):
-                self._ids[j] = ids
-            self._missing -= len(missing)
-        return [self._ids[j] for j in samples]
-
-    @property
-    def complete(self) -> bool:
-        """Whether every prompt is encoded."""
-        return self._missing == 0
-
-    def lengths(self) -> np.ndarray:
-        """Every prompt's length in tokens (encodes the whole task once)."""
-        return np.array([len(ids) for ids in self.ids(range(len(self.task)))], dtype=np.int64)
-
-    @property
-    def longest_reference(self) -> int:
-        """Tokens in the longest reference response (``Task.reference_response``)."""
-        if self._longest_reference is None:
-            refs = [self.task.reference_response(s) for s in self.task.samples]
-            self._longest_reference = max(len(r) for r in self.tokenizer.encode_batch(refs))
-        return self._longest_reference
-
-
-_ENCODED: weakref.WeakKeyDictionary[Any, dict[str, _EncodedTask]] = weakref.WeakKeyDictionary()
-
-
-def _encode_task(tokenizer: Tokenizer, task: Task, chat_template: bool) -> _EncodedTask:
-    """Tokenize a task once per (tokenizer, task configuration, prompt format), then reuse it."""
-    if not task.config:
-        return _EncodedTask(tokenizer, task, chat_template)
-    per_tokenizer = _ENCODED.setdefault(tokenizer, {})
-    key = f"{task.fingerprint()}|chat={chat_template}"
-    if key not in per_tokenizer:
-        per_tokenizer[key] = _EncodedTask(tokenizer, task, chat_template)
-    return per_tokenizer[key]
-
-
-def chat_messages(sample: Sample) -> list[dict[str, str]]:
-    """A sample's prompt as chat messages: ``sample.extra["messages"]`` when the task
-    gives them (e.g. a dialogue history), else one user message with the prompt text."""
-    return sample.extra.get("messages") or [{"role": "user", "content": sample.prompt}]
-
-
 # The stream arithmetic is on uint64 arrays, never scalars: numpy wraps array overflow
 # silently (as the hash wants), where a scalar would warn.
 
@@ -789,6 +686,25 @@ def _per_slot_seeds(seed: Any, n: int) -> list[int | None]:
         if s is not None and (not _is_int(s) or not 0 <= s < 2**64):
             raise ValueError(f"seed {s!r} must be an int in [0, 2**64) (or None); slot i of seed=s gets s + i")
     return [None if s is None else int(s) for s in seeds]
+
+
+def _stop_ids(stop_token_ids: Any, eos_token_id: int, vocab: int) -> tuple[int, ...]:
+    """The ids that end an episode: ``stop_token_ids`` (one id or a list), default the EOS."""
+    stops = [eos_token_id] if stop_token_ids is None else stop_token_ids
+    one = isinstance(stops, (int, np.integer, str, bytes)) or not hasattr(stops, "__iter__")
+    stops = [stops] if one else list(stops)  # one id (or a str, refused below)
+    if not stops or not all(_is_int(s) and 0 <= s < vocab for s in stops):
+        raise ValueError(
+            f"stop_token_ids={stop_token_ids!r} must be an int id or a non-empty list of int ids in [0, {vocab})"
+        )
+    return tuple(int(s) for s in stops)
+
+
+@functools.cache
+def _env_arguments() -> tuple[str, ...]:
+    """The names ``TextVectorEnv`` takes itself, for the task's unknown-argument message."""
+    params = inspect.signature(TextVectorEnv.__init__).parameters
+    return tuple(sorted(n for n, p in params.items() if n != "self" and p.kind is not p.VAR_KEYWORD))
 
 
 def _is_int(value: Any) -> bool:
