@@ -194,7 +194,7 @@ def test_seed_streams_and_reset_without_seed_continues():
 def test_sample_draws_agree_between_the_python_and_numpy_paths():
     """A refill of a few slots hashes in Python ints, a large one on uint64 arrays: the
     same draws, wrapping at 2**64 alike."""
-    from text_gym.vector_env import _draws
+    from text_gym.sample_streams import draws
 
     rng = np.random.default_rng(0)
     top = np.iinfo(np.uint64).max
@@ -205,8 +205,8 @@ def test_sample_draws_agree_between_the_python_and_numpy_paths():
         [rng.integers(0, top, 200, dtype=np.uint64, endpoint=True), np.array([top, 0, top, 1], dtype=np.uint64)]
     )
     for n in (1, 3, 16728, 2**40 + 7):
-        together = _draws(streams, episodes, n)  # > 8: numpy
-        apart = np.concatenate([_draws(streams[i : i + 4], episodes[i : i + 4], n) for i in range(0, len(streams), 4)])
+        together = draws(streams, episodes, n)  # > 8: numpy
+        apart = np.concatenate([draws(streams[i : i + 4], episodes[i : i + 4], n) for i in range(0, len(streams), 4)])
         assert together.dtype == apart.dtype == np.int64 and (together == apart).all()
         assert together.min() >= 0 and together.max() < n
 

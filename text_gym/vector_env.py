@@ -26,22 +26,26 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from text_gym.env_checks import (
+    UnsupportedRenderMode,
+    check_actions,
+    is_int,
+    parse_autoreset_mode,
+    per_slot_seeds,
+    reset_options,
+    stop_ids,
+    usable_device,
+)
 from text_gym.prompt_table import EncodedPrompts, PromptTable, encoded_prompts
+from text_gym.sample_streams import SampleStreams
 from text_gym.tasks import Sample, Task, make_task
 from text_gym.tasks.base import MultiTurnTask, check_choice
 from text_gym.tokenizers import Tokenizer, decode_rows, load_tokenizer
+from text_gym.vector_info import put_info, slot_mask
 
 OUTPUTS = ("numpy", "torch")
 TRUNCATIONS = ("left", "right", "error")
 _MASK_DTYPE = torch.int8
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_U64 = (1 << 64) - 1
-
-
-class UnsupportedRenderMode(ValueError, TypeError):
-    """A ``render_mode`` other than ``None`` and ``"ansi"``. Also a ``TypeError``: the
-    error on which Stable-Baselines3 (``make_vec_env``, and algorithms given an env id)
-    retries ``gym.make`` without the ``render_mode="rgb_array"`` it asks for first."""
 
 
 class TextVectorEnv(VectorEnv):
@@ -145,7 +149,7 @@ class TextVectorEnv(VectorEnv):
     ) -> None:
         self._check_settings(num_envs, output, prompt_truncation, render_mode, autoreset_mode, copy)
         self.render_mode, self.env_id = render_mode, env_id
-        self.device = _usable_device(device)
+        self.device = usable_device(device)
         self.tokenizer: Tokenizer = load_tokenizer(tokenizer)
         self.task = make_task(task, env_id, env_args=_env_arguments(), **task_kwargs)
         if len(self.task) == 0:
@@ -154,7 +158,7 @@ class TextVectorEnv(VectorEnv):
         self.multi_turn = isinstance(self.task, MultiTurnTask)
         self._encoded = self._encode_prompts(chat_template)
         self._size_window(max_prompt_tokens, max_new_tokens, prompt_truncation)
-        self.stop_token_ids = _stop_ids(stop_token_ids, self.tokenizer.eos_token_id, self.vocab_size)
+        self.stop_token_ids = stop_ids(stop_token_ids, self.tokenizer.eos_token_id, self.vocab_size)
         self._make_spaces()
         self._make_device_buffers()
         self._make_host_bookkeeping()
@@ -166,12 +170,12 @@ class TextVectorEnv(VectorEnv):
         self, num_envs: Any, output: str, truncation: str, render_mode: Any, autoreset_mode: Any, copy: Any
     ) -> None:
         """Check the arguments that need no data, and keep them."""
-        if not _is_int(num_envs) or num_envs < 1:
+        if not is_int(num_envs) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r} must be a positive integer")
         check_choice("output", output, OUTPUTS)
         check_choice("prompt_truncation", truncation, TRUNCATIONS)
         check_choice("render_mode", render_mode, [None, *self.metadata["render_modes"]], UnsupportedRenderMode)
-        self.autoreset_mode = _autoreset_mode(autoreset_mode)
+        self.autoreset_mode = parse_autoreset_mode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         self.calls = 0  # reset() and step() calls so far (see the class docstring)
         if not isinstance(copy, (bool, np.bool_)):
@@ -191,7 +195,7 @@ class TextVectorEnv(VectorEnv):
         """Set the prompt region's width and the episode length limit (defaults from the
         data), and refuse long prompts under ``prompt_truncation="error"``."""
         for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens)):
-            if value is not None and (not _is_int(value) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise ValueError(f"{name}={value!r} must be an int >= 1, or None for the default")
         if max_prompt_tokens is None:
             max_prompt_tokens = max(1, int(self._encoded.lengths().max()))
@@ -213,6 +217,7 @@ class TextVectorEnv(VectorEnv):
         self.window = P + self.max_new_tokens
 
     def _make_spaces(self) -> None:
+        """The observation and action spaces, single and batched (see the class docstring)."""
         L, vocab = self.window, self.vocab_size
         self.single_observation_space = gym.spaces.Dict(
             {
@@ -248,9 +253,7 @@ class TextVectorEnv(VectorEnv):
         """Per-slot state on the host, touched only when episodes start or end."""
         N, P, L = self.num_envs, self.prompt_tokens, self.window
         self._stop_array = np.asarray(self.stop_token_ids, dtype=np.int64)
-        self._stream = np.zeros(N, dtype=np.uint64)  # mix(seed * G + G): each slot's sample stream
-        self._episode = np.zeros(N, dtype=np.uint64)
-        self._seeded = np.zeros(N, dtype=bool)
+        self._streams = SampleStreams(N)  # which sample each slot's next episode starts from
         self._sample = np.zeros(N, dtype=np.int64)
         self._pending = np.zeros(N, dtype=bool)  # finished, waiting for a reset
         self._prompt_len_np = np.zeros(N, dtype=np.int64)  # each slot's prompt, in tokens
@@ -279,43 +282,11 @@ class TextVectorEnv(VectorEnv):
                 later autoresets draw from the seeded streams as usual.
         """
         N = self.num_envs
-        options = dict(options or {})
-        mask = options.pop("reset_mask", None)
-        pinned = options.pop("sample_index", None)
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; valid: 'reset_mask', 'sample_index'")
-        if mask is None:
-            mask = np.ones(N, dtype=bool)
-        mask = np.asarray(mask)
-        if mask.shape != (N,) or mask.dtype != np.bool_ or not mask.any():
-            raise ValueError(
-                f"options['reset_mask'] must be a bool array of shape ({N},) with at least "
-                f"one True; got dtype {mask.dtype}, shape {mask.shape}"
-            )
+        mask, pinned = reset_options(options, N, len(self.task))
         slots = np.flatnonzero(mask)
-        if pinned is not None:  # checked before any state changes, like the rest
-            pinned = np.asarray(pinned)
-            if (
-                pinned.shape != (N,)
-                or pinned.dtype.kind not in "iu"
-                or not ((pinned >= 0) & (pinned < len(self.task))).all()
-            ):
-                raise ValueError(
-                    f"options['sample_index'] must be ints in [0, {len(self.task)}) of shape ({N},) "
-                    f"(one per slot; entries of slots not reset are ignored); got {pinned!r}"
-                )
-            pinned = pinned[slots]
-        seeds = _per_slot_seeds(seed, N)
-        given = [i for i in slots.tolist() if seeds[i] is not None]
-        if given:
-            self._stream[given] = _stream_of(np.array([seeds[i] for i in given], dtype=np.uint64))
-            self._episode[given], self._seeded[given] = 0, True
-        unseeded = mask & ~self._seeded
-        if unseeded.any():
-            entropy = np.random.SeedSequence().generate_state(int(unseeded.sum()), np.uint64)
-            self._stream[unseeded], self._episode[unseeded] = _stream_of(entropy), 0
-            self._seeded[unseeded] = True
-        if _is_int(seed):
+        seeds = per_slot_seeds(seed, N)
+        self._streams.seed(mask, seeds)
+        if is_int(seed):
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(int(seed))
         kept = ~mask  # nothing is appended to these: an empty new_span at their end
         self._span_np[kept, 0] = self._span_np[kept, 1]
@@ -338,7 +309,9 @@ class TextVectorEnv(VectorEnv):
                 f"slots {reset_now.tolist()} have finished and autoreset_mode is DISABLED: "
                 "call reset(options={'reset_mask': mask}) for them before stepping"
             )
-        host_actions, device_actions = self._check_actions(actions)
+        host_actions, device_actions = check_actions(
+            actions, self.num_envs, self.vocab_size, self.device, self._views is not None, self.tokenizer
+        )
         L = self.window
 
         # Hot path: one token per slot, all slots at once. The host knows every slot's
@@ -378,7 +351,7 @@ class TextVectorEnv(VectorEnv):
         elif self.autoreset_mode is AutoresetMode.SAME_STEP:
             if finished.size:
                 infos["final_obs"], infos["_final_obs"] = self._final_obs(finished)
-                infos["final_info"], infos["_final_info"] = final_info, _mask(finished, self.num_envs)
+                infos["final_info"], infos["_final_info"] = final_info, slot_mask(finished, self.num_envs)
                 self._refill(finished, infos)
         else:
             infos.update(final_info)
@@ -388,52 +361,9 @@ class TextVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ internals
 
-    def _check_actions(self, actions: Any) -> tuple[np.ndarray, torch.Tensor | None]:
-        """Validate ``actions``; return them as a host int64 array (for a tensor on an
-        accelerator, its one copy to the host this step) and, for a torch tensor off the
-        CPU, the tensor itself as int64 on the env's device (else None)."""
-        N = self.num_envs
-        device_actions = None
-        if isinstance(actions, torch.Tensor):
-            if actions.is_floating_point() or actions.is_complex() or actions.dtype == torch.bool:
-                raise ValueError(
-                    f"actions must be integer token ids, got a {actions.dtype} tensor "
-                    f"{actions.flatten()[:8].tolist()}; cast with .long()"
-                )
-            if actions.shape != (N,):
-                raise ValueError(f"actions must have shape ({N},), got {tuple(actions.shape)}")
-            if actions.device.type != "cpu" or self._views is None:
-                device_actions = actions.to(self.device, torch.int64)
-            array = actions.detach().cpu().numpy()
-        else:
-            array = np.asarray(actions)
-            if array.dtype.kind not in "iu":
-                raise ValueError(
-                    f"actions must be integer token ids, got dtype {array.dtype} "
-                    f"({array.ravel()[:8].tolist()}); cast with .astype(np.int64)"
-                )
-            if array.shape != (N,):
-                raise ValueError(f"actions must have shape ({N},), got {array.shape} ({actions!r:.80})")
-        host = np.ascontiguousarray(array, dtype=np.int64)  # no copy when it already is
-        # One reduction checks both ends: a negative id reads as a huge unsigned one.
-        if host.view(np.uint64).max() >= self.vocab_size:
-            self._raise_range(array)
-        return host, device_actions
-
-    def _raise_range(self, array: np.ndarray) -> None:
-        bad = np.flatnonzero((array < 0) | (array >= self.vocab_size))
-        raise ValueError(
-            f"action {int(array[bad[0]])} (slot {int(bad[0])}; {bad.size} bad slot(s)) is "
-            f"out of range: valid token ids are 0..{self.vocab_size - 1}, "
-            f"Discrete({self.vocab_size}) for tokenizer {self.tokenizer.name!r}"
-        )
-
     def _refill(self, slots: np.ndarray, infos: dict[str, Any], samples: np.ndarray | None = None) -> None:
         """Start a new episode in ``slots``: draw samples (unless given), write their prompts."""
-        # A counter-based stream per slot: episode k of seed s draws mix(mix(s * G + G) + k * G).
-        if samples is None:
-            samples = _draws(self._stream[slots], self._episode[slots] + np.uint64(1), len(self.task))
-        self._episode[slots] += np.uint64(1)
+        samples = self._streams.next(slots, len(self.task), samples)
         self._sample[slots] = samples
         if self.multi_turn:
             self._turn_start[slots] = self.prompt_tokens
@@ -459,7 +389,7 @@ class TextVectorEnv(VectorEnv):
             self._ids.index_copy_(0, s, torch.from_numpy(rows).to(dev))
             self._attn.index_copy_(0, s, torch.from_numpy(masks).to(dev))
             self._agent.index_fill_(0, s, 0)
-        _put_info(infos, "sample_index", slots, samples, _mask(slots, self.num_envs))
+        put_info(infos, "sample_index", slots, samples, slot_mask(slots, self.num_envs))
 
     def _score(self, slots: np.ndarray, infos: dict[str, Any], terminated: np.ndarray) -> np.ndarray:
         """Decode and score the responses of finished ``slots`` in one task call."""
@@ -482,15 +412,15 @@ class TextVectorEnv(VectorEnv):
                 f"task {self.task.name!r} returned rewards {rewards!r} for {len(slots)} "
                 "responses; a task must return one finite float per response"
             )
-        mask = _mask(slots, self.num_envs)
-        _put_info(infos, "prompt", slots, self._encoded.texts(ids_list), mask)
-        _put_info(infos, "response", slots, responses, mask)
-        _put_info(infos, "references", slots, [x.references for x in samples], mask)
-        _put_info(infos, "sample_index", slots, sample_ids, mask)
-        _put_info(infos, "prompt_truncated", slots, self._prompt_truncated[slots], mask)
+        mask = slot_mask(slots, self.num_envs)
+        put_info(infos, "prompt", slots, self._encoded.texts(ids_list), mask)
+        put_info(infos, "response", slots, responses, mask)
+        put_info(infos, "references", slots, [x.references for x in samples], mask)
+        put_info(infos, "sample_index", slots, sample_ids, mask)
+        put_info(infos, "prompt_truncated", slots, self._prompt_truncated[slots], mask)
         metrics: dict[str, Any] = {}
         for name, values in scores.metrics.items():
-            _put_info(metrics, name, slots, np.asarray(values, dtype=np.float64), mask)
+            put_info(metrics, name, slots, np.asarray(values, dtype=np.float64), mask)
         infos["metrics"], infos["_metrics"] = metrics, mask.copy()
         return rewards
 
@@ -588,7 +518,7 @@ class TextVectorEnv(VectorEnv):
         final = np.full(self.num_envs, None, dtype=object)
         for j, slot in enumerate(slots):
             final[slot] = {k: v[j] for k, v in rows.items()}
-        return final, _mask(slots, self.num_envs)
+        return final, slot_mask(slots, self.num_envs)
 
     def _step_outputs(self, rewards: np.ndarray, flags: np.ndarray) -> tuple[Any, Any, Any]:
         if self.output == "torch":
@@ -639,134 +569,8 @@ class TextVectorEnv(VectorEnv):
 # ---------------------------------------------------------------------- helpers
 
 
-# The stream arithmetic is on uint64 arrays, never scalars: numpy wraps array overflow
-# silently (as the hash wants), where a scalar would warn.
-
-
-def _stream_of(seed: np.ndarray) -> np.ndarray:
-    """The base of each seed's counter-based sample stream (see ``TextVectorEnv._refill``)."""
-    return _mix(seed * _GOLDEN + _GOLDEN)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser: a bijective, well-mixed hash of uint64 arrays."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def _mix_int(x: int) -> int:
-    """:func:`_mix` of one uint64 as a Python int."""
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _U64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _U64
-    return x ^ (x >> 31)
-
-
-def _draws(streams: np.ndarray, episodes: np.ndarray, n: int) -> np.ndarray:
-    """Sample indices in [0, n) of episode ``episodes[i]`` of stream ``streams[i]``:
-    ``mix(stream + episode * G) % n``. A few draws (the usual refill) in Python ints,
-    where the dozen numpy calls would cost ~12 us; more on uint64 arrays."""
-    if len(streams) > 8:
-        return (_mix(streams + episodes * _GOLDEN) % np.uint64(n)).astype(np.int64)
-    g = int(_GOLDEN)
-    draws = [_mix_int((s + e * g) & _U64) % n for s, e in zip(streams.tolist(), episodes.tolist())]
-    return np.array(draws, dtype=np.int64)
-
-
-def _per_slot_seeds(seed: Any, n: int) -> list[int | None]:
-    if seed is None:
-        return [None] * n
-    if _is_int(seed):
-        seeds: list[Any] = [int(seed) + i for i in range(n)]
-    elif isinstance(seed, (list, tuple, np.ndarray)) and len(seed) == n:
-        seeds = list(seed)
-    else:
-        raise ValueError(f"seed={seed!r} must be None, an int, or a list of {n} ints/None")
-    for s in seeds:
-        if s is not None and (not _is_int(s) or not 0 <= s < 2**64):
-            raise ValueError(f"seed {s!r} must be an int in [0, 2**64) (or None); slot i of seed=s gets s + i")
-    return [None if s is None else int(s) for s in seeds]
-
-
-def _stop_ids(stop_token_ids: Any, eos_token_id: int, vocab: int) -> tuple[int, ...]:
-    """The ids that end an episode: ``stop_token_ids`` (one id or a list), default the EOS."""
-    stops = [eos_token_id] if stop_token_ids is None else stop_token_ids
-    one = isinstance(stops, (int, np.integer, str, bytes)) or not hasattr(stops, "__iter__")
-    stops = [stops] if one else list(stops)  # one id (or a str, refused below)
-    if not stops or not all(_is_int(s) and 0 <= s < vocab for s in stops):
-        raise ValueError(
-            f"stop_token_ids={stop_token_ids!r} must be an int id or a non-empty list of int ids in [0, {vocab})"
-        )
-    return tuple(int(s) for s in stops)
-
-
 @functools.cache
 def _env_arguments() -> tuple[str, ...]:
     """The names ``TextVectorEnv`` takes itself, for the task's unknown-argument message."""
     params = inspect.signature(TextVectorEnv.__init__).parameters
     return tuple(sorted(n for n, p in params.items() if n != "self" and p.kind is not p.VAR_KEYWORD))
-
-
-def _is_int(value: Any) -> bool:
-    """An int (Python or numpy), not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _usable_device(device: Any) -> torch.device:
-    """``torch.device(device)``, checked to hold data here (a clear error for a CUDA
-    device without CUDA, or the data-less ``meta`` device), as its tensors report it:
-    ``"cuda"`` becomes ``cuda:<current index>`` and ``"cpu:0"`` ``cpu``, so it compares
-    equal to the device of a model's parameters."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device={device!r} is not a torch device ({e}); use 'cpu' or 'cuda'") from None
-    if dev.type == "meta":
-        raise ValueError("device='meta' holds no data; the env keeps its windows on the device: use 'cpu' or 'cuda'")
-    try:
-        return torch.zeros(1, device=dev).device
-    except (AssertionError, RuntimeError) as e:  # torch raises AssertionError for CUDA without it
-        raise ValueError(f"device={device!r} is not usable here ({e}); use 'cpu' or an available device") from None
-
-
-def _autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
-    if isinstance(mode, AutoresetMode):
-        return mode
-    for m in AutoresetMode:
-        if str(mode).lower().replace("_", "") in (m.name.lower().replace("_", ""), m.value.lower()):
-            return m
-    raise ValueError(f"autoreset_mode={mode!r} is not valid; choose one of {[m.name for m in AutoresetMode]}")
-
-
-def _mask(slots: np.ndarray, n: int) -> np.ndarray:
-    mask = np.zeros(n, dtype=np.bool_)
-    mask[slots] = True
-    return mask
-
-
-def _put_info(infos: dict[str, Any], key: str, slots: np.ndarray, values: Sequence[Any], mask: np.ndarray) -> None:
-    """Write ``values`` for ``slots`` (``mask``: the same slots as a bool array over all
-    of them) into ``infos[key]`` the way Gymnasium's vector envs do.
-
-    The array's dtype follows ``VectorEnv._add_info``: numbers and bools get numeric
-    arrays, anything else an object array, so a native step equals ``SyncVectorEnv``'s.
-    """
-    if key not in infos:
-        first = values[0]
-        if isinstance(values, np.ndarray) and values.dtype != object:
-            array = np.zeros(len(mask), dtype=values.dtype)
-        elif isinstance(first, (bool, np.bool_)):
-            array = np.zeros(len(mask), dtype=np.bool_)
-        elif isinstance(first, (int, float, np.number)):
-            array = np.zeros(len(mask), dtype=np.asarray(first).dtype)
-        else:
-            array = np.empty(len(mask), dtype=object)  # None everywhere
-        infos[key], infos["_" + key] = array, mask.copy()
-    else:
-        infos["_" + key] |= mask
-    array = infos[key]
-    if array.dtype == object:
-        for slot, value in zip(slots.tolist(), values):
-            array[slot] = value
-    else:
-        array[slots] = values
