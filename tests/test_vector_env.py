@@ -10,7 +10,7 @@ from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode
 
 from text_gym import TextVectorEnv
-from text_gym.tasks import Sample, Scores, Task
+from text_gym.tasks import Sample, Scores, Task, TranslationTask
 from text_gym.tokenizers import load_tokenizer
 
 
@@ -261,6 +261,31 @@ def test_single_env_step_after_the_end_says_reset(byte_env):
         byte_env.step(1)
     byte_env.reset()
     byte_env.step(1)
+
+
+def test_unknown_arguments_are_matched_against_the_task_and_the_env():
+    """The env hands the task its own argument names: a misspelt env argument gets a
+    suggestion, and the message lists both sets; a task checked alone lists its own."""
+    with pytest.raises(ValueError) as err:
+        TextVectorEnv(1, task="translation", tokenizer="byte", prompt_truncaton="left", env_id="X-v0")
+    message = str(err.value)
+    assert "unknown argument(s) ['prompt_truncaton'] for X-v0 (task 'translation')" in message
+    assert "did you mean 'prompt_truncation' for 'prompt_truncaton'?" in message
+    assert "Task arguments: [" in message and "'scan_split'" in message
+    assert "env arguments: ['autoreset_mode', 'chat_template', 'copy', 'device', 'env_id', " in message
+    with pytest.raises(ValueError) as err:
+        TranslationTask.check_kwargs("X-v0", {"prompt_truncaton": "left"})
+    assert "did you mean" not in str(err.value) and "env arguments" not in str(err.value)
+
+
+def test_docstring_examples_of_the_env_modules():
+    import doctest
+
+    from text_gym import prompt_table, sample_streams, vector_info
+
+    for module in (prompt_table, sample_streams, vector_info):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
 
 
 def test_construction_errors_list_choices():

@@ -45,7 +45,7 @@ def chat_messages(sample: Sample) -> list[dict[str, str]]:
 class EncodedPrompts:
     """A task's prompts as token ids for one tokenizer and prompt format, encoded lazily.
 
-    Large datasets (chitchat has 100k+ prompts) would cost seconds to encode up front;
+    Large datasets (chitchat has 100k+ prompts) are slow to encode up front;
     a sample is encoded the first time an episode draws it, in a batch with the other
     slots that reset in the same step, and kept. Defaults that need every prompt (the
     longest prompt, the longest reference) encode everything once.
