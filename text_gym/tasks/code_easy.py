@@ -454,7 +454,8 @@ def _collatz(n: int) -> int:
     return steps
 
 
-# level -> (its shared draws, its templates in drawing order)
+# level -> (its shared draws, its templates in drawing order). The order is part of the
+# suite: moving a template or one of its draws changes every problem drawn after it.
 _LEVELS: dict[int, tuple[Callable[[random.Random], Any], Sequence[Callable[[random.Random, Any], Problem]]]] = {
     1: (
         _level1,
