@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -126,6 +127,36 @@ def test_easy_suite_is_deterministic_and_split_by_hash():
     assert all(easy_split(s.prompt) == "test" for s in test.samples)
     assert {s.extra["level"] for s in CodeTask(dataset="easy", level=2).samples} == {2}
     assert problems[0].prompt.startswith("def ") and '    """' in problems[0].prompt
+
+
+# sha256 of the generated suite (every field of every problem, in order), per level
+# (None: all levels), as the templates drew it before they became one function each;
+# a change to a template, its draws or their order changes these.
+EASY_SUITE_SHA256 = {
+    None: "24fab35286d323648fa5d009b49c30c9382e08617ae399f755e4c3f931de2c60",
+    1: "8fad63b1e1cbfdbbdb879c1b47edba841338cc2e89acc6b7adb0811560f5d17b",
+    2: "9693371480337310c8c14adc9a18aef1d63e4dae06b040966a178dddb52dc789",
+    3: "7be10af443d52078eb7ec7f678ca8b93ff781ff1ebe60a022a304cfaf51e7de6",
+}
+
+
+@pytest.mark.parametrize("level", [None, 1, 2, 3])
+def test_easy_suite_is_pinned(level):
+    """Same prompts, references, tests, levels, template indices and split, in the same order."""
+    rows = [
+        [
+            s.prompt,
+            list(s.references),
+            s.source,
+            s.extra["setup"],
+            list(s.extra["tests"]),
+            s.extra["level"],
+            s.extra["template"],
+            easy_split(s.prompt),
+        ]
+        for s in easy_problems(level)
+    ]
+    assert hashlib.sha256(json.dumps(rows).encode()).hexdigest() == EASY_SUITE_SHA256[level]
 
 
 def test_an_always_equal_object_scores_zero(humaneval):
@@ -321,7 +352,8 @@ def test_env_reward_for_reference_response():
 def test_docstring_examples():
     import doctest
 
-    from text_gym.tasks import code
+    from text_gym.tasks import code, code_easy
 
-    result = doctest.testmod(code)
-    assert result.failed == 0 and result.attempted > 0
+    for module in (code, code_easy):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -60,7 +60,9 @@ def _write_chitchat(path, data) -> str:
 
 
 def test_same_sender_messages_merge_and_empty_ones_are_skipped(tmp_path, caplog):
-    msg = lambda text, sender: {"text": text, "sender": sender, "timestamp": ""}  # noqa: E731
+    def msg(text, sender):
+        return {"text": text, "sender": sender, "timestamp": ""}
+
     data = {
         "c1": {
             "messages": [

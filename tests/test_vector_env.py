@@ -10,7 +10,7 @@ from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode
 
 from text_gym import TextVectorEnv
-from text_gym.tasks import Sample, Scores, Task
+from text_gym.tasks import Sample, Scores, Task, TranslationTask
 from text_gym.tokenizers import load_tokenizer
 
 
@@ -194,7 +194,7 @@ def test_seed_streams_and_reset_without_seed_continues():
 def test_sample_draws_agree_between_the_python_and_numpy_paths():
     """A refill of a few slots hashes in Python ints, a large one on uint64 arrays: the
     same draws, wrapping at 2**64 alike."""
-    from text_gym.vector_env import _draws
+    from text_gym.sample_streams import draws
 
     rng = np.random.default_rng(0)
     top = np.iinfo(np.uint64).max
@@ -205,8 +205,8 @@ def test_sample_draws_agree_between_the_python_and_numpy_paths():
         [rng.integers(0, top, 200, dtype=np.uint64, endpoint=True), np.array([top, 0, top, 1], dtype=np.uint64)]
     )
     for n in (1, 3, 16728, 2**40 + 7):
-        together = _draws(streams, episodes, n)  # > 8: numpy
-        apart = np.concatenate([_draws(streams[i : i + 4], episodes[i : i + 4], n) for i in range(0, len(streams), 4)])
+        together = draws(streams, episodes, n)  # > 8: numpy
+        apart = np.concatenate([draws(streams[i : i + 4], episodes[i : i + 4], n) for i in range(0, len(streams), 4)])
         assert together.dtype == apart.dtype == np.int64 and (together == apart).all()
         assert together.min() >= 0 and together.max() < n
 
@@ -261,6 +261,31 @@ def test_single_env_step_after_the_end_says_reset(byte_env):
         byte_env.step(1)
     byte_env.reset()
     byte_env.step(1)
+
+
+def test_unknown_arguments_are_matched_against_the_task_and_the_env():
+    """The env hands the task its own argument names: a misspelt env argument gets a
+    suggestion, and the message lists both sets; a task checked alone lists its own."""
+    with pytest.raises(ValueError) as err:
+        TextVectorEnv(1, task="translation", tokenizer="byte", prompt_truncaton="left", env_id="X-v0")
+    message = str(err.value)
+    assert "unknown argument(s) ['prompt_truncaton'] for X-v0 (task 'translation')" in message
+    assert "did you mean 'prompt_truncation' for 'prompt_truncaton'?" in message
+    assert "Task arguments: [" in message and "'scan_split'" in message
+    assert "env arguments: ['autoreset_mode', 'chat_template', 'copy', 'device', 'env_id', " in message
+    with pytest.raises(ValueError) as err:
+        TranslationTask.check_kwargs("X-v0", {"prompt_truncaton": "left"})
+    assert "did you mean" not in str(err.value) and "env arguments" not in str(err.value)
+
+
+def test_docstring_examples_of_the_env_modules():
+    import doctest
+
+    from text_gym import prompt_table, sample_streams, vector_info
+
+    for module in (prompt_table, sample_streams, vector_info):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
 
 
 def test_construction_errors_list_choices():
@@ -349,18 +374,18 @@ def test_prompt_table_filled_up_front_equals_filled_on_first_draw(monkeypatch, t
     task._config = {"words": words, "prompts": prompts}  # envs of this task and tokenizer share its encoding
     make(5, task=task, **kwargs)._encoded.lengths()  # now every prompt is encoded
     eager = make(5, task=task, **kwargs)
-    monkeypatch.setattr("text_gym.vector_env._EAGER_TABLE_BYTES", 0)
+    monkeypatch.setattr("text_gym.prompt_table.EAGER_TABLE_BYTES", 0)
     lazy = make(5, task=task, **kwargs)
-    assert eager._table_size == len(words) and lazy._table_size == 0
+    assert eager._prompts.size == len(words) and lazy._prompts.size == 0
     actions = np.random.default_rng(0).integers(0, 256, size=(40, 5))
     outs = [env.reset(seed=3) for env in (eager, lazy)]
     assert data_equivalence(*outs, exact=True)
     for row in actions:
         outs = [env.step(row) for env in (eager, lazy)]
         assert data_equivalence(*outs, exact=True)
-    assert 0 < lazy._table_size <= len(words)
+    assert 0 < lazy._prompts.size <= len(words)
     cut = [p[-6:] if truncation == "left" else p[:6] for p in prompts]
-    table = {bytes(r[r != eager.tokenizer.pad_token_id].tolist()).decode() for r in eager._table[:10]}
+    table = {bytes(r[r != eager.tokenizer.pad_token_id].tolist()).decode() for r in eager._prompts.tokens[:10]}
     assert table == set(cut)
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from text_gym.tasks import Task
+from text_gym.tokenizers import Tokenizer
 from text_gym.vector_env import TextVectorEnv
 
 
@@ -52,11 +54,13 @@ class TextEnv(gym.Env):
         self._done = False
 
     @property
-    def tokenizer(self):  # noqa: ANN201 - the env's Tokenizer
+    def tokenizer(self) -> Tokenizer:
+        """The env's tokenizer (that of its one-slot vector env)."""
         return self.vector.tokenizer
 
     @property
-    def task(self):  # noqa: ANN201 - the env's Task
+    def task(self) -> Task:
+        """The env's task (that of its one-slot vector env)."""
         return self.vector.task
 
     def reset(

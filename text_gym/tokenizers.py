@@ -77,10 +77,9 @@ class ByteTable:
 
     :meth:`decode_rows` decodes a batch of padded id rows with a few numpy gathers over
     this contiguous table, instead of one Python lookup per token into tens of
-    thousands of scattered ``bytes`` objects: on random 49k-vocabulary tokens inside a
-    running env, the lookups' cache misses made that 2.5x slower for 16 responses of 64
-    tokens. Below ~128 tokens in all, the numpy calls' fixed cost loses, and the
-    lookups are used.
+    thousands of scattered ``bytes`` objects, whose cache misses dominate a decode on a
+    large vocabulary. Under 128 tokens in all, the numpy calls' fixed cost is the larger,
+    and the lookups are used.
 
     Example:
         >>> table = ByteTable([b"", b"a", b"bc"])
@@ -180,8 +179,8 @@ class HFTokenizer(_OneTextMixin):
                 self._backend.no_padding()
                 self._backend.no_truncation()
         # Byte-level BPE (GPT-2 style, SmolLM2's kind) decodes to the UTF-8 of its
-        # tokens' bytes: a lookup table does it several times faster, and is used only after it
-        # has been checked against the tokenizer's own decoder.
+        # tokens' bytes: a lookup table decodes it with array gathers instead of the decoder's
+        # per-call overhead, and is used only after it has been checked against that decoder.
         pieces = _byte_table(tokenizer, self._backend) if self._backend else None
         self.byte_table = ByteTable(pieces) if pieces is not None else None
         self._lead = None if self.byte_table is not None else self._lead_sentinel()

@@ -9,14 +9,14 @@ responses are decoded and scored by the task in one batched call.
 :class:`~text_gym.env.TextEnv` is a one-slot shell over this class.
 
 On a CPU device the same buffers are read and written through numpy views of their
-memory: a numpy op on a small array costs about a microsecond, a torch op several
-(dispatch), and a step is a dozen such ops. The state is still the torch tensors.
+memory: a numpy op on a small array skips torch's per-op dispatch, which would
+dominate a step of a dozen such ops. The state is still the torch tensors.
 """
 
 from __future__ import annotations
 
-import itertools
-import weakref
+import functools
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,22 +26,26 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from text_gym.env_checks import (
+    UnsupportedRenderMode,
+    check_actions,
+    is_int,
+    parse_autoreset_mode,
+    per_slot_seeds,
+    reset_options,
+    stop_ids,
+    usable_device,
+)
+from text_gym.prompt_table import EncodedPrompts, PromptTable, encoded_prompts
+from text_gym.sample_streams import SampleStreams
 from text_gym.tasks import Sample, Task, make_task
 from text_gym.tasks.base import MultiTurnTask, check_choice
 from text_gym.tokenizers import Tokenizer, decode_rows, load_tokenizer
+from text_gym.vector_info import put_info, slot_mask
 
 OUTPUTS = ("numpy", "torch")
 TRUNCATIONS = ("left", "right", "error")
 _MASK_DTYPE = torch.int8
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_U64 = (1 << 64) - 1
-_EAGER_TABLE_BYTES = 64 << 20  # a bigger prompt table fills as samples are drawn
-
-
-class UnsupportedRenderMode(ValueError, TypeError):
-    """A ``render_mode`` other than ``None`` and ``"ansi"``. Also a ``TypeError``: the
-    error on which Stable-Baselines3 (``make_vec_env``, and algorithms given an env id)
-    retries ``gym.make`` without the ``render_mode="rgb_array"`` it asks for first."""
 
 
 class TextVectorEnv(VectorEnv):
@@ -143,64 +147,78 @@ class TextVectorEnv(VectorEnv):
         env_id: str = "TextVectorEnv",
         **task_kwargs: Any,
     ) -> None:
-        if not _is_int(num_envs) or num_envs < 1:
+        self._check_settings(num_envs, output, prompt_truncation, render_mode, autoreset_mode, copy)
+        self.render_mode, self.env_id = render_mode, env_id
+        self.device = usable_device(device)
+        self.tokenizer: Tokenizer = load_tokenizer(tokenizer)
+        self.task = make_task(task, env_id, env_args=_env_arguments(), **task_kwargs)
+        if len(self.task) == 0:
+            raise ValueError(f"task {self.task.name!r} has no samples; check its split/data")
+        self.vocab_size = len(self.tokenizer)
+        self.multi_turn = isinstance(self.task, MultiTurnTask)
+        self._encoded = self._encode_prompts(chat_template)
+        self._size_window(max_prompt_tokens, max_new_tokens, prompt_truncation)
+        self.stop_token_ids = stop_ids(stop_token_ids, self.tokenizer.eos_token_id, self.vocab_size)
+        self._make_spaces()
+        self._make_device_buffers()
+        self._make_host_bookkeeping()
+        self._prompts = PromptTable(self._encoded, self.prompt_tokens, prompt_truncation, self.tokenizer.pad_token_id)
+
+    # ------------------------------------------------------------------ construction
+
+    def _check_settings(
+        self, num_envs: Any, output: str, truncation: str, render_mode: Any, autoreset_mode: Any, copy: Any
+    ) -> None:
+        """Check the arguments that need no data, and keep them."""
+        if not is_int(num_envs) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r} must be a positive integer")
         check_choice("output", output, OUTPUTS)
-        check_choice("prompt_truncation", prompt_truncation, TRUNCATIONS)
+        check_choice("prompt_truncation", truncation, TRUNCATIONS)
         check_choice("render_mode", render_mode, [None, *self.metadata["render_modes"]], UnsupportedRenderMode)
-        self.autoreset_mode = _autoreset_mode(autoreset_mode)
+        self.autoreset_mode = parse_autoreset_mode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         self.calls = 0  # reset() and step() calls so far (see the class docstring)
         if not isinstance(copy, (bool, np.bool_)):
             raise ValueError(f"copy={copy!r} must be True or False")
         self.num_envs, self.output, self.copy = int(num_envs), output, bool(copy)
-        self.render_mode, self.env_id = render_mode, env_id
-        self.device = _usable_device(device)
-        self.tokenizer: Tokenizer = load_tokenizer(tokenizer)
-        self.task = make_task(task, env_id, **task_kwargs)
-        if len(self.task) == 0:
-            raise ValueError(f"task {self.task.name!r} has no samples; check its split/data")
-        vocab = len(self.tokenizer)
-        self.vocab_size = vocab
 
+    def _encode_prompts(self, chat_template: Any) -> EncodedPrompts:
+        """The task's prompts for this tokenizer and prompt format (shared between envs)."""
         if chat_template and self.tokenizer.apply_chat_template([{"role": "user", "content": ""}]) is None:
             raise ValueError(
                 f"chat_template=True, but tokenizer {self.tokenizer.name!r} has no chat "
                 "template; pass chat_template=False or a tokenizer with one"
             )
-        self._encoded = encoded = _encode_task(self.tokenizer, self.task, bool(chat_template))
+        return encoded_prompts(self.tokenizer, self.task, bool(chat_template))
+
+    def _size_window(self, max_prompt_tokens: Any, max_new_tokens: Any, truncation: str) -> None:
+        """Set the prompt region's width and the episode length limit (defaults from the
+        data), and refuse long prompts under ``prompt_truncation="error"``."""
         for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens)):
-            if value is not None and (not _is_int(value) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise ValueError(f"{name}={value!r} must be an int >= 1, or None for the default")
         if max_prompt_tokens is None:
-            max_prompt_tokens = max(1, int(encoded.lengths().max()))
-        self.prompt_tokens = int(max_prompt_tokens)
-        self.prompt_truncation = prompt_truncation
-        if prompt_truncation == "error":
-            lengths = encoded.lengths()
-            if (lengths > self.prompt_tokens).any():
-                i = int(np.argmax(lengths > self.prompt_tokens))
+            max_prompt_tokens = max(1, int(self._encoded.lengths().max()))
+        self.prompt_tokens = P = int(max_prompt_tokens)
+        self.prompt_truncation = truncation
+        if truncation == "error":
+            lengths = self._encoded.lengths()
+            if (lengths > P).any():
+                i = int(np.argmax(lengths > P))
                 raise ValueError(
-                    f"{int((lengths > self.prompt_tokens).sum())} prompt(s) are longer than "
-                    f"max_prompt_tokens={self.prompt_tokens} (sample {i} has {lengths[i]} "
+                    f"{int((lengths > P).sum())} prompt(s) are longer than "
+                    f"max_prompt_tokens={P} (sample {i} has {lengths[i]} "
                     "tokens); raise max_prompt_tokens, or pass prompt_truncation='left' "
                     "(keep the end) or 'right' (keep the start)"
                 )
-        self.multi_turn = isinstance(self.task, MultiTurnTask)
         if max_new_tokens is None and self.multi_turn:
             max_new_tokens = self.task.response_budget(self.tokenizer.encode_batch)
-        self.max_new_tokens = int(max_new_tokens or encoded.longest_reference + 1)
-        self.window = self.prompt_tokens + self.max_new_tokens
-        stops = [self.tokenizer.eos_token_id] if stop_token_ids is None else stop_token_ids
-        one = isinstance(stops, (int, np.integer, str, bytes)) or not hasattr(stops, "__iter__")
-        stops = [stops] if one else list(stops)  # one id (or a str, refused below)
-        if not stops or not all(_is_int(s) and 0 <= s < vocab for s in stops):
-            raise ValueError(
-                f"stop_token_ids={stop_token_ids!r} must be an int id or a non-empty list of int ids in [0, {vocab})"
-            )
+        self.max_new_tokens = int(max_new_tokens or self._encoded.longest_reference + 1)
+        self.window = P + self.max_new_tokens
 
-        # Spaces.
-        P, L = self.prompt_tokens, self.window
+    def _make_spaces(self) -> None:
+        """The observation and action spaces, single and batched (see the class docstring)."""
+        L, vocab = self.window, self.vocab_size
         self.single_observation_space = gym.spaces.Dict(
             {
                 "input_ids": gym.spaces.Box(0, vocab - 1, (L,), np.int64),
@@ -213,10 +231,9 @@ class TextVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
-        # Device state: every slot's window.
-        dev, N = self.device, self.num_envs
-        self.stop_token_ids = tuple(int(s) for s in stops)
-        self._stop_array = np.asarray(self.stop_token_ids, dtype=np.int64)
+    def _make_device_buffers(self) -> None:
+        """Every slot's window (token ids and the two masks) and ``new_span``, on the device."""
+        dev, N, P, L = self.device, self.num_envs, self.prompt_tokens, self.window
         self._ids = torch.full((N, L), self.tokenizer.pad_token_id, dtype=torch.int64, device=dev)
         self._attn = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)
         self._agent = torch.zeros((N, L), dtype=_MASK_DTYPE, device=dev)
@@ -232,25 +249,15 @@ class TextVectorEnv(VectorEnv):
         self._span = torch.from_numpy(self._span_np).to(dev)
         self._zero_rewards = torch.zeros(N, dtype=torch.float32, device=dev)
 
-        # Host bookkeeping, touched only when episodes start or end.
-        self._stream = np.zeros(N, dtype=np.uint64)  # mix(seed * G + G): each slot's sample stream
-        self._episode = np.zeros(N, dtype=np.uint64)
-        self._seeded = np.zeros(N, dtype=bool)
+    def _make_host_bookkeeping(self) -> None:
+        """Per-slot state on the host, touched only when episodes start or end."""
+        N, P, L = self.num_envs, self.prompt_tokens, self.window
+        self._stop_array = np.asarray(self.stop_token_ids, dtype=np.int64)
+        self._streams = SampleStreams(N)  # which sample each slot's next episode starts from
         self._sample = np.zeros(N, dtype=np.int64)
         self._pending = np.zeros(N, dtype=bool)  # finished, waiting for a reset
         self._prompt_len_np = np.zeros(N, dtype=np.int64)  # each slot's prompt, in tokens
         self._prompt_truncated = np.zeros(N, dtype=bool)
-        # Prompt rows as the window shows them (left-padded into [0, P), cut by the
-        # truncation rule): a refill gathers rows. Added the first time a sample is
-        # drawn, or all here when every prompt is encoded already (the default window
-        # needs every prompt's length) and the table is small.
-        self._row_of = np.full(len(self.task), -1, dtype=np.int64)  # sample -> table row
-        self._table = np.empty((0, P), dtype=np.int32)
-        self._table_len = np.empty(0, dtype=np.int64)  # prompt tokens kept
-        self._table_cut = np.empty(0, dtype=bool)  # the prompt was truncated
-        self._table_size = 0
-        if encoded.complete and len(self.task) * P * 4 <= _EAGER_TABLE_BYTES:
-            self._add_prompts(range(len(self.task)))  # all encoded already: no first-draw cost
         # row n: the attention mask of a prompt of n tokens (left-padded into [0, P))
         self._prompt_masks = ((np.arange(L) >= P - np.arange(P + 1)[:, None]) & (np.arange(L) < P)).astype(np.int8)
         self._dialogues: list[Any] = [None] * N  # multi-turn tasks: each slot's state
@@ -275,43 +282,11 @@ class TextVectorEnv(VectorEnv):
                 later autoresets draw from the seeded streams as usual.
         """
         N = self.num_envs
-        options = dict(options or {})
-        mask = options.pop("reset_mask", None)
-        pinned = options.pop("sample_index", None)
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; valid: 'reset_mask', 'sample_index'")
-        if mask is None:
-            mask = np.ones(N, dtype=bool)
-        mask = np.asarray(mask)
-        if mask.shape != (N,) or mask.dtype != np.bool_ or not mask.any():
-            raise ValueError(
-                f"options['reset_mask'] must be a bool array of shape ({N},) with at least "
-                f"one True; got dtype {mask.dtype}, shape {mask.shape}"
-            )
+        mask, pinned = reset_options(options, N, len(self.task))
         slots = np.flatnonzero(mask)
-        if pinned is not None:  # checked before any state changes, like the rest
-            pinned = np.asarray(pinned)
-            if (
-                pinned.shape != (N,)
-                or pinned.dtype.kind not in "iu"
-                or not ((pinned >= 0) & (pinned < len(self.task))).all()
-            ):
-                raise ValueError(
-                    f"options['sample_index'] must be ints in [0, {len(self.task)}) of shape ({N},) "
-                    f"(one per slot; entries of slots not reset are ignored); got {pinned!r}"
-                )
-            pinned = pinned[slots]
-        seeds = _per_slot_seeds(seed, N)
-        given = [i for i in slots.tolist() if seeds[i] is not None]
-        if given:
-            self._stream[given] = _stream_of(np.array([seeds[i] for i in given], dtype=np.uint64))
-            self._episode[given], self._seeded[given] = 0, True
-        unseeded = mask & ~self._seeded
-        if unseeded.any():
-            entropy = np.random.SeedSequence().generate_state(int(unseeded.sum()), np.uint64)
-            self._stream[unseeded], self._episode[unseeded] = _stream_of(entropy), 0
-            self._seeded[unseeded] = True
-        if _is_int(seed):
+        seeds = per_slot_seeds(seed, N)
+        self._streams.seed(mask, seeds)
+        if is_int(seed):
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(int(seed))
         kept = ~mask  # nothing is appended to these: an empty new_span at their end
         self._span_np[kept, 0] = self._span_np[kept, 1]
@@ -328,13 +303,15 @@ class TextVectorEnv(VectorEnv):
         if not self._started:
             raise RuntimeError("call reset() before step()")
         self.calls += 1
-        reset_now = self._pending.nonzero()[0]  # (the method: np.flatnonzero costs 10x more)
+        reset_now = self._pending.nonzero()[0]  # (the method: np.flatnonzero adds a ravel and a wrapper)
         if self.autoreset_mode is AutoresetMode.DISABLED and reset_now.size:
             raise ValueError(
                 f"slots {reset_now.tolist()} have finished and autoreset_mode is DISABLED: "
                 "call reset(options={'reset_mask': mask}) for them before stepping"
             )
-        host_actions, device_actions = self._check_actions(actions)
+        host_actions, device_actions = check_actions(
+            actions, self.num_envs, self.vocab_size, self.device, self._views is not None, self.tokenizer
+        )
         L = self.window
 
         # Hot path: one token per slot, all slots at once. The host knows every slot's
@@ -374,7 +351,7 @@ class TextVectorEnv(VectorEnv):
         elif self.autoreset_mode is AutoresetMode.SAME_STEP:
             if finished.size:
                 infos["final_obs"], infos["_final_obs"] = self._final_obs(finished)
-                infos["final_info"], infos["_final_info"] = final_info, _mask(finished, self.num_envs)
+                infos["final_info"], infos["_final_info"] = final_info, slot_mask(finished, self.num_envs)
                 self._refill(finished, infos)
         else:
             infos.update(final_info)
@@ -384,52 +361,9 @@ class TextVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ internals
 
-    def _check_actions(self, actions: Any) -> tuple[np.ndarray, torch.Tensor | None]:
-        """Validate ``actions``; return them as a host int64 array (for a tensor on an
-        accelerator, its one copy to the host this step) and, for a torch tensor off the
-        CPU, the tensor itself as int64 on the env's device (else None)."""
-        N = self.num_envs
-        device_actions = None
-        if isinstance(actions, torch.Tensor):
-            if actions.is_floating_point() or actions.is_complex() or actions.dtype == torch.bool:
-                raise ValueError(
-                    f"actions must be integer token ids, got a {actions.dtype} tensor "
-                    f"{actions.flatten()[:8].tolist()}; cast with .long()"
-                )
-            if actions.shape != (N,):
-                raise ValueError(f"actions must have shape ({N},), got {tuple(actions.shape)}")
-            if actions.device.type != "cpu" or self._views is None:
-                device_actions = actions.to(self.device, torch.int64)
-            array = actions.detach().cpu().numpy()
-        else:
-            array = np.asarray(actions)
-            if array.dtype.kind not in "iu":
-                raise ValueError(
-                    f"actions must be integer token ids, got dtype {array.dtype} "
-                    f"({array.ravel()[:8].tolist()}); cast with .astype(np.int64)"
-                )
-            if array.shape != (N,):
-                raise ValueError(f"actions must have shape ({N},), got {array.shape} ({actions!r:.80})")
-        host = np.ascontiguousarray(array, dtype=np.int64)  # no copy when it already is
-        # One reduction checks both ends: a negative id reads as a huge unsigned one.
-        if host.view(np.uint64).max() >= self.vocab_size:
-            self._raise_range(array)
-        return host, device_actions
-
-    def _raise_range(self, array: np.ndarray) -> None:
-        bad = np.flatnonzero((array < 0) | (array >= self.vocab_size))
-        raise ValueError(
-            f"action {int(array[bad[0]])} (slot {int(bad[0])}; {bad.size} bad slot(s)) is "
-            f"out of range: valid token ids are 0..{self.vocab_size - 1}, "
-            f"Discrete({self.vocab_size}) for tokenizer {self.tokenizer.name!r}"
-        )
-
     def _refill(self, slots: np.ndarray, infos: dict[str, Any], samples: np.ndarray | None = None) -> None:
         """Start a new episode in ``slots``: draw samples (unless given), write their prompts."""
-        # A counter-based stream per slot: episode k of seed s draws mix(mix(s * G + G) + k * G).
-        if samples is None:
-            samples = _draws(self._stream[slots], self._episode[slots] + np.uint64(1), len(self.task))
-        self._episode[slots] += np.uint64(1)
+        samples = self._streams.next(slots, len(self.task), samples)
         self._sample[slots] = samples
         if self.multi_turn:
             self._turn_start[slots] = self.prompt_tokens
@@ -438,54 +372,24 @@ class TextVectorEnv(VectorEnv):
         P, dev = self.prompt_tokens, self.device
         # Gather the new rows' prompts and their masks (by prompt length) from tables on
         # the host, then send each buffer's rows in one copy.
-        table_rows = self._prompt_table_rows(samples)
-        lengths = self._table_len[table_rows]
-        self._prompt_len_np[slots], self._prompt_truncated[slots] = lengths, self._table_cut[table_rows]
+        table = self._prompts
+        table_rows = table.rows(samples)
+        lengths = table.lengths[table_rows]
+        self._prompt_len_np[slots], self._prompt_truncated[slots] = lengths, table.truncated[table_rows]
         self._span_np[slots, 0], self._span_np[slots, 1] = P - lengths, P
         masks = self._prompt_masks[lengths]
         if self._views is not None:
             ids, attn, agent = self._views
-            ids[slots, :P], ids[slots, P:] = self._table[table_rows], self.tokenizer.pad_token_id
+            ids[slots, :P], ids[slots, P:] = table.tokens[table_rows], self.tokenizer.pad_token_id
             attn[slots], agent[slots] = masks, 0
         else:
             rows = np.full((len(slots), self.window), self.tokenizer.pad_token_id, dtype=np.int64)
-            rows[:, :P] = self._table[table_rows]
+            rows[:, :P] = table.tokens[table_rows]
             s = torch.as_tensor(slots, device=dev)
             self._ids.index_copy_(0, s, torch.from_numpy(rows).to(dev))
             self._attn.index_copy_(0, s, torch.from_numpy(masks).to(dev))
             self._agent.index_fill_(0, s, 0)
-        _put_info(infos, "sample_index", slots, samples, _mask(slots, self.num_envs))
-
-    def _prompt_table_rows(self, samples: np.ndarray) -> np.ndarray:
-        """Rows of the prompt table holding ``samples``' prompts; samples drawn for the
-        first time are encoded (in one batch) and added."""
-        rows = self._row_of[samples]
-        if (rows < 0).any():
-            self._add_prompts(sorted(set(samples[rows < 0].tolist())))
-            rows = self._row_of[samples]
-        return rows
-
-    def _add_prompts(self, new: Sequence[int]) -> None:
-        """Append the prompt rows of samples ``new`` (distinct, not yet in the table)."""
-        start, P = self._table_size, self.prompt_tokens
-        if start + len(new) > len(self._table):  # grow by doubling
-            size = max(2 * len(self._table), start + len(new), 64)
-            self._table = np.resize(self._table, (size, P))
-            self._table_len = np.resize(self._table_len, size)
-            self._table_cut = np.resize(self._table_cut, size)
-        encoded = self._encoded.ids(new)
-        kept = [ids[-P:] if self.prompt_truncation == "left" else ids[:P] for ids in encoded]
-        lengths = np.fromiter(map(len, kept), np.int64, len(kept))
-        block = self._table[start : start + len(new)]
-        block[:] = self.tokenizer.pad_token_id
-        # row-major boolean assignment: row i's last lengths[i] columns, in order
-        block[np.arange(P) >= P - lengths[:, None]] = np.fromiter(
-            itertools.chain.from_iterable(kept), np.int32, int(lengths.sum())
-        )
-        self._table_len[start : start + len(new)] = lengths
-        self._table_cut[start : start + len(new)] = np.fromiter(map(len, encoded), np.int64, len(new)) > P
-        self._row_of[new] = np.arange(start, start + len(new))
-        self._table_size = start + len(new)
+        put_info(infos, "sample_index", slots, samples, slot_mask(slots, self.num_envs))
 
     def _score(self, slots: np.ndarray, infos: dict[str, Any], terminated: np.ndarray) -> np.ndarray:
         """Decode and score the responses of finished ``slots`` in one task call."""
@@ -508,15 +412,15 @@ class TextVectorEnv(VectorEnv):
                 f"task {self.task.name!r} returned rewards {rewards!r} for {len(slots)} "
                 "responses; a task must return one finite float per response"
             )
-        mask = _mask(slots, self.num_envs)
-        _put_info(infos, "prompt", slots, self._encoded.texts(ids_list), mask)
-        _put_info(infos, "response", slots, responses, mask)
-        _put_info(infos, "references", slots, [x.references for x in samples], mask)
-        _put_info(infos, "sample_index", slots, sample_ids, mask)
-        _put_info(infos, "prompt_truncated", slots, self._prompt_truncated[slots], mask)
+        mask = slot_mask(slots, self.num_envs)
+        put_info(infos, "prompt", slots, self._encoded.texts(ids_list), mask)
+        put_info(infos, "response", slots, responses, mask)
+        put_info(infos, "references", slots, [x.references for x in samples], mask)
+        put_info(infos, "sample_index", slots, sample_ids, mask)
+        put_info(infos, "prompt_truncated", slots, self._prompt_truncated[slots], mask)
         metrics: dict[str, Any] = {}
         for name, values in scores.metrics.items():
-            _put_info(metrics, name, slots, np.asarray(values, dtype=np.float64), mask)
+            put_info(metrics, name, slots, np.asarray(values, dtype=np.float64), mask)
         infos["metrics"], infos["_metrics"] = metrics, mask.copy()
         return rewards
 
@@ -614,7 +518,7 @@ class TextVectorEnv(VectorEnv):
         final = np.full(self.num_envs, None, dtype=object)
         for j, slot in enumerate(slots):
             final[slot] = {k: v[j] for k, v in rows.items()}
-        return final, _mask(slots, self.num_envs)
+        return final, slot_mask(slots, self.num_envs)
 
     def _step_outputs(self, rewards: np.ndarray, flags: np.ndarray) -> tuple[Any, Any, Any]:
         if self.output == "torch":
@@ -665,192 +569,8 @@ class TextVectorEnv(VectorEnv):
 # ---------------------------------------------------------------------- helpers
 
 
-class _EncodedTask:
-    """A task's prompts as token ids for one tokenizer and prompt format, encoded lazily.
-
-    Large datasets (chitchat has 100k+ prompts) would cost seconds to encode up front;
-    a sample is encoded the first time an episode draws it, in a batch with the other
-    slots that reset in the same step, and kept. Defaults that need every prompt (the
-    longest prompt, the longest reference) encode everything once.
-    """
-
-    def __init__(self, tokenizer: Tokenizer, task: Task, chat_template: bool) -> None:
-        self.tokenizer, self.task, self.chat_template = tokenizer, task, chat_template
-        self._texts: list[str | None] = [None] * len(task)
-        self._ids: list[list[int] | None] = [None] * len(task)
-        self._missing = len(task)  # prompts not encoded yet
-        self._longest_reference: int | None = None
-
-    def text(self, j: int) -> str:
-        """The prompt text of sample ``j`` as the env shows it."""
-        if self._texts[j] is None:
-            sample = self.task.samples[j]
-            self._texts[j] = (
-                self.tokenizer.apply_chat_template(chat_messages(sample)) if self.chat_template else sample.prompt
-            )
-        return self._texts[j]
-
-    def texts(self, samples: Sequence[int]) -> list[str]:
-        """The prompt texts of ``samples`` (ints)."""
-        texts = self._texts
-        return [texts[j] if texts[j] is not None else self.text(j) for j in samples]
-
-    def ids(self, samples: Sequence[int]) -> list[list[int]]:
-        """Token ids of the prompts of ``samples``; the missing ones in one batch."""
-        missing = sorted({int(j) for j in samples if self._ids[j] is None})
-        if missing:
-            for j, ids in zip(missing, self.tokenizer.encode_batch([self.text(j) for j in missing])):
-                self._ids[j] = ids
-            self._missing -= len(missing)
-        return [self._ids[j] for j in samples]
-
-    @property
-    def complete(self) -> bool:
-        """Whether every prompt is encoded."""
-        return self._missing == 0
-
-    def lengths(self) -> np.ndarray:
-        """Every prompt's length in tokens (encodes the whole task once)."""
-        return np.array([len(ids) for ids in self.ids(range(len(self.task)))], dtype=np.int64)
-
-    @property
-    def longest_reference(self) -> int:
-        """Tokens in the longest reference response (``Task.reference_response``)."""
-        if self._longest_reference is None:
-            refs = [self.task.reference_response(s) for s in self.task.samples]
-            self._longest_reference = max(len(r) for r in self.tokenizer.encode_batch(refs))
-        return self._longest_reference
-
-
-_ENCODED: weakref.WeakKeyDictionary[Any, dict[str, _EncodedTask]] = weakref.WeakKeyDictionary()
-
-
-def _encode_task(tokenizer: Tokenizer, task: Task, chat_template: bool) -> _EncodedTask:
-    """Tokenize a task once per (tokenizer, task configuration, prompt format), then reuse it."""
-    if not task.config:
-        return _EncodedTask(tokenizer, task, chat_template)
-    per_tokenizer = _ENCODED.setdefault(tokenizer, {})
-    key = f"{task.fingerprint()}|chat={chat_template}"
-    if key not in per_tokenizer:
-        per_tokenizer[key] = _EncodedTask(tokenizer, task, chat_template)
-    return per_tokenizer[key]
-
-
-def chat_messages(sample: Sample) -> list[dict[str, str]]:
-    """A sample's prompt as chat messages: ``sample.extra["messages"]`` when the task
-    gives them (e.g. a dialogue history), else one user message with the prompt text."""
-    return sample.extra.get("messages") or [{"role": "user", "content": sample.prompt}]
-
-
-# The stream arithmetic is on uint64 arrays, never scalars: numpy wraps array overflow
-# silently (as the hash wants), where a scalar would warn.
-
-
-def _stream_of(seed: np.ndarray) -> np.ndarray:
-    """The base of each seed's counter-based sample stream (see ``TextVectorEnv._refill``)."""
-    return _mix(seed * _GOLDEN + _GOLDEN)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser: a bijective, well-mixed hash of uint64 arrays."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def _mix_int(x: int) -> int:
-    """:func:`_mix` of one uint64 as a Python int."""
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _U64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _U64
-    return x ^ (x >> 31)
-
-
-def _draws(streams: np.ndarray, episodes: np.ndarray, n: int) -> np.ndarray:
-    """Sample indices in [0, n) of episode ``episodes[i]`` of stream ``streams[i]``:
-    ``mix(stream + episode * G) % n``. A few draws (the usual refill) in Python ints,
-    where the dozen numpy calls would cost ~12 us; more on uint64 arrays."""
-    if len(streams) > 8:
-        return (_mix(streams + episodes * _GOLDEN) % np.uint64(n)).astype(np.int64)
-    g = int(_GOLDEN)
-    draws = [_mix_int((s + e * g) & _U64) % n for s, e in zip(streams.tolist(), episodes.tolist())]
-    return np.array(draws, dtype=np.int64)
-
-
-def _per_slot_seeds(seed: Any, n: int) -> list[int | None]:
-    if seed is None:
-        return [None] * n
-    if _is_int(seed):
-        seeds: list[Any] = [int(seed) + i for i in range(n)]
-    elif isinstance(seed, (list, tuple, np.ndarray)) and len(seed) == n:
-        seeds = list(seed)
-    else:
-        raise ValueError(f"seed={seed!r} must be None, an int, or a list of {n} ints/None")
-    for s in seeds:
-        if s is not None and (not _is_int(s) or not 0 <= s < 2**64):
-            raise ValueError(f"seed {s!r} must be an int in [0, 2**64) (or None); slot i of seed=s gets s + i")
-    return [None if s is None else int(s) for s in seeds]
-
-
-def _is_int(value: Any) -> bool:
-    """An int (Python or numpy), not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _usable_device(device: Any) -> torch.device:
-    """``torch.device(device)``, checked to hold data here (a clear error for a CUDA
-    device without CUDA, or the data-less ``meta`` device), as its tensors report it:
-    ``"cuda"`` becomes ``cuda:<current index>`` and ``"cpu:0"`` ``cpu``, so it compares
-    equal to the device of a model's parameters."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device={device!r} is not a torch device ({e}); use 'cpu' or 'cuda'") from None
-    if dev.type == "meta":
-        raise ValueError("device='meta' holds no data; the env keeps its windows on the device: use 'cpu' or 'cuda'")
-    try:
-        return torch.zeros(1, device=dev).device
-    except (AssertionError, RuntimeError) as e:  # torch raises AssertionError for CUDA without it
-        raise ValueError(f"device={device!r} is not usable here ({e}); use 'cpu' or an available device") from None
-
-
-def _autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
-    if isinstance(mode, AutoresetMode):
-        return mode
-    for m in AutoresetMode:
-        if str(mode).lower().replace("_", "") in (m.name.lower().replace("_", ""), m.value.lower()):
-            return m
-    raise ValueError(f"autoreset_mode={mode!r} is not valid; choose one of {[m.name for m in AutoresetMode]}")
-
-
-def _mask(slots: np.ndarray, n: int) -> np.ndarray:
-    mask = np.zeros(n, dtype=np.bool_)
-    mask[slots] = True
-    return mask
-
-
-def _put_info(infos: dict[str, Any], key: str, slots: np.ndarray, values: Sequence[Any], mask: np.ndarray) -> None:
-    """Write ``values`` for ``slots`` (``mask``: the same slots as a bool array over all
-    of them) into ``infos[key]`` the way Gymnasium's vector envs do.
-
-    The array's dtype follows ``VectorEnv._add_info``: numbers and bools get numeric
-    arrays, anything else an object array, so a native step equals ``SyncVectorEnv``'s.
-    """
-    if key not in infos:
-        first = values[0]
-        if isinstance(values, np.ndarray) and values.dtype != object:
-            array = np.zeros(len(mask), dtype=values.dtype)
-        elif isinstance(first, (bool, np.bool_)):
-            array = np.zeros(len(mask), dtype=np.bool_)
-        elif isinstance(first, (int, float, np.number)):
-            array = np.zeros(len(mask), dtype=np.asarray(first).dtype)
-        else:
-            array = np.empty(len(mask), dtype=object)  # None everywhere
-        infos[key], infos["_" + key] = array, mask.copy()
-    else:
-        infos["_" + key] |= mask
-    array = infos[key]
-    if array.dtype == object:
-        for slot, value in zip(slots.tolist(), values):
-            array[slot] = value
-    else:
-        array[slots] = values
+@functools.cache
+def _env_arguments() -> tuple[str, ...]:
+    """The names ``TextVectorEnv`` takes itself, for the task's unknown-argument message."""
+    params = inspect.signature(TextVectorEnv.__init__).parameters
+    return tuple(sorted(n for n, p in params.items() if n != "self" and p.kind is not p.VAR_KEYWORD))

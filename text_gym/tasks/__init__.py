@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from text_gym.tasks.base import MultiTurnTask, Sample, Scores, Task
@@ -26,8 +27,11 @@ _BUILT: OrderedDict[str, Task] = OrderedDict()  # the last few tasks built by na
 _KEEP = 8
 
 
-def make_task(task: str | Task, env_id: str = "TextVectorEnv", **kwargs: Any) -> Task:
+def make_task(task: str | Task, env_id: str = "TextVectorEnv", *, env_args: Sequence[str] = (), **kwargs: Any) -> Task:
     """Build a task from its name (``TASKS``) and arguments, or pass a ``Task`` through.
+
+    ``env_id`` and ``env_args`` (the names the calling env takes itself) only serve the
+    message about unknown arguments (:meth:`Task.check_kwargs`).
 
     Raises:
         ValueError: unknown task name, or unknown arguments (the valid ones are listed).
@@ -42,7 +46,7 @@ def make_task(task: str | Task, env_id: str = "TextVectorEnv", **kwargs: Any) ->
     if task not in TASKS:
         raise ValueError(f"task={task!r} is not known; choose one of {sorted(TASKS)}")
     cls = TASKS[task]
-    cls.check_kwargs(env_id, kwargs)
+    cls.check_kwargs(env_id, kwargs, env_args)
     # Tasks are read-only once built, so envs with the same arguments share one: a
     # vector of single envs (or a test suite) loads and tokenizes the data once.
     key = f"{task}:{sorted(kwargs.items())!r}"

@@ -83,23 +83,22 @@ class Task(abc.ABC):
         return getattr(self, "_config", {})
 
     @classmethod
-    def check_kwargs(cls, env_id: str, kwargs: dict[str, Any]) -> None:
-        """Raise ``ValueError`` listing the valid names if ``kwargs`` has unknown keys."""
+    def check_kwargs(cls, env_id: str, kwargs: dict[str, Any], env_args: Sequence[str] = ()) -> None:
+        """Raise ``ValueError`` listing the valid names if ``kwargs`` has unknown keys.
+
+        ``env_args``: the names the env that builds the task takes itself (an env passes
+        its own), so the message can suggest the closest of those too and list them.
+        """
         params = inspect.signature(cls.__init__).parameters
         valid = sorted(n for n, p in params.items() if n != "self" and p.kind is p.KEYWORD_ONLY)
         unknown = sorted(set(kwargs) - set(valid))
         if unknown:
-            from text_gym.vector_env import TextVectorEnv  # (it imports the tasks)
-
-            env_params = inspect.signature(TextVectorEnv.__init__).parameters
-            env_args = sorted(n for n, p in env_params.items() if n != "self" and p.kind is not p.VAR_KEYWORD)
+            env_args = sorted(env_args)
             close = {n: difflib.get_close_matches(n, valid + env_args, 1) for n in unknown}
             hint = ", ".join(f"{m[0]!r} for {n!r}" for n, m in close.items() if m)
             hint = f" (did you mean {hint}?)" if hint else ""
-            raise ValueError(
-                f"unknown argument(s) {unknown} for {env_id} (task {cls.name!r}){hint}. Task "
-                f"arguments: {valid}; env arguments: {env_args}"
-            )
+            listed = f"Task arguments: {valid}" + (f"; env arguments: {env_args}" if env_args else "")
+            raise ValueError(f"unknown argument(s) {unknown} for {env_id} (task {cls.name!r}){hint}. {listed}")
 
 
 class MultiTurnTask(Task):

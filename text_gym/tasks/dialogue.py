@@ -102,8 +102,8 @@ class DialogueTask(Task):
         dialog_field: the field of each Hugging Face row that lists its utterances.
         reward: ``"chrf"`` (default) or ``"rougeL"``, both in [0, 1].
         metrics: metrics computed for ``info["metrics"]`` besides the reward's own;
-            default both. On chitchat turns chrF costs ~0.2 ms and ROUGE-L ~0.4 ms per
-            response: ``metrics=()`` keeps only the reward's own in training.
+            default both. Each costs time for every finished response: ``metrics=()``
+            keeps only the reward's own in training.
         max_samples: keep only the first ``max_samples`` samples of the split.
 
     Example:

@@ -17,7 +17,7 @@ token, ``Discrete(len(tokenizer))``.
 
 0 until the last step, then the ``reward=`` ROUGE F-measure (default ``rougeL``), in
 [0, 1], of the decoded response against the reference, by ``rouge-score`` with the
-Porter stemmer (:mod:`text_gym.rewards.rouge`; ~0.4 ms per response): 1.0 for the
+Porter stemmer (:mod:`text_gym.rewards.rouge`): 1.0 for the
 reference itself, 0.0 for an empty response. ``info["metrics"]`` has each ``metrics=``
 type's F-measure (default all four), and with ``precision_recall=True`` its precision
 and recall.
@@ -46,7 +46,7 @@ Terminated by a stop token (EOS by default); truncated after ``max_new_tokens`` 
   ``test``, ``tests``, ``idle_test``,
   ``site-packages``, ``lib2to3`` and ``distutils`` (deprecated, gone in later Pythons),
   ``turtledemo`` (demos), ``config-*`` and private folders (``ensurepip/_bundled``),
-  ``test_*.py`` files. Sorted walk, cached per process (~2 s once).
+  ``test_*.py`` files. Sorted walk, done once per process and cached.
 * A Hugging Face set: a name in ``FIELDS`` (``cnn_dailymail``: article -> highlights,
   ``xsum``: document -> summary, ``samsum``: dialogue -> summary; owner prefix
   optional), or any name with ``text_field=``/``summary_field=``; ``"json"`` (or

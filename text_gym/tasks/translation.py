@@ -87,8 +87,8 @@ class TranslationTask(Task):
         reward: ``"exact_match"`` (default for SCAN) or ``"chrf"`` (default otherwise,
             scaled to [0, 1]).
         metrics: the metrics computed for ``info["metrics"]`` besides the reward's own;
-            default both. chrF costs ~0.1-0.2 ms per response, several times the env's
-            own per-episode work: ``metrics=("exact_match",)`` skips it in training.
+            default both. chrF costs more than the env's own per-episode work:
+            ``metrics=("exact_match",)`` skips it in training.
         max_samples: keep only the first ``max_samples`` rows of the split.
     """
 
