@@ -82,15 +82,18 @@ def seed_everything(seed: int) -> None:
 
 
 def load_policy(args: BaseArgs, tokenizer: Any = None, hidden: int = 128, layers: int = 2):
-    """The model and its tokenizer: from ``--init-model`` (a folder ``save_policy`` wrote), or
-    a new tiny model with ``tokenizer`` (default: ``--tokenizer``)."""
+    """The model, on ``--device`` and in train mode, and its tokenizer: from ``--init-model``
+    (a folder ``save_policy`` wrote), or a new tiny model with ``tokenizer`` (default:
+    ``--tokenizer``)."""
     if args.init_model:
         folder = Path(args.init_model)
         model = AutoModelForCausalLM.from_pretrained(folder)
         words = folder / "words.json"
-        return model, load_tokenizer(str(words) if words.exists() else model.config.text_gym_tokenizer)
-    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(args.tokenizer)
-    return tiny_model(tokenizer, hidden=hidden, layers=layers, heads=4, kv_heads=2, seed=args.seed), tokenizer
+        tokenizer = load_tokenizer(str(words) if words.exists() else model.config.text_gym_tokenizer)
+    else:
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(args.tokenizer)
+        model = tiny_model(tokenizer, hidden=hidden, layers=layers, heads=4, kv_heads=2, seed=args.seed)
+    return model.to(args.device).train(), tokenizer
 
 
 def save_policy(folder: Path, model, tokenizer) -> None:
@@ -112,8 +115,9 @@ def make_envs(args: BaseArgs, tokenizer, num_envs: int, **overrides) -> gym.vect
     )
 
 
-def collect(model, collector: RolloutCollector, args: BaseArgs, iteration: int, **options) -> Episodes:
-    """One episode per env slot, sampled in eval mode. Iteration i resets slot j with seed
+def collect(model, collector: RolloutCollector, args: Any, iteration: int, **options) -> Episodes:
+    """One episode per env slot (``args.num_envs``), sampled in eval mode, with ``options``
+    passed to ``collect_episodes``. Iteration i resets slot j with seed
     ``seed * 1e6 + i * num_envs + j``: the prompts are a function of the seed and the
     iteration alone, so a resumed run draws what the unbroken run drew."""
     model.eval()

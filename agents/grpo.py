@@ -57,9 +57,7 @@ def main(args: Args) -> dict[str, float]:
     seed_everything(args.seed)
 
     model, tokenizer = load_policy(args)
-    model.to(args.device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
-    model.train()
     envs = make_envs(args, tokenizer, args.num_envs)
     num_prompts = len(envs.unwrapped.task)
     collector = RolloutCollector(model, envs)

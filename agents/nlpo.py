@@ -56,9 +56,7 @@ def main(args: Args) -> dict[str, float]:
     seed_everything(args.seed)
 
     model, tokenizer = load_policy(args)
-    model.to(args.device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
-    model.train()
     mask_model = copy.deepcopy(model).eval().requires_grad_(False)
     envs = make_envs(args, tokenizer, args.num_envs)
     V = envs.unwrapped.vocab_size

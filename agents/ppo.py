@@ -167,11 +167,8 @@ def main(args: Args) -> dict[str, float]:
     seed_everything(args.seed)
 
     model, tokenizer = load_policy(args)
-    model.to(args.device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
-    model.train()
-    envs = make_envs(args, tokenizer, args.num_envs)
-    collector = RolloutCollector(model, envs)
+    collector = RolloutCollector(model, make_envs(args, tokenizer, args.num_envs))
     d = model.config.hidden_size
     value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1)).to(args.device)
     params = list(model.parameters()) + list(value_head.parameters())

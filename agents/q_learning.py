@@ -77,9 +77,7 @@ def main(args: Args) -> dict[str, float]:
     seed_everything(args.seed)
 
     model, tokenizer = load_policy(args)
-    model.to(args.device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # the prior: Q is measured against it
-    model.train()
     d = model.config.hidden_size
     value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1)).to(args.device)
     target, target_value = copy.deepcopy(model).eval(), copy.deepcopy(value_head)

@@ -47,8 +47,6 @@ def main(args: Args) -> dict[str, float]:
     seed_everything(args.seed)
 
     model, tokenizer = load_policy(args)
-    model.to(args.device)
-    model.train()
     envs = make_envs(args, tokenizer, args.num_envs)
     collector = RolloutCollector(model, envs, temperature=args.temperature)
     value_head = nn.Linear(model.config.hidden_size, 1).to(args.device)

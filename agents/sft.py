@@ -53,9 +53,10 @@ class Args(BaseArgs):
 
 
 def new_policy(args: Args, task_texts: list[str]):
-    """The model and its tokenizer: from ``--init-model``, or new (``--model``, ``--tokenizer``)."""
+    """The model, on ``--device`` and in train mode, and its tokenizer: from ``--init-model``,
+    or new (``--model``, ``--tokenizer``)."""
     if args.model == "smollm2" and not args.init_model:
-        return load_default_model(), load_tokenizer("default")
+        return load_default_model().to(args.device).train(), load_tokenizer("default")
     tokenizer = WordTokenizer.from_texts(task_texts) if args.tokenizer == "words" else None
     return load_policy(args, tokenizer, hidden=args.hidden, layers=args.layers)
 
@@ -94,13 +95,11 @@ def main(args: Args) -> dict[str, float]:
     task = gym.make(args.env_id, tokenizer="byte", **json.loads(args.env_kwargs)).unwrapped.task
     references = [task.reference_response(s) for s in task.samples]
     model, tokenizer = new_policy(args, [s.prompt for s in task.samples] + references)
-    model.to(args.device)
     env = gym.make(args.env_id, tokenizer=tokenizer, **json.loads(args.env_kwargs)).unwrapped
     prompts = tokenizer.encode_batch([s.prompt for s in task.samples])
     answers = answer_ids(tokenizer, [s.prompt for s in task.samples], references, prompts)
     pairs = [(p[-env.vector.prompt_tokens :], a + [tokenizer.eos_token_id]) for p, a in zip(prompts, answers)]
 
-    model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
     order = torch.Generator().manual_seed(args.seed)  # the draw of each update's examples
     run.resume(model=model, optimizer=optimizer, order=order)
