@@ -1,14 +1,21 @@
-"""The agents keep their shared run plumbing in agents/common.py: no block of code stands in two
-agent files, so a fix to checkpoints, logging or evaluation touches one file."""
+"""How the agents are built: their shared run plumbing stays in agents/common.py (no block of code
+stands in two agent files, so a fix to checkpoints, logging or evaluation touches one file), and
+every flag keeps its field docstring as its --help."""
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import io
 import itertools
 import re
 import tokenize
 from pathlib import Path
+
+import pytest
+import tyro
+
+from tests.test_agents import load_agent
 
 AGENTS = Path(__file__).resolve().parents[1] / "agents"
 MIN_LINES = 6
@@ -90,3 +97,18 @@ def test_the_check_finds_a_repeated_block(tmp_path):
     assert repeated_blocks([tmp_path / "one.py", tmp_path / "three.py"], min_lines=5) == [
         "one.py:4-9 ~ three.py:4-8 (5 lines)"
     ]
+
+
+@pytest.mark.parametrize("name", ["sft", "reinforce", "ppo", "grpo", "nlpo", "q_learning"])
+def test_every_flag_has_its_docstring_in_the_help(name, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per flag
+    agent = load_agent(name)
+    with pytest.raises(SystemExit):
+        tyro.cli(agent.Args, args=["--help"])
+    entries = re.split(r"\n\W*(?=--)", capsys.readouterr().out)  # one per option, wrapped lines included
+    for field in dataclasses.fields(agent.Args):
+        flag = "--" + field.name.replace("_", "-")
+        entry = next((e for e in entries if re.match(f"{flag}[ ,]", e)), "")
+        words = re.sub(r"[\s│]+", " ", entry).split(" ", 2)  # the flag, its metavar (or --no-flag), the rest
+        described = words[2].split("(default:")[0].strip() if len(words) == 3 else ""
+        assert described, f"{name}: {flag} has no description in --help: {entry!r}"
