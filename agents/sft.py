@@ -107,7 +107,8 @@ def main(args: Args) -> dict[str, float]:
     loss = torch.tensor(0.0)
     for update in run.steps():
         idx = torch.randint(len(pairs), (args.batch_size,), generator=order).tolist()
-        ids, labels, mask = (t.to(args.device) for t in make_batch([pairs[i] for i in idx], tokenizer.pad_token_id))
+        batch = make_batch([pairs[i] for i in idx], tokenizer.pad_token_id)
+        ids, labels, mask = (t.to(args.device) for t in batch)  # (B, T) each
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss  # mean over response tokens
         optimizer.zero_grad()
         loss.backward()
