@@ -8,7 +8,9 @@ also the task's reward; advantages come from GAE; the clipped objective is optim
 a few epochs of minibatches. ``beta`` follows an adaptive controller towards a target KL
 (Ziegler et al., 2019). The value head is a small MLP on the policy's hidden states
 (detached, so value regression does not pull the language model). One file, top to
-bottom, in the style of cleanrl; text_gym's public API only.
+bottom, in the style of cleanrl; the run plumbing (checkpoints, logging, evaluation) is
+``common.py``'s; text_gym's public API only. ``nlpo.py`` reuses ``score``, ``update``,
+``adapt_kl_coef`` and ``report``.
 
     python agents/ppo.py --env-id TextTranslate-v0 --init-model runs/TextTranslate-v0__sft__1/model
 """
@@ -16,42 +18,20 @@ bottom, in the style of cleanrl; text_gym's public API only.
 from __future__ import annotations
 
 import copy
-import csv
-import json
-import os
-import random
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 import torch
 import tyro
+from common import BaseArgs, Run, collect, episode_metrics, load_policy, make_envs, seed_everything
 from torch import nn
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
-from transformers import AutoModelForCausalLM
 
-import text_gym  # noqa: F401  (registers the env ids)
-from text_gym import load_tokenizer
-from text_gym.rollout import RolloutCollector, tiny_model, token_logprobs
+from text_gym.rollout import Episodes, RolloutCollector, token_logprobs
 
 
 @dataclass
-class Args:
+class Args(BaseArgs):
     exp_name: str = "ppo"
-    """the name of this experiment (the run folder is runs/<env>__<exp>__<seed>)"""
-    env_id: str = "TextTranslate-v0"
-    """the env to train on"""
-    env_kwargs: str = "{}"
-    """extra gym.make keyword arguments as JSON, e.g. '{"dataset": "easy", "level": 1}'"""
-    seed: int = 1
-    """seed of the experiment"""
-    init_model: str = ""
-    """the model folder to start from (runs/<sft run>/model); empty: a new tiny model"""
-    tokenizer: str = "byte"
-    """new tiny model only: its tokenizer ('byte', 'default')"""
     total_iterations: int = 100
     """iterations (one batch of episodes, then update_epochs passes over it)"""
     num_envs: int = 32
@@ -76,41 +56,30 @@ class Args:
     """the adaptive controller's target for the episodes' KL to the reference (nats per episode)"""
     kl_horizon: int = 2000
     """the adaptive controller's horizon (episodes)"""
-    max_grad_norm: float = 1.0
-    """gradient clipping"""
-    eval_split: str = "test"
-    """the env's held-out split (passed as split=)"""
-    eval_episodes: int = 256
-    """held-out samples in the final greedy evaluation (evenly spaced over the split)"""
-    eval_envs: int = 32
-    """parallel slots for evaluation"""
-    checkpoint_every: int = 10
-    """iterations between checkpoints (0: only at the end)"""
-    runs_dir: str = "runs"
-    """where run folders go"""
-    threads: int = 0
-    """torch CPU threads (0: torch's default)"""
-    device: str = "cpu"
-    """torch device of the model and the envs ('cuda' on a GPU)"""
 
 
-def load_policy(args: Args):
-    """The model and its tokenizer: from ``--init-model``, or a new tiny model."""
-    if args.init_model:
-        folder = Path(args.init_model)
-        model = AutoModelForCausalLM.from_pretrained(folder)
-        words = folder / "words.json"
-        return model, load_tokenizer(str(words) if words.exists() else model.config.text_gym_tokenizer)
-    tokenizer = load_tokenizer(args.tokenizer)
-    return tiny_model(tokenizer, hidden=128, layers=2, heads=4, kv_heads=2, seed=args.seed), tokenizer
+@dataclass
+class Batch:
+    """Finished episodes as the update reads them. ``ids`` and ``attn`` are (E, T); the rest
+    are per token choice, (E, T-1), zero where the agent did not act; ``keep`` (E, T-1, V) is
+    the allowed tokens at each position (NLPO's mask), None for the whole vocabulary."""
+
+    ids: torch.Tensor
+    attn: torch.Tensor
+    agent: torch.Tensor
+    old_logp: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    kl: torch.Tensor
+    keep: torch.Tensor | None = None
 
 
 def gae(rewards, values, agent, gamma: float, lam: float) -> torch.Tensor:
     """Generalised advantage estimates over each row's agent tokens (other columns, e.g. a
     simulated user's reply, are skipped); the value after the last agent token is 0."""
-    advantages = torch.zeros_like(rewards)
-    last_gae = torch.zeros_like(rewards[:, 0])
-    next_value = torch.zeros_like(rewards[:, 0])
+    advantages = torch.zeros_like(rewards)  # (E, T-1)
+    last_gae = torch.zeros_like(rewards[:, 0])  # (E,)
+    next_value = torch.zeros_like(rewards[:, 0])  # (E,)
     for t in reversed(range(rewards.shape[1])):
         acting = agent[:, t] > 0
         delta = rewards[:, t] + gamma * next_value - values[:, t]
@@ -122,177 +91,109 @@ def gae(rewards, values, agent, gamma: float, lam: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, args: Args, tokenizer) -> float:
-    """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = gym.make_vec(
-        args.env_id,
-        num_envs=args.eval_envs,
-        output="torch",
-        device=args.device,
-        tokenizer=tokenizer,
-        **{**json.loads(args.env_kwargs), "split": args.eval_split},
-    )
-    n = len(envs.unwrapped.task)
-    samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
-    model.eval()
-    score = RolloutCollector(model, envs, greedy=True).evaluate(samples).mean().item()
-    model.train()
-    return score
+def score(model, reference, value_head, episodes: Episodes, kl_coef: float, args: Args, keep=None) -> Batch:
+    """One batched pass over the finished episodes for the old log-probs, the values and the
+    reference's log-probs; the per-token KL reward plus the task's reward on each row's last
+    agent token; GAE advantages (normalised over all agent tokens) and returns."""
+    ids, attn, agent = episodes.trimmed()  # (E, T), (E, T), (E, T-1)
+    E = ids.shape[0]
+    old_logp, hidden = token_logprobs(model, ids, attn, hidden=True, keep=keep)  # (E, T-1), (E, T-1, d)
+    old_values = value_head(hidden)[..., 0] * agent  # (E, T-1)
+    ref_logp, _ = token_logprobs(reference, ids, attn)  # (E, T-1)
+    kl = (old_logp - ref_logp) * agent  # (E, T-1): per-token KL sample
+    rewards = -kl_coef * kl
+    last = (agent * torch.arange(agent.shape[1], device=agent.device)).argmax(1)  # (E,): each row's last agent token
+    rewards[torch.arange(E, device=last.device), last] += episodes.rewards
+    advantages = gae(rewards, old_values, agent, args.gamma, args.gae_lambda)
+    returns = advantages + old_values
+    n = agent.sum()
+    mean = advantages.sum() / n
+    std = (((advantages - mean) ** 2 * agent).sum() / n).sqrt()
+    norm_adv = (advantages - mean) / (std + 1e-8) * agent
+    return Batch(ids, attn, agent, old_logp, norm_adv, returns, kl, keep)
+
+
+def update(model, value_head, optimizer, params: list, batch: Batch, args: Args) -> tuple[float, float, float]:
+    """The clipped surrogate and the value regression, ``update_epochs`` passes over the
+    batch in ``num_minibatches`` minibatches of whole episodes. Returns the last minibatch's
+    policy and value losses and the mean fraction of clipped ratios."""
+    order = torch.randperm(len(batch.ids))
+    clip_fracs = []
+    for _ in range(args.update_epochs):
+        for mb in order.chunk(args.num_minibatches):
+            keep = None if batch.keep is None else batch.keep[mb]
+            logp, hidden = token_logprobs(model, batch.ids[mb], batch.attn[mb], hidden=True, keep=keep)  # (e, T-1)
+            values = value_head(hidden.detach())[..., 0]  # (e, T-1)
+            m, adv = batch.agent[mb], batch.advantages[mb]
+            ratio = (logp - batch.old_logp[mb]).exp()
+            pg_loss1 = -adv * ratio
+            pg_loss2 = -adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)
+            pg_loss = (torch.max(pg_loss1, pg_loss2) * m).sum() / m.sum()
+            v_loss = 0.5 * (((values - batch.returns[mb]) ** 2) * m).sum() / m.sum()
+            loss = pg_loss + args.vf_coef * v_loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            optimizer.step()
+            clip_fracs.append((((ratio - 1).abs() > args.clip_coef).float() * m).sum().item() / m.sum().item())
+    return pg_loss.item(), v_loss.item(), float(np.mean(clip_fracs))
+
+
+def adapt_kl_coef(kl_coef: float, kl: torch.Tensor, args: Args) -> tuple[float, float]:
+    """The adaptive KL controller: move beta towards the target KL, by at most 20% per
+    ``kl_horizon`` episodes. Returns the new beta and the episodes' mean KL."""
+    episode_kl = kl.sum(1).mean().item()
+    error = float(np.clip(episode_kl / args.target_kl - 1, -0.2, 0.2))
+    return kl_coef * (1 + error * kl.shape[0] / args.kl_horizon), episode_kl
+
+
+def report(episodes: Episodes, kl_coef: float, episode_kl: float, losses: tuple[float, float, float]) -> dict:
+    """An iteration's metrics."""
+    pg_loss, v_loss, clipfrac = losses
+    return {
+        **episode_metrics(episodes),
+        "charts/kl_coef": kl_coef,
+        "losses/policy_loss": pg_loss,
+        "losses/value_loss": v_loss,
+        "losses/approx_kl_ref": episode_kl,
+        "losses/clipfrac": clipfrac,
+    }
 
 
 def main(args: Args) -> dict[str, float]:
-    run_dir = Path(args.runs_dir) / f"{args.env_id}__{args.exp_name}__{args.seed}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    run = Run(args, total=args.total_iterations)
 
     # seeding
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(args.seed)
 
     model, tokenizer = load_policy(args)
-    model.to(args.device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
-    model.train()
-    envs = gym.make_vec(
-        args.env_id,
-        num_envs=args.num_envs,
-        output="torch",
-        device=args.device,
-        tokenizer=tokenizer,
-        **json.loads(args.env_kwargs),
-    )
-    collector = RolloutCollector(model, envs)
+    collector = RolloutCollector(model, make_envs(args, tokenizer, args.num_envs))
     d = model.config.hidden_size
     value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1)).to(args.device)
     params = list(model.parameters()) + list(value_head.parameters())
     optimizer = torch.optim.Adam(params, lr=args.learning_rate)
-    kl_coef, start = args.init_kl_coef, 0
+    saved = run.resume(model=model, value_head=value_head, optimizer=optimizer)
+    kl_coef = saved.get("kl_coef", args.init_kl_coef)
 
-    checkpoint = run_dir / "checkpoint.pt"
-    if checkpoint.exists():  # resume where the last run stopped
-        state = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        value_head.load_state_dict(state["value_head"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        kl_coef, start = state["kl_coef"], state["iteration"]
-
-    writer = SummaryWriter(str(run_dir), purge_step=start + 1)
-    writer.add_text("hyperparameters", "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    csv_out = metrics_csv(run_dir / "metrics.csv", start)
-    started, tokens = time.time(), 0
-    bar = tqdm(
-        range(start + 1, args.total_iterations + 1), initial=start, total=args.total_iterations, desc=args.exp_name
-    )
-    for iteration in bar:
+    for iteration in run.steps():
         # rollout: one episode per slot, prompts from seeded streams
-        model.eval()
-        episodes = collector.collect_episodes(seed=args.seed * 1_000_000 + iteration * args.num_envs)
-        model.train()
-        ids, attn, agent = episodes.trimmed()  # (E, T), (E, T), (E, T-1)
-        E = ids.shape[0]
+        episodes = collect(model, collector, args, iteration)
 
-        # one batched pass for old log-probs, values and the reference's log-probs
-        with torch.no_grad():
-            old_logp, hidden = token_logprobs(model, ids, attn, hidden=True)
-            old_values = value_head(hidden)[..., 0] * agent  # (E, T-1)
-            ref_logp, _ = token_logprobs(reference, ids, attn)
-            kl = (old_logp - ref_logp) * agent  # (E, T-1): per-token KL sample
-            rewards = -kl_coef * kl
-            last = (agent * torch.arange(agent.shape[1], device=agent.device)).argmax(1)  # each row's last agent token
-            rewards[torch.arange(E, device=last.device), last] += episodes.rewards
-            advantages = gae(rewards, old_values, agent, args.gamma, args.gae_lambda)
-            returns = advantages + old_values
-            n = agent.sum()
-            mean = advantages.sum() / n
-            std = (((advantages - mean) ** 2 * agent).sum() / n).sqrt()
-            norm_adv = (advantages - mean) / (std + 1e-8) * agent
+        # one batched pass for old log-probs, values and the reference's log-probs; rewards, GAE
+        batch = score(model, reference, value_head, episodes, kl_coef, args)
 
         # the clipped surrogate, several epochs of minibatches
-        order = torch.randperm(E)
-        clip_fracs = []
-        for _ in range(args.update_epochs):
-            for mb in order.chunk(args.num_minibatches):
-                logp, hidden = token_logprobs(model, ids[mb], attn[mb], hidden=True)
-                values = value_head(hidden.detach())[..., 0]
-                m = agent[mb]
-                ratio = (logp - old_logp[mb]).exp()
-                pg_loss1 = -norm_adv[mb] * ratio
-                pg_loss2 = -norm_adv[mb] * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)
-                pg_loss = (torch.max(pg_loss1, pg_loss2) * m).sum() / m.sum()
-                v_loss = 0.5 * (((values - returns[mb]) ** 2) * m).sum() / m.sum()
-                loss = pg_loss + args.vf_coef * v_loss
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-                optimizer.step()
-                clip_fracs.append((((ratio - 1).abs() > args.clip_coef).float() * m).sum().item() / m.sum().item())
+        losses = update(model, value_head, optimizer, params, batch, args)
 
         # adaptive KL controller: move beta towards the target KL
-        episode_kl = kl.sum(1).mean().item()
-        error = float(np.clip(episode_kl / args.target_kl - 1, -0.2, 0.2))
-        kl_coef *= 1 + error * E / args.kl_horizon
+        kl_coef, episode_kl = adapt_kl_coef(kl_coef, batch.kl, args)
 
-        tokens += int(episodes.agent_mask.sum())
-        sps = tokens / (time.time() - started)
-        metrics = {
-            "charts/episodic_return": episodes.rewards.mean().item(),
-            "charts/episode_length": episodes.agent_mask.sum(1).float().mean().item(),
-            "charts/kl_coef": kl_coef,
-            "losses/policy_loss": pg_loss.item(),
-            "losses/value_loss": v_loss.item(),
-            "losses/approx_kl_ref": episode_kl,
-            "losses/clipfrac": float(np.mean(clip_fracs)),
-            "charts/SPS": sps,
-        }
-        for key, value in metrics.items():
-            writer.add_scalar(key, value, iteration)
-            csv_out.writerow([iteration, key, value])
-        bar.set_postfix(reward=f"{metrics['charts/episodic_return']:.3f}", sps=f"{sps:.0f}")
-        if args.checkpoint_every and iteration % args.checkpoint_every == 0:
-            save_checkpoint(checkpoint, model, value_head, optimizer, iteration, kl_coef=kl_coef)
+        metrics = report(episodes, kl_coef, episode_kl, losses)
+        run.log(iteration, metrics, int(episodes.agent_mask.sum()), show=("reward", "charts/episodic_return"))
+        run.checkpoint(iteration, kl_coef=kl_coef)
 
-    done = max(start, args.total_iterations)  # a rerun with a smaller total keeps the step its weights reached
-    save_checkpoint(checkpoint, model, value_head, optimizer, done, kl_coef=kl_coef)
-    model.save_pretrained(run_dir / "model")
-    if (Path(args.init_model) / "words.json").exists():
-        (run_dir / "model" / "words.json").write_bytes((Path(args.init_model) / "words.json").read_bytes())
-    eval_return = evaluate(model, args, tokenizer)
-    writer.add_scalar("charts/eval_return", eval_return, done)
-    csv_out.writerow([done, "charts/eval_return", eval_return])
-    writer.close()
-    return {"eval_return": eval_return}
-
-
-def metrics_csv(path: Path, start: int):
-    """A CSV writer appending (step, key, value) rows; rows after ``start`` (left by a killed
-    run after its last checkpoint) are dropped so that a resumed run does not repeat them."""
-    rows = list(csv.reader(path.open())) if path.exists() else []
-    kept = [r for r in rows if int(r[0]) <= start and r[1] != "charts/eval_return"]
-    with path.open("w", newline="") as f:
-        csv.writer(f).writerows(kept)
-    return csv.writer(path.open("a", newline="", buffering=1))
-
-
-def save_checkpoint(path: Path, model, value_head, optimizer, iteration: int, **extra) -> None:
-    """Write atomically: a killed run leaves the previous checkpoint intact."""
-    state = {
-        "model": model.state_dict(),
-        "value_head": value_head.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "iteration": iteration,
-        **extra,
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    return {"eval_return": run.finish(model, tokenizer, kl_coef=kl_coef)}
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ RL_AGENTS = ["reinforce", "ppo", "grpo", "nlpo", "q_learning"]
 
 
 def load_agent(name: str):
+    if str(ROOT / "agents") not in sys.path:  # the agents import common.py (NLPO ppo.py) as their scripts do
+        sys.path.insert(0, str(ROOT / "agents"))
     spec = importlib.util.spec_from_file_location(f"agent_{name}", ROOT / "agents" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while building

@@ -1,0 +1,272 @@
+"""Run plumbing shared by the reference agents: arguments, seeding, checkpoints, logging, evaluation.
+
+Every agent in this folder imports it (``from common import ...``; a script's own folder is on
+``sys.path``), so a fix to how runs are saved, logged or evaluated is made once, here. The
+algorithms stay in their own files. A run lives in ``runs/<env>__<exp>__<seed>/``:
+
+- ``checkpoint.pt``: the state of the run, written atomically every ``--checkpoint-every``
+  steps and at the end; a run started again with the same arguments resumes from it;
+- ``metrics.csv``: ``step,key,value`` rows, the same values as the TensorBoard events beside it;
+- ``model/``: the trained policy as a Hugging Face folder (plus ``words.json`` for a
+  word tokenizer), which ``--init-model`` starts another agent from.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM
+
+import text_gym  # noqa: F401  (registers the env ids)
+from text_gym import WordTokenizer, load_tokenizer
+from text_gym.rollout import Episodes, RolloutCollector, tiny_model
+
+
+@dataclass
+class BaseArgs:
+    """The arguments of every agent; each agent's ``Args`` adds its own (and its ``exp_name``)."""
+
+    exp_name: str = "agent"
+    """the name of this experiment (the run folder is runs/<env>__<exp>__<seed>)"""
+    env_id: str = "TextTranslate-v0"
+    """the env to train on"""
+    env_kwargs: str = "{}"
+    """extra gym.make keyword arguments as JSON, e.g. '{"dataset": "easy", "level": 1}'"""
+    seed: int = 1
+    """seed of the experiment"""
+    init_model: str = ""
+    """the model folder to start from (runs/<sft run>/model); empty: a new tiny model"""
+    tokenizer: str = "byte"
+    """new tiny model only: its tokenizer ('byte', 'default')"""
+    max_grad_norm: float = 1.0
+    """gradient clipping"""
+    eval_split: str = "test"
+    """the env's held-out split (passed as split=)"""
+    eval_episodes: int = 256
+    """held-out samples in the final greedy evaluation (evenly spaced over the split)"""
+    eval_envs: int = 32
+    """parallel slots for evaluation"""
+    checkpoint_every: int = 10
+    """iterations between checkpoints (0: only at the end)"""
+    runs_dir: str = "runs"
+    """where run folders go"""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)"""
+    device: str = "cpu"
+    """torch device of the model and the envs ('cuda' on a GPU)"""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators and ask torch for deterministic
+    kernels, so that one seed gives one run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+# ------------------------------------------------------------------ the policy and the envs
+
+
+def load_policy(args: BaseArgs, tokenizer: Any = None, hidden: int = 128, layers: int = 2):
+    """The model, on ``--device`` and in train mode, and its tokenizer: from ``--init-model``
+    (a folder ``save_policy`` wrote), or a new tiny model with ``tokenizer`` (default:
+    ``--tokenizer``)."""
+    if args.init_model:
+        folder = Path(args.init_model)
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        words = folder / "words.json"
+        tokenizer = load_tokenizer(str(words) if words.exists() else model.config.text_gym_tokenizer)
+    else:
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(args.tokenizer)
+        model = tiny_model(tokenizer, hidden=hidden, layers=layers, heads=4, kv_heads=2, seed=args.seed)
+    return model.to(args.device).train(), tokenizer
+
+
+def save_policy(folder: Path, model, tokenizer) -> None:
+    """The model as a Hugging Face folder; a word tokenizer, which no name can rebuild, beside it."""
+    model.save_pretrained(folder)
+    if isinstance(tokenizer, WordTokenizer):
+        tokenizer.save(folder / "words.json")
+
+
+def make_envs(args: BaseArgs, tokenizer, num_envs: int, **overrides) -> gym.vector.VectorEnv:
+    """The vector env of ``--env-id`` with ``--env-kwargs`` (``overrides`` win), torch output on ``--device``."""
+    return gym.make_vec(
+        args.env_id,
+        num_envs=num_envs,
+        output="torch",
+        device=args.device,
+        tokenizer=tokenizer,
+        **{**json.loads(args.env_kwargs), **overrides},
+    )
+
+
+def collect(model, collector: RolloutCollector, args: Any, iteration: int, **options) -> Episodes:
+    """One episode per env slot (``args.num_envs``), sampled in eval mode, with ``options``
+    passed to ``collect_episodes``. Iteration i resets slot j with seed
+    ``seed * 1e6 + i * num_envs + j``: the prompts are a function of the seed and the
+    iteration alone, so a resumed run draws what the unbroken run drew."""
+    model.eval()
+    episodes = collector.collect_episodes(seed=args.seed * 1_000_000 + iteration * args.num_envs, **options)
+    model.train()
+    return episodes
+
+
+def episode_metrics(episodes: Episodes) -> dict[str, float]:
+    """The mean reward and agent-token length of a batch of episodes."""
+    return {
+        "charts/episodic_return": episodes.rewards.mean().item(),
+        "charts/episode_length": episodes.agent_mask.sum(1).float().mean().item(),
+    }
+
+
+@torch.no_grad()
+def evaluate(model, args: BaseArgs, tokenizer) -> float:
+    """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
+    envs = make_envs(args, tokenizer, args.eval_envs, split=args.eval_split)
+    n = len(envs.unwrapped.task)
+    samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
+    was_training = model.training
+    model.eval()
+    score = RolloutCollector(model, envs, greedy=True).evaluate(samples).mean().item()
+    model.train(was_training)
+    return score
+
+
+# ------------------------------------------------------------------ the run folder
+
+
+def _state_of(thing: Any) -> Any:
+    if isinstance(thing, torch.Generator):
+        return thing.get_state()
+    return thing.state_dict()
+
+
+def _restore(thing: Any, state: Any) -> None:
+    if isinstance(thing, torch.Generator):
+        thing.set_state(state)
+    else:
+        thing.load_state_dict(state)
+
+
+class Run:
+    """One run's folder, ``<runs_dir>/<env_id>__<exp_name>__<seed>/``: its checkpoint, its metrics
+    (TensorBoard and ``metrics.csv``), the progress bar, and the final model and evaluation.
+
+    Args:
+        args: the agent's arguments (``runs_dir``, ``env_id``, ``exp_name``, ``seed``,
+            ``checkpoint_every``, ``threads`` are read here).
+        total: the step the run trains to (iterations or updates).
+        step_key: the checkpoint's key for the step reached.
+    """
+
+    def __init__(self, args: BaseArgs, total: int, step_key: str = "iteration") -> None:
+        self.args, self.total, self.step_key = args, total, step_key
+        self.dir = Path(args.runs_dir) / f"{args.env_id}__{args.exp_name}__{args.seed}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_path = self.dir / "checkpoint.pt"
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        self.start, self.state = 0, {}
+
+    def resume(self, **state) -> dict[str, Any]:
+        """Register what a checkpoint holds (modules and optimizers by ``state_dict``, generators
+        by ``get_state``) and, if the folder has a checkpoint, load it into them and restore
+        torch's generators. Opens the logs at the step reached. Returns the checkpoint's
+        other entries (what ``save`` got as ``extra``), empty for a new run."""
+        self.state, saved = state, {}
+        if self.checkpoint_path.exists():
+            saved = torch.load(self.checkpoint_path, weights_only=False)
+            for name, thing in state.items():
+                _restore(thing, saved.pop(name))
+            torch.set_rng_state(saved.pop("torch_rng"))
+            cuda_rng = saved.pop("cuda_rng")
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+            self.start = saved.pop(self.step_key)
+        self.writer = SummaryWriter(str(self.dir), purge_step=self.start + 1)
+        self.writer.add_text("hyperparameters", "\n".join(f"|{k}|{v}|" for k, v in asdict(self.args).items()))
+        self.csv_file = open_metrics_csv(self.dir / "metrics.csv", self.start)
+        self.csv = csv.writer(self.csv_file)
+        self.started, self.tokens = time.time(), 0
+        return saved
+
+    def steps(self) -> Iterator[int]:
+        """The steps left, ``start + 1`` to ``total``, behind a progress bar."""
+        self.bar = tqdm(
+            range(self.start + 1, self.total + 1), initial=self.start, total=self.total, desc=self.args.exp_name
+        )
+        return iter(self.bar)
+
+    def log(self, step: int, metrics: dict[str, float], tokens: int, show: tuple[str, str]) -> None:
+        """Write ``metrics`` and ``charts/SPS`` at ``step``. SPS is tokens per second since this
+        process started, ``tokens`` being this step's (the RL agents count the agent's
+        tokens, SFT the batch's); ``show`` is (label, key) of the value the progress bar shows."""
+        self.tokens += tokens
+        sps = self.tokens / (time.time() - self.started)
+        for key, value in {**metrics, "charts/SPS": sps}.items():
+            self.writer.add_scalar(key, value, step)
+            self.csv.writerow([step, key, value])
+        label, key = show
+        self.bar.set_postfix({label: f"{metrics[key]:.3f}", "sps": f"{sps:.0f}"})
+
+    def checkpoint(self, step: int, **extra) -> None:
+        """``save`` when ``step`` is a multiple of ``--checkpoint-every``."""
+        if self.args.checkpoint_every and step % self.args.checkpoint_every == 0:
+            self.save(step, **extra)
+
+    def save(self, step: int, **extra) -> None:
+        """Write the registered state, torch's generators, ``step`` and ``extra`` atomically: a
+        run killed while writing leaves the previous checkpoint intact."""
+        state = {
+            **{name: _state_of(thing) for name, thing in self.state.items()},
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            self.step_key: step,
+            **extra,
+        }
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint_path)
+
+    def finish(self, model, tokenizer, **extra) -> float:
+        """The last checkpoint, the model folder and the greedy held-out evaluation
+        (``charts/eval_return``); returns the evaluation's mean reward."""
+        done = max(self.start, self.total)  # a rerun with a smaller total keeps the step its weights reached
+        self.save(done, **extra)
+        save_policy(self.dir / "model", model, tokenizer)
+        eval_return = evaluate(model, self.args, tokenizer)
+        self.writer.add_scalar("charts/eval_return", eval_return, done)
+        self.csv.writerow([done, "charts/eval_return", eval_return])
+        self.writer.close()
+        self.csv_file.close()
+        return eval_return
+
+
+def open_metrics_csv(path: Path, start: int):
+    """The metrics file, open for appending (step, key, value) rows, line-buffered so that a
+    killed run leaves whole rows. Rows after ``start`` (left by a killed run after its last
+    checkpoint) and the evaluation row are dropped first, so that a resumed run does not
+    repeat them."""
+    rows = []
+    if path.exists():
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+    kept = [r for r in rows if int(r[0]) <= start and r[1] != "charts/eval_return"]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    return path.open("a", newline="", buffering=1)
