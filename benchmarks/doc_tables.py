@@ -49,11 +49,10 @@ def replace_block(page: Path, name: str, table: str) -> None:
     """Put ``table`` between ``name``'s markers on ``page``; a page without them is left
     alone, with a note (a preset such as ``learning_full`` has no block until one is added)."""
     start, end = markers(name)
-    text = page.read_text()
-    if start not in text or end not in text:
+    if block(page, name) is None:
         print(f"{page.relative_to(ROOT)} has no {start} ... {end} block: left as it is")
         return
-    head, rest = text.split(start, 1)
+    head, rest = page.read_text().split(start, 1)
     page.write_text(f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}")
 
 
