@@ -195,17 +195,19 @@ if mode == "parse":
 """
 
 
-def console_scripts() -> dict[str, str]:
+def setup_cfg() -> configparser.ConfigParser:
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
-    lines = config["options.entry_points"]["console_scripts"].strip().splitlines()
+    return config
+
+
+def console_scripts() -> dict[str, str]:
+    lines = setup_cfg()["options.entry_points"]["console_scripts"].strip().splitlines()
     return dict(tuple(part.strip() for part in line.split("=", 1)) for line in lines)
 
 
 def extras() -> set[str]:
-    config = configparser.ConfigParser()
-    config.read(ROOT / "setup.cfg")
-    return set(config["options.extras_require"])
+    return set(setup_cfg()["options.extras_require"])
 
 
 def commands(block: Block) -> list[tuple[int, list[str]]]:
@@ -213,9 +215,10 @@ def commands(block: Block) -> list[tuple[int, list[str]]]:
     found, line, text = [], None, ""
     for number, raw in enumerate(block.code.splitlines(), block.line):
         line = line or number
-        text += raw.removesuffix("\\") + " " if raw.endswith("\\") else raw
-        if raw.endswith("\\"):
+        if raw.endswith("\\"):  # continued on the next line
+            text += raw[:-1] + " "
             continue
+        text += raw
         lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
         lexer.whitespace_split = True
         argv: list[str] = []
