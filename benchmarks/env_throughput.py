@@ -44,7 +44,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from readme_tables import publish
+from doc_tables import publish
 
 import text_gym  # noqa: F401  (registers the env ids)
 from text_gym.tokenizers import decode_rows
@@ -253,7 +253,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (not written to results/)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
-        "--from-json", action="store_true", help="only re-render the table and README from the last JSON"
+        "--from-json", action="store_true", help="only re-render the table and docs/benchmarks.md from the last JSON"
     )
     args = parser.parse_args()
     if args.from_json:

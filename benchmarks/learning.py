@@ -6,7 +6,7 @@ baseline); each RL agent starts from the same warm start. Every run ends with a 
 evaluation on the task's held-out split, and the table shows mean +- std over seeds,
 with the budgets printed beside it. The table, the JSON, and one learning-curve plot per
 task (training reward per iteration, mean and spread over seeds) go under
-``benchmarks/results/`` and into the README; nothing is edited by hand.
+``benchmarks/results/`` and into ``docs/benchmarks.md``; nothing is edited by hand.
 
     python benchmarks/learning.py --quick   # CPU: tiny models from scratch, SCAN and the easy code suite
     python benchmarks/learning.py --full    # GPU: SmolLM2-135M on every task
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from readme_tables import publish
+from doc_tables import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -307,6 +307,10 @@ NAMES = {
 }
 
 
+def check_mark(ok: bool) -> str:
+    return "✓" if ok else "✗"
+
+
 def to_markdown(rows: list[dict], meta: dict) -> str:
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     lines = [
@@ -325,8 +329,11 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         for task in tasks:
             r = next(x for x in rows if x["task"] == task and x["method"] == method)
             gain = "" if r["beats_sft"] is None else f" ({r['gain_mean']:+.3f} ± {r['gain_std']:.3f})"
-            sign = lambda ok: "✓" if ok else "✗"  # noqa: E731
-            mark = "" if r["beats_sft"] is None else f" {sign(r['beats_sft_paired'])} {sign(r['beats_sft_unpaired'])}"
+            mark = (
+                ""
+                if r["beats_sft"] is None
+                else f" {check_mark(r['beats_sft_paired'])} {check_mark(r['beats_sft_unpaired'])}"
+            )
             cells.append(f"{r['mean']:.3f} ± {r['std']:.3f}{gain}{mark}")
         lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
     lines += [

@@ -20,8 +20,9 @@ load from elsewhere on a shared machine then costs one round, not one runner's f
 (c) and (d), 10-20x slower, run once.
 
 Run ``python benchmarks/rollout_throughput.py`` (add ``--quick`` for a smoke run, which
-writes nothing). Writes ``benchmarks/results/rollout_throughput.{json,md}``, and the
-README table when ``--out`` is the default.
+writes nothing). Writes ``benchmarks/results/rollout_throughput.{json,md}``, and, when
+``--out`` is the default, the table in ``docs/benchmarks.md`` and the headline table in
+the README.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from readme_tables import publish
+from doc_tables import publish
 
 from text_gym import TextVectorEnv
 from text_gym.rollout import RolloutCollector, load_default_model, tiny_model
@@ -188,6 +189,26 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(rows: list[dict], meta: dict) -> str:
+    """The README's small table: the rollout's tokens/s and how many times each baseline's."""
+    lines = [
+        "| model | batch | text_gym tokens/s | vs `model.generate` | vs full recompute "
+        "| vs generate + replay (RL4LMs) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['text_gym']:,.0f} | {r['text_gym'] / r['generate']:.1f}x | "
+            f"{r['text_gym'] / r['recompute']:.1f}x | {r['text_gym'] / r['rl4lms']:.1f}x |"
+        )
+    lines += [
+        "",
+        f"Generated tokens per second, {rows[0]['new_tokens']} new tokens per episode; "
+        f"{meta['machine']}; {meta['date']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[8, 32])
@@ -220,7 +241,7 @@ def main() -> None:
     table = to_markdown(rows, meta)
     print(table)
     if not args.quick:
-        publish("rollout_throughput", table, args.out, meta, rows)
+        publish("rollout_throughput", table, args.out, meta, rows, headline=headline(rows, meta))
 
 
 if __name__ == "__main__":

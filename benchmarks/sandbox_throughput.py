@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from readme_tables import publish
+from doc_tables import publish
 
 from text_gym.rewards.sandbox import isolation
 from text_gym.tasks.code import CodeTask, easy_problems, humaneval_samples

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -102,17 +104,62 @@ def test_learning_benchmark_smoke(tmp_path):
     assert len(list(tmp_path.glob("*/*__ppo__*/model/config.json"))) == 2  # both seeds ran
 
 
-def test_publish_elsewhere_leaves_the_readme_alone(tmp_path, monkeypatch):
-    """A benchmark run with --out somewhere else writes its table there, not into the README."""
+def test_publish_elsewhere_leaves_the_pages_alone(tmp_path, monkeypatch):
+    """A benchmark run with --out somewhere else writes its table there, not into
+    docs/benchmarks.md or the README."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import readme_tables
+    import doc_tables
 
-    readme = ROOT / "README.md"
-    before = readme.read_text()
+    before = {page: page.read_text() for page in (doc_tables.DOCS, doc_tables.README)}
     try:
-        readme_tables.publish("env_throughput", "| a table |\n", tmp_path, {"date": "x"}, [])
-        assert (tmp_path / "env_throughput.md").read_text() == "| a table |\n"
-        assert readme.read_text() == before
+        doc_tables.publish("rollout_throughput", "| a table |\n", tmp_path, {"date": "x"}, [], headline="| a |\n")
+        assert (tmp_path / "rollout_throughput.md").read_text() == "| a table |\n"
+        assert {page: page.read_text() for page in before} == before
     finally:
-        if readme.read_text() != before:
-            readme.write_text(before)
+        for page, text in before.items():
+            if page.read_text() != text:
+                page.write_text(text)
+
+
+def test_publish_to_the_results_folder_fills_the_blocks(tmp_path, monkeypatch):
+    """Into benchmarks/results, a table goes between its markers on the docs page, and a
+    headline between the same markers in the README; a page without the markers is left alone."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import doc_tables
+
+    docs, readme = tmp_path / "benchmarks.md", tmp_path / "README.md"
+    docs.write_text("# B\n<!-- x:start -->\nold\n<!-- x:end -->\nafter\n")
+    readme.write_text("# R\n<!-- x:start -->\n<!-- x:end -->\n")
+    for attribute, value in {"RESULTS": tmp_path / "results", "DOCS": docs, "README": readme, "ROOT": tmp_path}.items():
+        monkeypatch.setattr(doc_tables, attribute, value)
+    doc_tables.publish("x", "| new |\n", tmp_path / "results", {}, [], headline="| short |\n")
+    assert docs.read_text() == "# B\n<!-- x:start -->\n| new |\n<!-- x:end -->\nafter\n"
+    assert readme.read_text() == "# R\n<!-- x:start -->\n| short |\n<!-- x:end -->\n"
+    doc_tables.publish("y", "| y |\n", tmp_path / "results", {}, [])  # no y block anywhere
+    assert "| y |" not in docs.read_text() and (tmp_path / "results" / "y.md").read_text() == "| y |\n"
+
+
+@pytest.mark.parametrize(
+    "script, name",
+    [
+        ("env_throughput", "env_throughput"),
+        ("sandbox_throughput", "sandbox_throughput"),
+        ("rollout_throughput", "rollout_throughput"),
+        ("learning", "learning_quick"),
+    ],
+)
+def test_published_tables_match_their_results(script, name, monkeypatch):
+    """Each table in docs/benchmarks.md, and the README's headline table, is what its
+    script renders from benchmarks/results/<name>.json: no page goes stale or is edited by hand."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    doc_tables = importlib.import_module("doc_tables")
+    module = importlib.import_module(script)
+    saved = json.loads((doc_tables.RESULTS / f"{name}.json").read_text())
+    table = module.to_markdown(saved["rows"], saved["meta"])
+    assert (doc_tables.RESULTS / f"{name}.md").read_text() == table
+    assert doc_tables.block(doc_tables.DOCS, name) == table
+    headline = getattr(module, "headline", None)
+    expected = None if headline is None else headline(saved["rows"], saved["meta"])
+    assert doc_tables.block(doc_tables.README, name) == expected
+    if script == "rollout_throughput":
+        assert expected is not None  # the README's headline table is this one
