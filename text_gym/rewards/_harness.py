@@ -1,11 +1,10 @@
 """The code that runs in each sandbox (see :mod:`text_gym.rewards.sandbox` and docs/sandbox.md).
 
-``sandbox`` compiles this file once and sends it on stdin to ``python -S -s -P -c _BOOT
-<report fd>`` in the sandbox's namespaces, then the job. ``main`` reads the job, confines
-the filesystem and forks the ``monitor`` (it runs no program code; under ``plain_results``
-it judges: the setup and tests run in it) and the ``worker`` (it runs the program).
-Importing the file only defines its parts. It uses the standard library alone, and little
-of it: every import costs every run.
+``sandbox`` sends it compiled to ``python -S -s -P -c _BOOT <report fd>``, then the job.
+``main`` reads the job, confines the filesystem and forks the ``monitor`` (no program code
+runs there; under ``plain_results`` the setup and tests do) and the ``worker`` (it runs the
+program). Importing it only defines its parts. Standard library only, and little of it:
+every import costs every run.
 """
 
 import _signal  # signal's C core (the signal module imports enum, a cost on every run)
@@ -41,13 +40,11 @@ def stdlib_fds():  # the stdlib's folders -> a directory fd of each, and a name 
 
 
 def confine(scratch, uid, masks, size, libc, paths=None):
-    """Confine the filesystem, in a new mount namespace: everything read-only; one fresh
-    tmpfs of ``size`` bytes on /tmp, shared (bind mounts) by /var/tmp, /dev/shm, /run and
-    ``scratch``; an empty read-only tmpfs over each of ``masks`` (site-packages, the caller's
-    home); ``paths`` (the stdlib's folders, by names that still reach them) bound read-only
-    under /tmp/.lib, so that ``..`` from them leads nowhere else; a /proc of the pid
-    namespace where the kernel allows it. Returns whether /proc was mounted, and where each
-    of ``paths`` now is."""
+    """In a new mount namespace: all read-only; one tmpfs of ``size`` bytes on /tmp, bound on
+    /var/tmp, /dev/shm, /run and ``scratch``; an empty read-only tmpfs on each of ``masks``;
+    ``paths`` (the stdlib's folders) bound read-only under /tmp/.lib (``..`` from them leads
+    nowhere else); a /proc of the pid namespace if the kernel allows. Returns whether /proc
+    was mounted, and where each of ``paths`` now is."""
 
     def check(ret, what):
         if ret != 0:
@@ -96,11 +93,9 @@ def confine(scratch, uid, masks, size, libc, paths=None):
 
 
 def enter_stdlib(uid, confined, libc):
-    """Confine the filesystem (``confined``: confine()'s first arguments), and point sys.path
-    and the packages already imported (encodings) at names of the stdlib's folders that
-    reach them from here on. They may be closed to the worker's uid (an interpreter under
-    /root) or hidden by confine() (one in the home): they are reached through directory
-    fds, or, when confined, through bind mounts of those (``..`` climbs to nothing else)."""
+    """Confine the filesystem (``confined``: confine()'s first arguments) and point sys.path
+    and packages (encodings) at the stdlib by names that reach it from here on: directory
+    fds (it may be closed to the worker's uid), or bind mounts of those (or hidden)."""
     fds, places = stdlib_fds() if uid >= 0 or confined else ({}, {})
     if confined:
         places = confine(*confined, libc, places)[1]
@@ -117,9 +112,8 @@ def enter_stdlib(uid, confined, libc):
 
 
 def give_up_power(uid, confined, libc):
-    """As root, become ``uid`` (no groups); else, when confined, enter a user namespace of
-    one's own (its root could undo confine()'s mounts; it cannot). Ends the process if the
-    kernel refuses."""
+    """As root, become ``uid``; else, confined, enter a user namespace of one's own (its root
+    could undo confine()'s mounts; it cannot). Ends the process if the kernel refuses."""
     if uid >= 0:
         os.setgroups([]), os.setgid(uid), os.setuid(uid)
     elif confined and libc.unshare(CLONE_NEWUSER) != 0:
@@ -435,10 +429,9 @@ UNSAFE_IMPORTS = "antigravity this idlelib turtledemo test tkinter turtle webbro
 
 
 def judge(link, setup, tests, say, check_all, names):
-    """The monitor's part under ``plain_results``: the setup and tests run here, in a
-    namespace of the program's names (plain values copied, modules imported anew, anything
-    else a stand-in that calls it in the worker) and the builtins. Returns without a verdict
-    when the worker ended: how it ended says why."""
+    """The monitor's part under ``plain_results``: the setup and tests run here, among the
+    program's names (plain values copied, stdlib modules imported anew, stand-ins for the
+    rest) and the builtins. Returns without a verdict when the worker ended by itself."""
 
     def finish(reason, detail):  # (the caller flushes the tests' output once this returns)
         say("R %s %s" % (reason, detail))
@@ -482,9 +475,8 @@ def judge(link, setup, tests, say, check_all, names):
 
 
 def work(link, program, run, describe, g, names):
-    """The worker's part under ``plain_results``: run the program, send the judge its names
-    (by value where plain and not too big, else stand-ins), then answer the judge's calls
-    until it closes the link. This end is the program's to break: it fails only its tests."""
+    """The worker's part under ``plain_results``: run the program, send the judge its names,
+    answer the judge's calls. This end is the program's to break: it fails only its tests."""
     link.send(link.encode(["started"], link.share))
     bad = run(program, "<program>", g)
     if bad:
@@ -513,12 +505,11 @@ def work(link, program, run, describe, g, names):
 
 
 def steps(names):
-    """``describe``, ``run`` and ``check_all``, with every name they use bound now, before any
-    program runs (``names``: the builtins as they are): without the judge the worker runs
-    them after the program, which may rebind builtins and this module's globals."""
-    compile, exec, str, type, enumerate = (names[k] for k in ("compile", "exec", "str", "type", "enumerate"))
-    BE, SE, ME, chars = BaseException, SystemExit, MemoryError, DETAIL_CHARS
-    settrace, setprofile = sys.settrace, sys.setprofile
+    """``describe``, ``run`` and ``check_all``, every name they use bound before any program
+    runs: in the worker, without the judge, they run after it (it may rebind builtins)."""
+    compile, exec, str, type, enumerate = map(names.get, ("compile", "exec", "str", "type", "enumerate"))
+    BE, SE, ME = map(names.get, ("BaseException", "SystemExit", "MemoryError"))
+    settrace, setprofile, chars = sys.settrace, sys.setprofile, DETAIL_CHARS
 
     def describe(e, where):  # -> one line: where, the exception's class and message
         try:
@@ -568,9 +559,8 @@ def steps(names):
 
 
 def reporter(rep, nonce):
-    """The worker's ``say`` (a record: the nonce, then a line), ``finish`` (the last, then
-    the end) and ``flush``, bound as ``steps``' are. A fork of the worker never speaks for
-    it; a report pipe closed or replaced ends it."""
+    """The worker's ``say`` (a record), ``finish`` (the last) and ``flush``, bound as in ``steps``.
+    A fork of the worker never speaks for it; a report pipe closed or replaced ends it."""
     write, fstat, getpid, exit, encode = os.write, os.fstat, os.getpid, os._exit, str.encode
     BE, OE, cap, gone, streams = BaseException, OSError, RECORD_BYTES, EXIT_REPORT_GONE, (sys.stdout, sys.stderr)
     pid, ino = getpid(), fstat(rep).st_ino
@@ -619,9 +609,8 @@ def read_stdin(n):  # n bytes of the job, fewer at its end (unbuffered: the rest
 
 
 def main(rfd):
-    """Read the job's head (under the judge the setup and tests follow, for the monitor
-    alone: never in the worker's memory, where a program could read the expected answers),
-    move the report pipe out of the way, confine the filesystem, fork."""
+    """Read the job's head (the setup and tests under the judge follow, for the monitor alone:
+    a program reading its memory finds no expected answers), confine the filesystem, fork."""
     names = dict(vars(builtins))  # a local: the program cannot reach it through main
     sys.set_int_max_str_digits(0)
     job = Job(marshal.loads(read_stdin(int.from_bytes(read_stdin(4), "big"))))
@@ -639,8 +628,8 @@ def main(rfd):
 
 
 def monitor(pid, rep, job, libc, links, names, check_all, streams=(sys.stdout, sys.stderr)):
-    """The parent after the fork (pid 1 of the pid namespace): it runs nothing of the
-    program's; under ``plain_results`` it judges. Then it reports how the worker ended."""
+    """The parent (pid 1 of the pid namespace): runs nothing of the program's; judges under
+    ``plain_results``; then reports how the worker ended."""
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # pid 1 then drops the worker's SIGINT
     if job.confined:  # no ptrace or /proc/<pid>/mem for the worker (it has our kernel uid
         libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # without root)
@@ -649,17 +638,13 @@ def monitor(pid, rep, job, libc, links, names, check_all, streams=(sys.stdout, s
         os.close(down), os.close(up)
         pidfd = os.pidfd_open(pid)
         setup, tests = marshal.loads(read_stdin(JOB_BYTES))
-        # The tests are the task's code, yet they get no power over the confinement either:
-        # the judge takes a uid of its own (the worker's differs, so neither can signal or
-        # trace the other), or a user namespace of its own (it keeps the kernel uid; not
-        # dumpable, as above).
+        # The tests get no power over the confinement either: a uid of the judge's own (not
+        # the worker's: neither can signal or trace the other) or a user namespace of its own.
         give_up_power(job.judge_uid, job.confined, libc)
         if job.judge_uid >= 0:
             libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its /proc/self/fd (the stdlib) stays its own
-        # Nothing of the program's folder reaches the tests by default (HOME, the cwd); the
-        # judge has the program's CPU and memory limits too. SIGXCPU each second past the
-        # limit (no SIGKILL: unshare would misreport it; the wall-clock deadline ends a
-        # judge stuck in C code).
+        # Away from the program's folder, with its CPU and memory limits: SIGXCPU each second
+        # past the limit (no SIGKILL: unshare would misreport it; the wall clock ends the rest).
         os.chdir("/")
         os.environ.update(HOME="/nonexistent", TMPDIR="/tmp")
         cpu, memory = job.limits[:2]
@@ -693,9 +678,8 @@ def monitor(pid, rep, job, libc, links, names, check_all, streams=(sys.stdout, s
 
 
 def worker(rep, job, libc, links, names, tools):
-    """The child after the fork: it confines itself, then runs the program and, without the
-    judge, the setup and tests, writing their records. Once the program has run it calls
-    only what it bound before (``steps``, ``reporter``)."""
+    """The child: confines itself, runs the program and, without the judge, the setup and
+    tests. Once the program has run it calls only what it bound before."""
     say, finish, flush = reporter(rep, job.nonce)
     (describe, run, check_all), exit, items = tools, os._exit, dict.items
     os.close(0)  # the job's tail (the tests) is the monitor's
@@ -741,8 +725,7 @@ def worker(rep, job, libc, links, names, tools):
 
 
 def probe(scratch, nested):
-    """What ``sandbox._isolation`` runs once: the monitor's steps (confine(), then, without
-    root, the worker's own user namespace); prints whether /proc was mounted."""
+    """``sandbox._isolation``'s test: confine(), then (``nested``) the worker's user namespace."""
     libc = ctypes.CDLL(None, use_errno=True)
     proc = confine(scratch, -1, (), PROBE_TMP_BYTES, libc, stdlib_fds()[1])[0]
     if nested and libc.unshare(CLONE_NEWUSER) != 0:
