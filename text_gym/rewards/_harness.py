@@ -19,8 +19,8 @@ import sys
 # Linux's numbers (the same on every architecture, but for keyctl's syscall)
 CLONE_NEWUSER, PR_SET_DUMPABLE, SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE = 0x10000000, 4, 442, -100, 0x8000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 262144
-MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, SYS_KEYCTL = 1, 2, {"x86_64": 250, "aarch64": 219}
-KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING = 1, 7, -4
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 1, 2
+SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING = {"x86_64": 250, "aarch64": 219}, 1, 7, -4
 # The worker's exit status when its user namespace, its report pipe or a new keyring fails it
 EXIT_NO_USER_NAMESPACE, EXIT_REPORT_GONE, EXIT_NO_KEYRING = 112, 113, 114
 REPORT_FD_LIMIT = 1024  # the report pipe moves to the highest fd below this and RLIMIT_NOFILE
@@ -94,8 +94,9 @@ def confine(scratch, uid, masks, size, libc, paths=None):
 
 def enter_stdlib(uid, confined, libc):
     """Confine the filesystem (``confined``: confine()'s first arguments) and point sys.path
-    and packages (encodings) at the stdlib by names that reach it from here on: directory
-    fds (it may be closed to the worker's uid), or bind mounts of those (or hidden)."""
+    and the packages already imported at names of the stdlib's folders that reach them from
+    here on: directory fds (a folder may be closed to the worker's uid, as under /root), or,
+    confined, bind mounts of those (confine() may hide one, as in the home)."""
     fds, places = stdlib_fds() if uid >= 0 or confined else ({}, {})
     if confined:
         places = confine(*confined, libc, places)[1]
@@ -112,8 +113,9 @@ def enter_stdlib(uid, confined, libc):
 
 
 def give_up_power(uid, confined, libc):
-    """As root, become ``uid``; else, confined, enter a user namespace of one's own (its root
-    could undo confine()'s mounts; it cannot). Ends the process if the kernel refuses."""
+    """As root, become ``uid``; else, when confined, enter a user namespace of one's own: it
+    holds no power over confine()'s mounts (their namespace's root could undo them). Ends the
+    process if the kernel refuses."""
     if uid >= 0:
         os.setgroups([]), os.setgid(uid), os.setuid(uid)
     elif confined and libc.unshare(CLONE_NEWUSER) != 0:
