@@ -594,13 +594,16 @@ def test_containers_are_rebuilt_from_plain_items(unharmed):
 
 def test_tests_builtins_are_out_of_the_programs_reach(unharmed):
     program = (
-        "import __main__\n"  # the harness's main() and everything it was given
-        "for d in (*__main__.main.__defaults__, vars(__main__)):\n"
+        "import __main__\n"  # the harness's globals, and the defaults of each of its functions
+        "found = [d for f in vars(__main__).values() for d in getattr(f, '__defaults__', 0) or ()]\n"
+        "for d in [vars(__main__), *found]:\n"
         "    if type(d) is dict and 'abs' in d:\n"
         "        d['abs'] = lambda x: 0\n"
         "def area(r):\n    return 3 * r * r\n"
     )
-    assert run_one(program, ["assert abs(area(2) - 12.566) < 1e-3"]).passed == (False,)
+    for plain in (True, False):
+        run = run_one(program, ["assert abs(area(2) - 12.566) < 1e-3"], plain_results=plain)
+        assert run.passed == (False,) and run.reason == "ok", run
 
 
 def test_program_cannot_change_the_names_tests_use(unharmed):

