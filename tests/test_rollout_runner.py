@@ -437,3 +437,44 @@ def test_docstring_examples(name):
 
     result = doctest.testmod(importlib.import_module(f"text_gym.rollout.{name}"))
     assert result.failed == 0 and result.attempted > 0
+
+
+SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+FAMILIES = {  # model type: the config's size arguments
+    "llama": {**SMALL, "num_key_value_heads": 2},
+    "mistral": {**SMALL, "num_key_value_heads": 2},
+    "qwen2": {**SMALL, "num_key_value_heads": 2},
+    "qwen3": {**SMALL, "num_key_value_heads": 2, "head_dim": 8},
+    "olmo2": {**SMALL, "num_key_value_heads": 2},
+    "gemma": {**SMALL, "num_key_value_heads": 2, "head_dim": 8},
+    "gemma2": {**SMALL, "num_key_value_heads": 2, "head_dim": 8},
+    "gemma3_text": {**SMALL, "num_key_value_heads": 2, "head_dim": 8},
+    "phi": SMALL,
+    "phi3": {**SMALL, "num_key_value_heads": 2, "pad_token_id": 0},  # its default pad id is past 258
+    "gpt_neox": SMALL,
+    "gpt2": {"n_embd": 32, "n_layer": 2, "n_head": 4},
+    "gptj": {"n_embd": 32, "n_layer": 2, "n_head": 4, "rotary_dim": 4},
+    "gpt_bigcode": {"n_embd": 32, "n_layer": 2, "n_head": 4},
+}
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_supported_families_give_the_logits_of_a_full_forward(model_type):
+    """Each family the docs name as supported: the runner's next-token logits over a
+    prefill, decode steps and refills equal a full forward pass over the window."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.AutoConfig.for_model(model_type, vocab_size=258, **FAMILIES[model_type])
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    env = make_env(2, max_new_tokens=3)
+    runner = WindowRunner(model, env, pack_refills=False)
+    obs, _ = env.reset(seed=0)
+    for _ in range(7):  # two episodes per slot: prefill, decodes, a refill
+        logits, _ = runner.feed(obs)
+        attn = obs["attention_mask"].long()
+        with torch.no_grad():
+            full = model(obs["input_ids"], attention_mask=attn, position_ids=(attn.cumsum(1) - 1).clamp(min=0)).logits
+        expected = full[torch.arange(2), obs["new_span"][:, 1] - 1]
+        torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+        obs, *_ = env.step(logits[:, :258].argmax(-1))

@@ -465,7 +465,7 @@ def check_model(model: Any, env: Any) -> None:
             "use a model with full attention"
         )
     model_device = next(model.parameters()).device
-    if model_device != env.device:
+    if model_device != torch.device(env.device):
         raise ValueError(f"model is on {model_device} but the env is on {env.device}: move one")
 
 
