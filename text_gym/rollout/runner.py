@@ -1,12 +1,13 @@
 """Run a causal LM over a TextVectorEnv's observations with a KV cache laid out like its window.
 
-:class:`WindowRunner` keeps one cache row per env slot: slot ``i``'s key/value for the
-token in window column ``c`` lives at cache column ``c`` (:class:`WindowCache`). Each
-:meth:`~WindowRunner.feed` reads only the tokens the observation reports as new
-(``new_span``), writes their keys/values into their own columns, and attends over the
-window under the env's attention mask. A slot that autoresets gets its new prompt written
-over columns ``[0, P)``, and its stale response columns stay masked until overwritten, so
-slots refill independently (continuous batching) and no slot waits for another.
+:class:`WindowRunner` keeps one cache row per env slot
+(:class:`~text_gym.rollout.cache.WindowCache`): slot ``i``'s key/value for the token in
+window column ``c`` lives at cache column ``c``. Each :meth:`~WindowRunner.feed` reads only
+the tokens the observation reports as new (``new_span``), writes their keys/values into
+their own columns, and attends over the window under the env's attention mask. A slot
+that autoresets gets its new prompt written over columns ``[0, P)``, and its stale
+response columns stay masked until overwritten, so slots refill independently
+(continuous batching) and no slot waits for another.
 
 Prompts usually share an instruction prefix. The runner keeps the longest token prefix
 common to every prompt it has prefilled (:class:`SharedPrefix`), with its keys/values from
@@ -33,11 +34,12 @@ reply: up to ``q`` tokens) while the rest decode one token runs in one of three 
   scratch column ``L`` of the cache, which no mask ever allows. Merging saves a read of
   all the weights and pays ``2 * body_params`` FLOP per padded position;
   :func:`merge_budget` weighs the two.
-* *split*: two calls, decode rows then prefill rows.
+* *split*: two calls, prefill rows then decode rows.
 
 Where the logits are plain, every call runs the body and the runner applies the LM head
 itself (:func:`head_logits`) on the last position only, so a split step runs the LM head
-once over all rows. A prefill never computes logits for positions before its last.
+once over all rows. Other models are asked for the last position's logits only, where
+their forward takes ``logits_to_keep``.
 
 Example:
     >>> from text_gym import TextVectorEnv
@@ -63,9 +65,9 @@ from text_gym.rollout.cache import PACKED_ATTENTION, KeyValues, Packed, Prefix, 
 
 PLAIN_HEAD_MODELS = ("llama", "mistral", "qwen2", "qwen3")  # logits = lm_head(last hidden state)
 # Model types whose forward needs more of a cache than WindowCache offers, refused at
-# construction rather than failing inside the model's forward. Known to run: llama,
-# mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi, phi3, gpt2, gpt_neox, gptj,
-# gpt_bigcode, olmo2.
+# construction rather than failing inside the model's forward. Known to run (each tested
+# against a full forward in tests/test_rollout_runner.py): llama, mistral, qwen2, qwen3,
+# gemma, gemma2, gemma3_text, phi, phi3, gpt2, gpt_neox, gptj, gpt_bigcode, olmo2.
 UNSUPPORTED_MODELS = {
     "opt": "it asks the cache for get_seq_length()",
     "bloom": "it asks the cache for get_seq_length()",
@@ -181,8 +183,9 @@ class WindowRunner:
 
         Args:
             obs: the env's next observation (``input_ids``, ``attention_mask``,
-                ``new_span``) as tensors on the model's device. Feed every observation,
-                in order, from the first reset on.
+                ``new_span``) as tensors on the model's device. A slot's logits are
+                right once the runner has seen the observation that started the slot's
+                episode and every one since, in order.
 
         Returns:
             The next-token logits (N, model vocabulary) and, with ``hidden=True``, the last
