@@ -1,24 +1,17 @@
-"""The KV-cache rollout backend: greedy equals generate, log-probs equal a full forward,
-slot refill leaves every episode as it would be alone, and construction-time checks."""
+"""The KV-cache rollout loop: greedy equals generate, log-probs equal a full forward,
+slot refill leaves every episode as it would be alone, episodes and evaluation, and
+construction-time checks. The runner's forward strategies and prefix cache are in
+test_rollout_runner.py, the sampler in test_rollout_sampling.py."""
 
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 
 from text_gym import TextVectorEnv
-from text_gym.rollout import RolloutCollector, merge_budget, sample_categorical, sequence_logprobs, tiny_model
-from text_gym.rollout import collector as collector_module
-from text_gym.rollout.collector import (
-    SAMPLE_BLOCK,
-    SWAPPED_HEAD_MIN_WEIGHTS,
-    SWAPPED_HEAD_ROWS,
-    head_logits,
-    plain_head,
-)
-from text_gym.tasks.base import Sample, Scores, Task
+from text_gym.rollout import RolloutCollector, sequence_logprobs, tiny_model
+from text_gym.rollout.runner import SWAPPED_HEAD_MIN_WEIGHTS
 from text_gym.tokenizers import load_tokenizer
 
 T = 8
@@ -69,11 +62,15 @@ def first_episodes(dones):
 def test_greedy_tokens_equal_generate_and_logprobs_equal_full_forward(model, large_head):
     """``large_head``: a 49,152-token vocabulary, whose head over 4 rows runs swapped on
     CPU (:func:`head_logits`)."""
-    make = make_env
+
+    def make(n):
+        if large_head:
+            return TextVectorEnv(n, output="torch", max_new_tokens=T)
+        return make_env(n)
+
     if large_head:
         model = tiny_model(load_tokenizer("default"), hidden=128, seed=3)
         assert model.get_output_embeddings().weight.numel() >= SWAPPED_HEAD_MIN_WEIGHTS
-        make = lambda n: TextVectorEnv(n, output="torch", max_new_tokens=T)  # noqa: E731
     env = make(4)
     first_obs, _ = make(4).reset(seed=0)  # the same prompts the collector will see
     batch = RolloutCollector(model, env, greedy=True).collect(T, seed=0)
@@ -132,35 +129,6 @@ def test_sampling_controls_and_mask(model):
     assert not greedy.mask[done_rows + 1, done_cols].any()
 
 
-def test_sample_categorical_follows_the_distribution_and_never_draws_zero_probability():
-    gen = torch.Generator().manual_seed(0)
-    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).repeat(40_000, 1)
-    draws = sample_categorical(probs * 7.0, generator=gen)  # any positive total
-    freq = torch.bincount(draws, minlength=6).double() / len(draws)
-    assert freq[[0, 2, 5]].sum() == 0  # zero-probability tokens, first and last included
-    # within 5 binomial standard deviations (~0.013 for p=0.5 at 40k draws)
-    assert torch.allclose(freq, probs[0].double(), atol=0.015), freq
-    one_hot = torch.zeros(3, 49_152)
-    one_hot[0, 0], one_hot[1, -1], one_hot[2, 1234] = 1.0, 1e-30, 3.0
-    for _ in range(200):  # a single nonzero entry, even a tiny one, at either end
-        assert sample_categorical(one_hot).tolist() == [0, 49_151, 1234]
-    a = sample_categorical(probs[:50], generator=torch.Generator().manual_seed(5))
-    b = sample_categorical(probs[:50], generator=torch.Generator().manual_seed(5))
-    assert torch.equal(a, b)
-    # several blocks of columns and a partial last one: a block with no weight at all,
-    # zeros scattered inside the others, and odds spanning five orders of magnitude
-    V = 2 * SAMPLE_BLOCK + 37
-    weights = torch.rand(V, generator=torch.Generator().manual_seed(1)) ** 4
-    weights[::7] = 0.0
-    weights[SAMPLE_BLOCK : 2 * SAMPLE_BLOCK] = 0.0
-    counts = torch.zeros(V, dtype=torch.float64)
-    for _ in range(10):  # 400k draws, 40k rows at a time
-        counts += torch.bincount(sample_categorical(weights.expand(40_000, V), gen), minlength=V)
-    p = weights.double() / weights.double().sum()
-    assert counts[weights == 0].sum() == 0
-    assert ((counts / counts.sum() - p).abs() <= 5 * (p * (1 - p) / counts.sum()).sqrt() + 1e-6).all()
-
-
 def test_construction_checks():
     byte_model = tiny_model(load_tokenizer("byte"))
     with pytest.raises(ValueError, match="output='torch'"):
@@ -189,7 +157,7 @@ def test_construction_checks():
     with pytest.raises(ValueError, match=r"model type 'opt' does not run on the rollout's window cache"):
         RolloutCollector(opt, make_env(1))
 
-    def mistral(window):  # noqa: E306
+    def mistral(window):
         config = transformers.MistralConfig(
             vocab_size=258,
             hidden_size=16,
@@ -206,7 +174,7 @@ def test_construction_checks():
         RolloutCollector(mistral(32), env)
     assert RolloutCollector(mistral(env.window), env).collect(2, seed=0).actions.shape == (2, 2)
 
-    def gpt_neo(window):  # noqa: E306  (local layers attend over a band of window_size)
+    def gpt_neo(window):  # local layers attend over a band of window_size
         config = transformers.GPTNeoConfig(
             vocab_size=258,
             hidden_size=16,
@@ -273,7 +241,10 @@ def test_a_collector_starts_over_when_other_code_moved_its_env(model):
 
 def test_multi_turn_user_replies_are_prefilled(model):
     env = TextVectorEnv(2, task="goal_dialogue", tokenizer="byte", output="torch")
-    stop_soon = lambda logits, obs: logits.index_fill(1, torch.tensor([256]), 5.0)  # noqa: E731
+
+    def stop_soon(logits, obs):
+        return logits.index_fill(1, torch.tensor([256]), 5.0)
+
     batch = RolloutCollector(model, env, greedy=True, logits_processor=stop_soon).collect(30, seed=0)
     assert batch.actions.shape == (30, 2)
     # the window holds the agent's tokens and the user's replies; only the first are agent_mask
@@ -308,7 +279,10 @@ def test_backend_runs_on_every_registered_env(env_id):
 
     envs = gym.make_vec(env_id, num_envs=2, output="torch", max_new_tokens=6)
     env = envs.unwrapped
-    stop_sometimes = lambda logits, obs: logits.index_fill(1, torch.tensor([env.tokenizer.eos_token_id]), 4.0)  # noqa: E731
+
+    def stop_sometimes(logits, obs):
+        return logits.index_fill(1, torch.tensor([env.tokenizer.eos_token_id]), 4.0)
+
     collector = RolloutCollector(tiny_model(env.tokenizer), env, logits_processor=stop_sometimes)
     batch = collector.collect(8, seed=0)
     assert batch.actions.shape == (8, 2) and batch.dones.any()
@@ -351,116 +325,6 @@ def assert_same_rollout(cached, plain):
     assert torch.allclose(cached.logprobs, plain.logprobs, atol=1e-4)
 
 
-def test_prefix_cache_equals_full_prefill_over_many_refills(model):
-    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
-    fed = []  # tokens the model ran on, per forward call
-    hook = model.model.embed_tokens.register_forward_hook(lambda module, args, out: fed.append(args[0].numel()))
-    runs, tokens = {}, {}
-    try:
-        for prefix_cache in (True, False):
-            fed.clear()
-            collector = RolloutCollector(
-                model, make_env(4), greedy=True, logits_processor=stop, prefix_cache=prefix_cache
-            )
-            runs[prefix_cache], tokens[prefix_cache] = collector.collect(60, seed=7), sum(fed)
-            if prefix_cache:
-                prefix = collector.env.tokenizer.decode_batch([collector._prefix.tolist()])[0]
-    finally:
-        hook.remove()
-    assert runs[True].dones.sum() > 30  # many refills
-    assert_same_rollout(runs[True], runs[False])
-    assert prefix == "Translate the command into actions.\nCommand: "
-    assert tokens[True] < tokens[False] - 30 * len(prefix)  # each refill skipped the prefix
-
-
-class TwoFamilies(Task):
-    """Prompts of two families: each family shares a longer prefix than the two together."""
-
-    name = "two_families"
-
-    def __init__(self):
-        words = ("ab", "cd", "ef", "gh")
-        self.samples = [
-            Sample(f"Spell the {kind} please: {w}\nAnswer:", (w,)) for kind in ("word", "name") for w in words
-        ]
-
-    def score(self, responses, samples):
-        hits = np.array([r.strip() == s.references[0] for r, s in zip(responses, samples)], float)
-        return Scores(hits, {"hit": hits})
-
-
-def test_prefix_shrinks_to_what_later_prompts_share(model):
-    """The first prompts share "Spell the word please: "; later refills bring "name"
-    prompts, and the prefix becomes a slice of the cached one (no recompute beyond the
-    one at a call's first refill)."""
-    stop = stop_at_varied_lengths(make_env(1, task=TwoFamilies()).prompt_tokens)
-    cached = RolloutCollector(model, make_env(3, task=TwoFamilies()), greedy=True, logits_processor=stop)
-    plain = RolloutCollector(
-        model, make_env(3, task=TwoFamilies()), greedy=True, logits_processor=stop, prefix_cache=False
-    )
-    decode = lambda ids: cached.env.tokenizer.decode_batch([ids.tolist()])[0]  # noqa: E731
-    computed = []  # the prefixes whose keys/values were computed, with layer 0's keys
-    compute = cached._prefix_key_values
-    cached._prefix_key_values = lambda ids: computed.append((decode(ids), kv := compute(ids))) or kv  # noqa: E731
-    # samples 0-2 are "word" prompts
-    first = [c.collect_episodes(seed=0, sample_index=[0, 1, 2]) for c in (cached, plain)]
-    assert decode(cached._prefix) == "Spell the word please: "
-    later = [c.collect(40) for c in (cached, plain)]  # refills draw both families
-    assert later[0].dones.sum() > 10
-    assert decode(cached._prefix) == "Spell the "
-    assert [c[0] for c in computed] == ["Spell the word please: "] * 2  # once per call
-    assert torch.equal(cached._prefix_kv[0][0], computed[-1][1][0][0][:, : len(cached._prefix)])
-    assert torch.equal(first[0].input_ids, first[1].input_ids)
-    assert_same_rollout(*later)
-
-
-def test_prefix_cache_leaves_multi_turn_replies_alone(model):
-    """User replies are prefilled mid-episode (new span past the prompt region): they
-    neither use nor shrink the prefix, and the dialogue equals the uncached one."""
-    import gymnasium as gym
-
-    eos = torch.arange(258) == 256
-    # turns of 1-3 tokens, out of step across slots: fresh prompts and replies share calls
-
-    def end_turns(logits, obs):
-        return torch.where(((obs["new_span"][:, 1:] + torch.arange(3)[:, None]) % 3 == 0) & eos, 1e4, logits)
-
-    runs, collectors = [], []
-    for prefix_cache in (True, False):
-        env = gym.make_vec("TextDialogGoal-v0", num_envs=3, output="torch", tokenizer="byte", max_turns=3)
-        collectors.append(
-            RolloutCollector(model, env, greedy=True, logits_processor=end_turns, prefix_cache=prefix_cache)
-        )
-        runs.append(collectors[-1].collect(60, seed=0))
-    window = collectors[0]._obs
-    assert (window["attention_mask"].sum(1) > window["agent_mask"].sum(1) + env.unwrapped.prompt_tokens // 2).all()
-    assert runs[0].dones.sum() > 6  # several whole dialogues, so refills too
-    prompt = env.unwrapped.task.samples[0].prompt  # every goal-dialogue prompt is this one
-    assert len(collectors[0]._prefix) == len(prompt.encode()) - 1  # all of it but the token fed
-    assert_same_rollout(*runs)
-
-
-def test_prefix_is_recomputed_when_the_weights_change():
-    model = tiny_model(load_tokenizer("byte"), seed=5)
-    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
-    cached = RolloutCollector(model, make_env(3), greedy=True, logits_processor=stop)
-    plain = RolloutCollector(model, make_env(3), greedy=True, logits_processor=stop, prefix_cache=False)
-    assert_same_rollout(cached.collect(20, seed=0), plain.collect(20, seed=0))
-    with torch.no_grad():  # in place, as an optimizer step or load_state_dict does
-        for p in model.parameters():
-            p.mul_(1.5)
-    assert_same_rollout(cached.collect(20, seed=1), plain.collect(20, seed=1))
-    for p in model.parameters():  # writes no version counter records
-        p.data.mul_(0.8)
-    assert_same_rollout(cached.collect(20), plain.collect(20))
-    for p in model.parameters():
-        p.grad = torch.randn_like(p)
-    versions = [p._version for p in model.parameters()]
-    torch.optim.Adam(model.parameters(), lr=0.05, fused=True).step()
-    assert [p._version for p in model.parameters()] == versions  # unseen by the versions
-    assert_same_rollout(cached.collect(20), plain.collect(20))
-
-
 def test_collect_after_collect_episodes_starts_with_a_reset(model):
     """Slots that finished early hold waiting tokens the policy never chose: a following
     collect resets instead of continuing those episodes."""
@@ -472,9 +336,11 @@ def test_collect_after_collect_episodes_starts_with_a_reset(model):
     env.reset = lambda **kwargs: resets.append(kwargs) or reset(**kwargs)
     episodes = collector.collect_episodes(seed=0)
     assert len(set(episodes.agent_mask.sum(1).tolist())) > 1  # some slots waited
-    collector.logits_processor = lambda logits, obs: logits.index_fill(
-        1, torch.tensor(env.stop_token_ids), float("-inf")
-    )  # noqa: E731
+
+    def never_stop(logits, obs):
+        return logits.index_fill(1, torch.tensor(env.stop_token_ids), float("-inf"))
+
+    collector.logits_processor = never_stop
     batch = collector.collect(3)
     assert len(resets) == 2 and resets[1]["seed"] is None  # the streams go on
     P = env.prompt_tokens
@@ -522,227 +388,3 @@ def test_collect_episodes_when_the_policy_allows_only_the_stop_token(model):
 
     episodes = RolloutCollector(model, env, logits_processor=stop_at_slot_index).collect_episodes(seed=0)
     assert episodes.agent_mask.sum(1).tolist() == [1, 2, 3, 4] and episodes.terminated.all()
-
-
-REFILL_MODES = {
-    "packed": {"pack_refills": True},
-    "merged": {"pack_refills": False, "merge_refills": True},
-    "split": {"pack_refills": False, "merge_refills": False},
-}
-
-
-def count_calls(model):
-    """Forward calls of ``model``, counted at its embedding; ``.remove()`` when done."""
-    calls = []
-    hook = model.model.embed_tokens.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
-    return calls, hook
-
-
-@pytest.mark.parametrize(
-    ("dtype", "prefix_cache"),
-    [(torch.float32, True), (torch.float32, False), (torch.bfloat16, True)],
-    ids=["float32", "float32-no-prefix-cache", "bfloat16"],
-)
-def test_packed_and_merged_refills_equal_split_calls(dtype, prefix_cache):
-    """Decode and prefill rows in one packed call, or in one padded call, give the
-    rollout of two calls: actions, log-probs and values (from the hidden states), over
-    many refills of varied lengths."""
-    model = tiny_model(load_tokenizer("byte"), seed=3, dtype=dtype)
-    head = torch.nn.Linear(64, 1).to(dtype)
-    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
-    runs, calls, shapes = {}, {}, {}
-    for mode, knobs in REFILL_MODES.items():
-        fed, hook = count_calls(model)
-        collector = RolloutCollector(
-            model,
-            make_env(5),
-            greedy=True,
-            logits_processor=stop,
-            value_head=lambda h: head(h)[:, 0],
-            prefix_cache=prefix_cache,
-            **knobs,
-        )
-        runs[mode], calls[mode], shapes[mode] = collector.collect(40, seed=7), len(fed), fed
-        hook.remove()
-    assert runs["split"].dones.sum() > 30  # many refills
-    assert calls["packed"] == calls["merged"] < calls["split"] - 15  # one call where the split path made two
-    assert any(shape[0] == 1 and shape[1] > 5 for shape in shapes["packed"])  # rows packed into one sequence
-    for mode in ("packed", "merged"):
-        assert_same_rollout(runs[mode], runs["split"])
-        assert torch.allclose(runs[mode].values.float(), runs["split"].values.float(), atol=1e-4)
-
-
-@pytest.mark.parametrize(("heads", "kv_heads"), [(4, 4), (6, 2)])
-def test_packed_refills_with_any_number_of_shared_key_value_heads(heads, kv_heads):
-    """The packed attention stacks the query heads that share a key/value head; with
-    none shared (4/4) and three sharing each (6/2), it equals two calls."""
-    model = tiny_model(load_tokenizer("byte"), seed=5, hidden=48, heads=heads, kv_heads=kv_heads)
-    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
-    runs = [
-        RolloutCollector(model, make_env(4), greedy=True, logits_processor=stop, **REFILL_MODES[mode]).collect(
-            30, seed=2
-        )
-        for mode in ("packed", "split")
-    ]
-    assert runs[1].dones.sum() > 15
-    assert_same_rollout(*runs)
-
-
-def test_split_steps_share_one_lm_head_call(monkeypatch):
-    """Where logits are head(last hidden state), a step with two calls runs the body in
-    each and the LM head once over all rows; the rollout equals two full calls'."""
-    model = tiny_model(load_tokenizer("byte"), seed=3)
-    assert plain_head(model)[1] is model.get_output_embeddings()
-    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
-    value = torch.nn.Linear(64, 1)
-    # every application of the head through the module, so that the hook counts them
-    monkeypatch.setattr(collector_module, "head_logits", lambda head, hidden: head(hidden))
-
-    def run():
-        heads = []
-        hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: heads.append(args[0].shape))
-        collector = RolloutCollector(
-            model,
-            make_env(5),
-            greedy=True,
-            logits_processor=stop,
-            value_head=lambda h: value(h)[:, 0],
-            pack_refills=False,
-            merge_refills=False,
-        )
-        batch = collector.collect(40, seed=7)
-        hook.remove()
-        return batch, len(heads)
-
-    shared, shared_heads = run()
-    monkeypatch.setattr(collector_module, "plain_head", lambda model: (None, None))
-    per_call, per_call_heads = run()
-    assert shared.dones.sum() > 30 and shared_heads < per_call_heads - 15
-    assert_same_rollout(shared, per_call)
-    assert torch.allclose(shared.values, per_call.values, atol=1e-5)
-    model.config.final_logit_softcapping = 30.0  # logits are not head(hidden) alone
-    assert plain_head(model) == (None, None)
-
-
-@pytest.mark.parametrize("bias", [False, True])
-def test_head_logits_equal_the_head_module(bias, monkeypatch):
-    """The swapped product (few float32 rows of a large head, on CPU) and the module call
-    it falls back to elsewhere give the head's logits; each is taken where it should be."""
-    linear_calls = []
-    linear = torch.nn.functional.linear
-    monkeypatch.setattr(torch.nn.functional, "linear", lambda *a: linear_calls.append(1) or linear(*a))
-    torch.manual_seed(0)
-    head = torch.nn.Linear(64, SWAPPED_HEAD_MIN_WEIGHTS // 64, bias=bias)
-    for rows in (1, 8, SWAPPED_HEAD_ROWS, SWAPPED_HEAD_ROWS + 1):
-        hidden = torch.randn(rows, 64)
-        logits = head_logits(head, hidden)
-        assert logits.shape == (rows, head.out_features) and logits.is_contiguous()
-        torch.testing.assert_close(logits, head(hidden), rtol=1e-5, atol=1e-5)
-    assert len(linear_calls) == 4 + 1  # each reference, and the module for 17 rows only
-    linear_calls.clear()
-    small = torch.nn.Linear(64, 1000, bias=bias)  # a small head: the module
-    half = torch.nn.Linear(64, SWAPPED_HEAD_MIN_WEIGHTS // 64, bias=bias).to(torch.bfloat16)
-    assert torch.equal(head_logits(small, hidden[:8]), small(hidden[:8]))
-    assert torch.equal(head_logits(half, hidden[:8].bfloat16()), half(hidden[:8].bfloat16()))
-    assert len(linear_calls) == 4
-    # a hook on the head (an adapter's, a user's) still sees every call
-    seen = []
-    head.register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
-    assert torch.equal(head_logits(head, hidden[:8]), head(hidden[:8])) and seen == [(8, 64)] * 2
-
-
-def test_packed_and_merged_refills_equal_split_calls_with_user_replies(model):
-    """Multi-turn: an agent token plus the user's reply (a prefill mid-episode) shares a
-    packed or merged call with decode rows and fresh prompts."""
-    import gymnasium as gym
-
-    eos = torch.arange(258) == 256
-
-    def end_turns(logits, obs):
-        return torch.where(((obs["new_span"][:, 1:] + torch.arange(3)[:, None]) % 3 == 0) & eos, 1e4, logits)
-
-    runs, calls = {}, {}
-    for mode, knobs in REFILL_MODES.items():
-        env = gym.make_vec("TextDialogGoal-v0", num_envs=3, output="torch", tokenizer="byte", max_turns=3)
-        fed, hook = count_calls(model)
-        collector = RolloutCollector(model, env, greedy=True, logits_processor=end_turns, **knobs)
-        runs[mode] = collector.collect(60, seed=0)
-        calls[mode] = len(fed)
-        hook.remove()
-    assert runs["split"].dones.sum() > 6 and calls["packed"] == calls["merged"] < calls["split"] - 10
-    assert_same_rollout(runs["packed"], runs["split"])
-    assert_same_rollout(runs["merged"], runs["split"])
-
-
-def test_pack_refills_needs_a_plain_head_model(monkeypatch):
-    monkeypatch.setattr(collector_module, "plain_head", lambda model: (None, None))
-    model = tiny_model(load_tokenizer("byte"))
-    with pytest.raises(ValueError, match="pack_refills=True needs a model whose logits are lm_head"):
-        RolloutCollector(model, make_env(2), pack_refills=True)
-    assert not RolloutCollector(model, make_env(2)).pack_refills  # the default falls back
-
-
-def test_cost_model_merges_for_a_small_body_and_splits_for_a_large_one_on_cpu():
-    """With 8 slots, one refilling with an 11-token suffix (q = 11): 70 padded positions.
-    A 4-layer, 256-wide body under a 49,152-token LM head merges; SmolLM2-135M's
-    30 layers (106M parameters of 135M) split on CPU and merge on a GPU."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    def budget(device_type, **shape):
-        config = LlamaConfig(vocab_size=49_152, tie_word_embeddings=True, **shape)
-        with torch.device("meta"):  # shapes only, no weights
-            return merge_budget(LlamaForCausalLM(config), device_type)
-
-    padded = 7 * (11 - 1)
-    tiny = {
-        "hidden_size": 256,
-        "intermediate_size": 1024,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 4,
-    }
-    smollm2 = {
-        "hidden_size": 576,
-        "intermediate_size": 1536,
-        "num_hidden_layers": 30,
-        "num_attention_heads": 9,
-        "num_key_value_heads": 3,
-    }
-    assert budget("cpu", **tiny) > padded > budget("cpu", **smollm2)
-    assert budget("cuda", **smollm2) > padded
-    # the collector follows the budget unless told
-    collector = RolloutCollector(tiny_model(load_tokenizer("byte")), make_env(2), pack_refills=False)
-    rows = int(collector.merge_budget // 10)
-    assert collector._merges(rows, 11) and not collector._merges(rows + 1, 11)
-    collector.merge_refills = False
-    assert not collector._merges(1, 2)
-    collector.merge_refills = True
-    assert collector._merges(100, 100)
-
-
-def test_compiled_decode_step_equals_eager_and_compiles_once():
-    """``compile=True``: the decode step runs as a compiled graph (refills stay eager);
-    actions, log-probs and values equal the eager rollout's, and a second collector with
-    the same shapes reuses the graph."""
-    from torch._dynamo.utils import counters
-
-    model = tiny_model(load_tokenizer("byte"), seed=3, layers=1)
-    head = torch.nn.Linear(64, 1)
-    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
-
-    def run(**knobs):
-        collector = RolloutCollector(
-            model, make_env(4), greedy=True, logits_processor=stop, value_head=lambda h: head(h)[:, 0], **knobs
-        )
-        return collector.collect(30, seed=7)
-
-    eager = run()
-    torch._dynamo.reset()
-    counters.clear()
-    compiled = run(compile=True)
-    graphs = counters["stats"]["unique_graphs"]
-    assert graphs >= 1 and eager.dones.sum() > 10  # compiled, over many refills
-    assert_same_rollout(compiled, eager)
-    assert torch.allclose(compiled.values, eager.values, atol=1e-5)
-    assert_same_rollout(run(compile=True), eager)
-    assert counters["stats"]["unique_graphs"] == graphs  # no recompile
