@@ -7,7 +7,7 @@ token from the policy restricted to the smallest set of tokens whose probability
 *mask model* reaches ``top_p``. The mask model is a copy of the policy re-synced every
 ``mask_sync_every`` iterations, so the action space shrinks to what a recent policy found
 plausible. Sampling uses the rollout backend's logits-processor hook; the mask model
-keeps its own KV cache by being fed the same observations (``RolloutCollector.feed``).
+keeps its own KV cache by being fed the same observations (``WindowRunner.feed``).
 One file, top to bottom, in the style of cleanrl; the run plumbing is ``common.py``'s;
 text_gym's public API only.
 
@@ -25,7 +25,7 @@ import tyro
 from common import Run, collect, load_policy, make_envs, seed_everything
 from torch import nn
 
-from text_gym.rollout import RolloutCollector, top_p_keep
+from text_gym.rollout import RolloutCollector, WindowRunner, top_p_keep
 
 
 @dataclass
@@ -62,10 +62,10 @@ def main(args: Args) -> dict[str, float]:
     V = envs.unwrapped.vocab_size
     # the mask model follows the same observations with its own KV cache; the policy samples
     # only among the mask model's top-p tokens at each step
-    mask_collector = RolloutCollector(mask_model, envs)
+    mask_runner = WindowRunner(mask_model, envs)
 
     def restrict(logits, obs):
-        return logits.masked_fill(~top_p_keep(mask_collector.feed(obs)[0][:, :V], args.top_p), float("-inf"))
+        return logits.masked_fill(~top_p_keep(mask_runner.feed(obs)[0][:, :V], args.top_p), float("-inf"))
 
     collector = RolloutCollector(model, envs, logits_processor=restrict)
     d = model.config.hidden_size
