@@ -354,7 +354,8 @@ def test_without_root_user_namespaces_keep_the_callers_files(open_dir):
     """The sandbox run by uid 65534: its programs have that kernel uid too, so only the
     read-only view and the hidden home keep them out of the caller's files."""
     shutil.copy(sandbox.__file__, open_dir / "sandbox.py")
-    shutil.copy(sandbox.HARNESS, open_dir / "_harness.py")
+    for path in sandbox.HARNESS:
+        shutil.copy(path, open_dir)
     (open_dir / "victim.txt").write_text("intact")
     (open_dir / "home").mkdir()
     (open_dir / "home" / "key").write_text("SECRET")
@@ -388,7 +389,7 @@ def test_without_root_user_namespaces_keep_the_callers_files(open_dir):
     # the caller's files are read-only, its home hidden, the monitor out of reach
     assert stdout.splitlines() == ["OSError 30", "OSError 30", "FileNotFoundError", "environ PermissionError", "-1 -1"]
     assert (open_dir / "victim.txt").read_text() == "intact"
-    assert sorted(os.listdir(open_dir)) == ["_harness.py", "home", "sandbox.py", "victim.txt"]
+    assert sorted(os.listdir(open_dir)) == ["_harness.py", "_wire.py", "home", "sandbox.py", "victim.txt"]
 
 
 def test_unconfined_machines_refuse_to_run_programs(monkeypatch):
@@ -694,10 +695,13 @@ def test_judge_and_program_trade_plain_values_exactly(unharmed):
 
 def test_the_wire_carries_plain_data_and_refuses_the_rest():
     """The judge's link format, in this process: the worker's end encodes, the judge's parses."""
-    from text_gym.rewards import _harness
+    from text_gym.rewards import _harness, _wire
 
+    # imported as a module, the harness takes the link's names from _wire (in the sandbox
+    # the boot loader runs _wire.py ahead of it, in one namespace)
+    assert (_harness.Link, _harness.Broken, _harness.NotPlain) == (_wire.Link, _wire.Broken, _wire.NotPlain)
     names = dict(vars(__import__("builtins")))
-    worker, judge = _harness.Link(-1, -1, names), _harness.Link(-1, -1, names, pidfd=0)
+    worker, judge = _wire.Link(-1, -1, names), _wire.Link(-1, -1, names, pidfd=0)
     d = {"b": 1, "a": [2.5, None]}
     values = [
         None,
@@ -735,17 +739,17 @@ def test_the_wire_carries_plain_data_and_refuses_the_rest():
     # stand-in when the policy allows (iterators, from the worker).
     counter = __import__("collections").Counter("aab")
     assert type(judge.parse(worker.encode(counter, worker.result))) is dict
-    with pytest.raises(_harness.NotPlain, match="a call returned a object object"):
+    with pytest.raises(_wire.NotPlain, match="a call returned a object object"):
         worker.encode(object(), worker.result)
     stub = judge.parse(worker.encode(iter([1]), worker.result))
-    assert type(stub) is _harness.Remote and judge.parse(worker.encode(iter([1]), worker.result)) is not stub
-    with pytest.raises(_harness.NotPlain):
+    assert type(stub) is _wire.Remote and judge.parse(worker.encode(iter([1]), worker.result)) is not stub
+    with pytest.raises(_wire.NotPlain):
         bool(stub)
     with pytest.raises(ValueError, match="long head"):
         judge.parse("s" + "9" * 100 + ":")
-    many = "".join("h%d:" % h for h in range(_harness.STUBS + 1))
+    many = "".join("h%d:" % h for h in range(_wire.STUBS + 1))
     with pytest.raises(ValueError, match="handles"):
-        judge.parse("l%d:%s" % (_harness.STUBS + 1, many))
+        judge.parse("l%d:%s" % (_wire.STUBS + 1, many))
     # Malformed or hostile text never parses into anything.
     for bad in [
         "",

@@ -69,22 +69,28 @@ SLOTS = 64  # programs one process runs at once, each as its own uid (see _uid)
 TAIL_BYTES = 4096  # how much of stdout and of stderr a TestRun keeps (the end)
 
 SCRATCH = "/tmp/sandbox"  # the program's folder (its cwd, HOME and TMPDIR) when confined
-# The code that runs in each sandbox (monitor, judge and worker) lives in ``_harness.py``,
-# sent compiled over stdin to ``python -c _BOOT <report fd>``, then the job.
-HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_harness.py")
+# The code that runs in each sandbox (monitor, judge and worker): the judge's link in
+# ``_wire.py``, the rest in ``_harness.py``, sent compiled over stdin to
+# ``python -c _BOOT <report fd>``, then the job. The boot loader runs them in that order.
+HARNESS = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), f) for f in ("_wire.py", "_harness.py"))
 _BOOT = (
     "import marshal, os\nn, code = int.from_bytes(os.read(0, 4), 'big'), b''\n"
     "while len(code) < n and (chunk := os.read(0, n - len(code))):\n    code += chunk\n"
-    "exec(marshal.loads(code))\n"
+    "for part in marshal.loads(code):\n    exec(part)\n"
 )
 
 
 @cache
 def _harness() -> bytes:
-    """``_harness.py`` compiled once, as the boot loader reads it (compiling it costs each
-    run about as much as a small program's whole test run)."""
-    with open(HARNESS, encoding="utf-8") as f:
-        code = marshal.dumps(compile(f.read(), HARNESS, "exec"))
+    """``HARNESS`` compiled once, as the boot loader reads it (compiling it costs each run
+    about as much as a small program's whole test run): one code object per file, each
+    with its own file name and line numbers for tracebacks, run in turn in one namespace
+    (``__main__``'s), so the harness's globals include the wire's names as one program's."""
+    parts = []
+    for path in HARNESS:
+        with open(path, encoding="utf-8") as f:
+            parts.append(compile(f.read(), path, "exec"))
+    code = marshal.dumps(tuple(parts))
     return len(code).to_bytes(4, "big") + code
 
 
