@@ -24,7 +24,12 @@ def modules_with_examples() -> list[str]:
 
 def test_the_examples_are_found():
     found = modules_with_examples()
-    for name in ("text_gym.env", "text_gym.prompt_table", "text_gym.rewards.sandbox", "text_gym.rollout.collector"):
+    expected = ["text_gym.env", "text_gym.prompt_table", "text_gym.sample_streams", "text_gym.vector_info"]
+    expected += [
+        "text_gym.rewards.sandbox",
+        *(f"text_gym.rollout.{m}" for m in ("cache", "runner", "sampling", "collector")),
+    ]
+    for name in expected:
         assert name in found, (name, found)
 
 

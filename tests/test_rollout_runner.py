@@ -333,10 +333,12 @@ def test_cost_model_merges_for_a_small_body_and_splits_for_a_large_one_on_cpu():
     collector = RolloutCollector(tiny_model(load_tokenizer("byte")), make_env(2), pack_refills=False)
     rows = int(collector.runner.merge_budget // 10)
     assert collector.runner._merges(rows, 11) and not collector.runner._merges(rows + 1, 11)
-    collector.runner.merge_refills = False
-    assert not collector.runner._merges(1, 2)
-    collector.runner.merge_refills = True
+    collector.merge_refills = False  # the collector's settings are its runner's
+    assert collector.runner.merge_refills is False and not collector.runner._merges(1, 2)
+    collector.merge_refills = True
     assert collector.runner._merges(100, 100)
+    assert collector.merge_budget == collector.runner.merge_budget and collector.cache is collector.runner.cache
+    assert collector.prefix_cache and not collector.pack_refills
 
 
 def test_compiled_decode_step_equals_eager_and_compiles_once():
@@ -411,6 +413,8 @@ def test_a_window_runner_needs_only_the_envs_shape_facts(model):
         WindowRunner(model, SimpleNamespace(**{**vars(facts), "vocab_size": 300}))
     with pytest.raises(ValueError, match="built for tokenizer 'byte'.*HuggingFaceTB"):
         WindowRunner(model, TextVectorEnv(1, output="torch", max_new_tokens=2))
+    with pytest.raises(ValueError, match=r"output='numpy'.*TextVectorEnv\(output='torch'\)"):
+        WindowRunner(model, TextVectorEnv(1, tokenizer="byte", max_new_tokens=2))
 
 
 def test_refresh_prefix_recomputes_the_prefix_after_an_unrecorded_weight_change():
@@ -428,15 +432,6 @@ def test_refresh_prefix_recomputes_the_prefix_after_an_unrecorded_weight_change(
     cached.refresh_prefix()
     fresh, expected = cached.feed(obs)[0], plain.feed(obs)[0]
     assert not torch.allclose(stale, expected, atol=1e-3) and torch.allclose(fresh, expected, atol=1e-5)
-
-
-@pytest.mark.parametrize("name", ["cache", "runner", "sampling", "collector"])
-def test_docstring_examples(name):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(f"text_gym.rollout.{name}"))
-    assert result.failed == 0 and result.attempted > 0
 
 
 SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}

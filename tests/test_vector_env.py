@@ -278,16 +278,6 @@ def test_unknown_arguments_are_matched_against_the_task_and_the_env():
     assert "did you mean" not in str(err.value) and "env arguments" not in str(err.value)
 
 
-def test_docstring_examples_of_the_env_modules():
-    import doctest
-
-    from text_gym import prompt_table, sample_streams, vector_info
-
-    for module in (prompt_table, sample_streams, vector_info):
-        result = doctest.testmod(module)
-        assert result.failed == 0 and result.attempted > 0, module.__name__
-
-
 def test_construction_errors_list_choices():
     with pytest.raises(ValueError, match=r"unknown argument\(s\) \['colour'\].*split"):
         gym.make("TextTranslate-v0", colour="red")

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from gymnasium.vector import AutoresetMode
 
+from text_gym.rollout.cache import WindowCache
 from text_gym.rollout.runner import WindowRunner
 from text_gym.rollout.sampling import check_sampling, sample_actions
 
@@ -147,6 +148,31 @@ class RolloutCollector:
         self._obs: dict[str, torch.Tensor] | None = None  # the env's last observation
         self._last: tuple[torch.Tensor, torch.Tensor | None] | None = None  # its logits and hidden states
         self._calls = -1  # env.calls after this collector's last reset or step
+
+    # The runner's settings, read and set through the collector as before the runner existed.
+    @property
+    def cache(self) -> WindowCache:
+        return self.runner.cache
+
+    @property
+    def prefix_cache(self) -> bool:
+        return self.runner.prefix is not None
+
+    @property
+    def merge_budget(self) -> float:
+        return self.runner.merge_budget
+
+    @property
+    def pack_refills(self) -> bool:
+        return self.runner.pack_refills
+
+    @property
+    def merge_refills(self) -> bool | None:
+        return self.runner.merge_refills
+
+    @merge_refills.setter
+    def merge_refills(self, value: bool | None) -> None:
+        self.runner.merge_refills = value
 
     @torch.no_grad()
     def collect(self, num_steps: int, seed: int | None = None) -> Rollout:

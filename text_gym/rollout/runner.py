@@ -145,6 +145,11 @@ class WindowRunner:
         merge_refills: bool | None = None,
         compile: bool | dict[str, Any] = False,
     ) -> None:
+        if getattr(env, "output", "torch") != "torch":
+            raise ValueError(
+                f"WindowRunner reads torch observations, and the env gives output={env.output!r}: "
+                "build it with TextVectorEnv(output='torch') so observations stay on device"
+            )
         check_model(model, env)
         self.model, self.hidden = model, hidden
         self.num_rows, self.prompt_tokens, self.window = env.num_envs, env.prompt_tokens, env.window
