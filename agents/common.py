@@ -30,8 +30,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM
 
-import text_gym  # noqa: F401  (registers the env ids)
-from text_gym import WordTokenizer, load_tokenizer
+from text_gym import WordTokenizer, load_tokenizer  # importing text_gym registers the env ids
 from text_gym.rollout import Episodes, RolloutCollector, tiny_model
 
 

@@ -142,7 +142,7 @@ def bench(
         collector = RolloutCollector(model, env, logits_processor=processor, **knobs)
         collector.collect(1, seed=seed)  # reset and prefill outside the timing
 
-        def run():  # noqa: E306
+        def run():
             batch_out = collector.collect(new_tokens)
             return int(batch_out.mask.sum())  # agent tokens generated
 

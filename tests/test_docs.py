@@ -55,8 +55,6 @@ README = ROOT / "README.md"
 README_LIMIT = 10_000  # characters: the README is a front page; the rest lives in docs/
 OUTPUT = {"text", "json", "console"}
 CHEAP = {"text-gym list"}  # commands without --help that are quick enough to run for real
-# Pages that other branches of the same change add; until they are merged, links to them
-# are skipped rather than failed.
 TIMEOUT = 300  # seconds, per page of python blocks and per command
 
 

@@ -19,21 +19,21 @@ PACKAGE = "text_gym"
 MAX_FILE_LINES = 600
 MAX_FUNCTION_LINES = 80
 
-# The env and the modules that are its parts: they know no model and no framework.
-ENV_MODULES = (
-    "text_gym.env",
-    "text_gym.vector_env",
-    "text_gym.prompt_table",
-    "text_gym.sample_streams",
-    "text_gym.env_checks",
-    "text_gym.vector_info",
-)
-ABOVE_THE_ENV = ("text_gym.rollout", "text_gym.adapters", "text_gym.distributed")
-# (importers, what they must not import, why): a module matches a name when it is that
-# module or inside that package.
+# What knows of models and frameworks; everything else in text_gym (the env and its parts,
+# tasks, rewards, tokenizers) must not reach it.
+ABOVE_THE_ENV = ("text_gym.rollout", "text_gym.adapters", "text_gym.distributed", "text_gym.cli")
+# (importers, what they may reach (None: anything but `forbidden`), what they must not
+# reach, why). A module matches a name when it is that module or inside that package;
+# "reach" follows explicit imports transitively (not the implicit import of parent packages).
 LAYER_RULES = (
-    (("text_gym.tasks",), ENV_MODULES + ABOVE_THE_ENV, "a task knows nothing of the env, models or frameworks"),
-    (ENV_MODULES, ABOVE_THE_ENV, "an env knows no model and no framework"),
+    (
+        ("text_gym.tasks",),
+        ("text_gym.tasks", "text_gym.rewards", "text_gym.tokenizers", "text_gym.assets"),
+        (),
+        "a task knows nothing of the env, models or frameworks",
+    ),
+    (("text_gym.rewards",), ("text_gym.rewards",), (), "text_gym.rewards imports nothing else of the package"),
+    (("text_gym",), None, ABOVE_THE_ENV, "an env knows no model and no framework"),
 )
 
 
@@ -147,19 +147,34 @@ def _inside(module: str, prefixes: Iterable[str]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
+def shortest_paths(graph: dict[str, set[str]], start: str) -> dict[str, list[str]]:
+    """Every module ``start`` reaches through explicit imports -> the shortest import path."""
+    paths, frontier = {start: [start]}, [start]
+    while frontier:
+        following = []
+        for v in frontier:
+            for w in sorted(graph.get(v, ())):
+                if w not in paths:
+                    paths[w] = [*paths[v], w]
+                    following.append(w)
+        frontier = following
+    return paths
+
+
 def layer_violations(
-    graph: dict[str, set[str]], rules: Sequence[tuple[Sequence[str], Sequence[str], str]], self_contained: str
+    graph: dict[str, set[str]], rules: Sequence[tuple[Sequence[str], Sequence[str] | None, Sequence[str], str]]
 ) -> list[str]:
-    """``importer -> imported (why)`` for every import a rule forbids, and for every import
-    from ``self_contained`` (a package) of a module outside it."""
+    """``importer -> ... -> reached (why)`` for every module a rule's importer reaches,
+    directly or through other modules, that the rule does not allow."""
     found = []
-    for module, targets in sorted(graph.items()):
-        for target in sorted(targets):
-            for importers, forbidden, why in rules:
-                if _inside(module, importers) and _inside(target, forbidden):
-                    found.append(f"{module} -> {target} ({why})")
-            if _inside(module, [self_contained]) and not _inside(target, [self_contained]):
-                found.append(f"{module} -> {target} ({self_contained} imports nothing else of the package)")
+    for module in sorted(graph):
+        paths = shortest_paths(graph, module)
+        for importers, allowed, forbidden, why in rules:
+            if not _inside(module, importers) or _inside(module, forbidden):
+                continue
+            for target, path in sorted(paths.items()):
+                if allowed is not None and not _inside(target, allowed) or _inside(target, forbidden):
+                    found.append(f"{' -> '.join(path)} ({why})")
     return found
 
 
@@ -212,7 +227,7 @@ def test_no_import_circles(graph):
 
 
 def test_imports_run_one_way(graph):
-    found = layer_violations(graph, LAYER_RULES, "text_gym.rewards")
+    found = layer_violations(graph, LAYER_RULES)
     assert not found, "imports against the layering (DESIGN.md):\n" + "\n".join(found)
 
 
@@ -287,15 +302,26 @@ def test_layer_violations_are_listed(tmp_path):
             "text_gym/rewards/__init__.py": "from .sandbox import run\n",
             "text_gym/rewards/sandbox.py": "from ..tasks.code import f\n",
             "text_gym/rewards/a.py": "",
+            # a wrong-way import through a module that no rule names
+            "text_gym/tasks/dialogue.py": "from text_gym import tokenizers\n",
+            "text_gym/tokenizers.py": "from text_gym.rollout import runner\n",
+            "text_gym/rollout/runner.py": "",
         },
     )
     graph = import_graph(tmp_path, "text_gym")
-    found = layer_violations(graph, LAYER_RULES, "text_gym.rewards")
-    assert found == [
-        "text_gym.rewards.sandbox -> text_gym.tasks.code (text_gym.rewards imports nothing else of the package)",
-        "text_gym.tasks.code -> text_gym.vector_env (a task knows nothing of the env, models or frameworks)",
-        "text_gym.vector_env -> text_gym.rollout.collector (an env knows no model and no framework)",
-    ]
+    found = layer_violations(graph, LAYER_RULES)
+    why_task = "(a task knows nothing of the env, models or frameworks)"
+    why_env = "(an env knows no model and no framework)"
+    assert "text_gym.tasks.dialogue -> text_gym.tokenizers -> text_gym.rollout.runner " + why_task in found
+    assert "text_gym.tasks.dialogue -> text_gym.tokenizers -> text_gym.rollout.runner " + why_env in found
+    assert "text_gym.tokenizers -> text_gym.rollout.runner " + why_env in found
+    assert "text_gym.tasks.code -> text_gym.vector_env " + why_task in found
+    assert "text_gym.vector_env -> text_gym.rollout.collector " + why_env in found
+    assert (
+        "text_gym.rewards.sandbox -> text_gym.tasks.code (text_gym.rewards imports nothing else of the package)"
+        in found
+    )
+    assert not [f for f in found if f.startswith(("text_gym.rollout", "text_gym.tasks.code -> text_gym.rewards "))]
     with pytest.raises(AssertionError, match=r"(?s)rewards.sandbox -> .*tasks.code -> .*vector_env -> "):
         test_imports_run_one_way(graph)
 
