@@ -77,9 +77,9 @@ def prompts_of(env: TextVectorEnv, seed: int) -> tuple[torch.Tensor, torch.Tenso
     return obs["input_ids"][:, :P], obs["attention_mask"][:, :P].long()
 
 
-@torch.no_grad()
-def run_generate(model, ids, mask, new_tokens, eos, pad) -> int:
-    out = model.generate(
+def sample(model, ids, mask, new_tokens, eos, pad) -> torch.Tensor:
+    """``model.generate`` sampling exactly ``new_tokens`` tokens per row: (B, T + new_tokens)."""
+    return model.generate(
         ids,
         attention_mask=mask,
         max_new_tokens=new_tokens,
@@ -89,6 +89,11 @@ def run_generate(model, ids, mask, new_tokens, eos, pad) -> int:
         eos_token_id=eos,
         pad_token_id=pad,
     )
+
+
+@torch.no_grad()
+def run_generate(model, ids, mask, new_tokens, eos, pad) -> int:
+    out = sample(model, ids, mask, new_tokens, eos, pad)
     return (out.shape[1] - ids.shape[1]) * ids.shape[0]
 
 
@@ -105,16 +110,7 @@ def run_recompute(model, ids, mask, new_tokens) -> int:
 @torch.no_grad()
 def run_rl4lms(model, ids, mask, new_tokens, eos, pad) -> int:
     """generate, then replay the full sequences through policy, value and reference models."""
-    out = model.generate(
-        ids,
-        attention_mask=mask,
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
-        do_sample=True,
-        top_k=0,
-        eos_token_id=eos,
-        pad_token_id=pad,
-    )
+    out = sample(model, ids, mask, new_tokens, eos, pad)
     full_mask = torch.cat((mask, torch.ones_like(out[:, ids.shape[1] :])), 1)
     for _ in range(3):  # policy (with grad in training), value head trunk, reference
         model(out, attention_mask=full_mask, use_cache=False)
