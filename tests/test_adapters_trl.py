@@ -162,6 +162,8 @@ def test_bad_input_fails_with_the_fix():
         completion_text([{"role": "user", "content": "x"}], 4)
     with pytest.raises(ValueError, match="chat_template=1"):
         prompt_dataset("TextTranslate-v0", chat_template=1)
+    with pytest.raises(ValueError, match="check_rows='no'"):
+        reward_function("TextTranslate-v0", check_rows="no")
     with pytest.raises(ValueError, match="unknown argument"):
         reward_function("TextTranslate-v0", scan_splt="length")
 

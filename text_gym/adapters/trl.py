@@ -179,6 +179,8 @@ class EnvReward:
     """
 
     def __init__(self, env_id: str, task: Task, *, max_new_tokens: int, check_rows: bool = True) -> None:
+        if not isinstance(check_rows, (bool, np.bool_)):
+            raise ValueError(f"check_rows={check_rows!r} must be True or False")
         self.env_id, self.task, self.max_new_tokens, self.check_rows = env_id, task, max_new_tokens, check_rows
         self.__name__ = _bare(env_id)
 
