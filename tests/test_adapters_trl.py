@@ -133,6 +133,15 @@ def test_rows_of_another_env_or_without_a_sample_are_not_applicable():
     assert got == [1.0, 1.0, None, None]
 
 
+def test_a_call_scores_its_rows_in_one_task_call(monkeypatch):
+    reward = reward_function("TextCode-v0", dataset="easy", level=1, max_samples=4)
+    calls, score = [], reward.task.score
+    monkeypatch.setattr(reward.task, "score", lambda texts, samples: calls.append(len(texts)) or score(texts, samples))
+    bodies = [reward.task.reference_response(s) for s in reward.task.samples]
+    assert reward(completions=bodies + [""] * 4, sample_index=[0, 1, 2, 3] * 2) == [1.0] * 4 + [0.0] * 4
+    assert calls == [8]
+
+
 def test_metrics_are_logged_through_trl_log_metric():
     reward = reward_function("TextTranslate-v0", split="test", max_samples=3)
     logged = {}
