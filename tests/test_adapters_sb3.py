@@ -8,15 +8,30 @@ import time
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import data_equivalence
+from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecCheckNan, VecMonitor
 
 from text_gym import TextVectorEnv
-from text_gym.adapters.sb3 import SB3VecEnv, to_vec_env
+from text_gym.adapters.sb3 import SB3VecEnv, TokenEmbedding, TopPMasks, to_vec_env
 from text_gym.registration import env_ids
+from text_gym.rollout import tiny_model, top_p_keep
+from text_gym.tasks import Sample, Scores, Task
+from text_gym.tokenizers import WordTokenizer
 
 BYTE = {"tokenizer": "byte", "max_new_tokens": 6}
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread: SB3's small networks gain nothing from more, and on a shared
+    machine idle threads waiting for each other multiply a training test's time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def random_actions(rng, n, eos, vocab=258, p_eos=0.3):
@@ -153,7 +168,7 @@ SMALL = {"tokenizer": "byte", "max_prompt_tokens": 64, "max_new_tokens": 16}
 
 
 @pytest.mark.parametrize("env_id", env_ids())
-def test_ppo_multi_input_policy_runs_2048_steps_on_every_env_id(env_id):
+def test_ppo_multi_input_policy_runs_2048_steps_on_every_env_id(env_id, one_thread):
     venv = VecMonitor(to_vec_env(env_id, num_envs=8, **SMALL))
     model = PPO("MultiInputPolicy", venv, n_steps=256, batch_size=512, n_epochs=1, seed=0, device="cpu")
     start = time.perf_counter()
@@ -161,3 +176,143 @@ def test_ppo_multi_input_policy_runs_2048_steps_on_every_env_id(env_id):
     print(f"{env_id}: 2,048 steps in {time.perf_counter() - start:.1f} s")
     assert model.num_timesteps == 2048
     assert len(model.ep_info_buffer) > 0  # episodes finished and VecMonitor logged them
+
+
+# ---------------------------------------------------------------------- TokenEmbedding
+
+
+class Pairs(Task):
+    """Answer each letter with its own word: a 4-context bandit (a blind policy gets 1/4)."""
+
+    name = "pairs"
+
+    def __init__(self):
+        self.samples = [Sample(p, (r,)) for p, r in [("a", "w"), ("b", "x"), ("c", "y"), ("d", "z")]]
+
+    def score(self, responses, samples):
+        hits = np.array([r.strip() == s.references[0] for r, s in zip(responses, samples)], float)
+        return Scores(hits, {"hit": hits})
+
+
+def pairs_venv():
+    task = Pairs()
+    tokenizer = WordTokenizer.from_texts(
+        [s.prompt for s in task.samples] + [" " + s.references[0] for s in task.samples]
+    )
+    env = TextVectorEnv(8, task=task, tokenizer=tokenizer, max_new_tokens=1, autoreset_mode="SAME_STEP")
+    return to_vec_env(env)  # 11 actions: 3 specials, 4 letters, 4 answers
+
+
+def greedy_reward(model, seed=100, steps=8):
+    venv = pairs_venv()
+    venv.seed(seed)
+    obs, rewards = venv.reset(), []
+    for _ in range(steps):
+        obs, reward, _, _ = venv.step(model.predict(obs, deterministic=True)[0])
+        rewards.append(reward)
+    return float(np.mean(rewards))
+
+
+def test_token_embedding_features_read_ids_as_integers_and_ignore_padding():
+    venv = to_vec_env("TextTranslate-v0", num_envs=2, **BYTE)
+    extractor = TokenEmbedding(venv.observation_space, embed_dim=4)
+    assert extractor.features_dim == 13
+    venv.seed(0)
+    obs = venv.reset()
+    floats = {k: torch.from_numpy(v).float() for k, v in obs.items()}  # as SB3's preprocessing gives them
+    features = extractor(floats)
+    table, P, start = extractor.embedding.weight, venv.env.prompt_tokens, obs["new_span"][0, 0]
+    prompt = torch.from_numpy(obs["input_ids"][0, start:P])
+    assert torch.allclose(features[0, :4], table[prompt[-1]])  # the last real token
+    assert torch.allclose(features[0, 4:8], table[prompt].mean(0))  # the context, padding left out
+    assert (features[0, 8:12] == 0).all() and features[0, 12] == P / venv.env.window  # no response yet
+    floats["input_ids"][0, :start] = 7  # padding columns do not count
+    assert torch.equal(extractor(floats), features)
+    with pytest.raises(ValueError, match="keys"):
+        TokenEmbedding(gym.spaces.Dict({"input_ids": venv.observation_space["input_ids"]}))
+
+
+def test_ppo_with_token_embedding_learns_a_tiny_task(one_thread):
+    # One-token episodes end by truncation (max_new_tokens=1), and SB3 bootstraps a
+    # truncated episode with the critic's value of its terminal observation, a state it
+    # never trains on: gamma=0 keeps the return the task's reward, as a bandit's is.
+    torch.manual_seed(0)
+    model = PPO(
+        "MultiInputPolicy",
+        pairs_venv(),
+        n_steps=32,
+        batch_size=64,
+        learning_rate=1e-3,
+        ent_coef=0.01,
+        gamma=0.0,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"features_extractor_class": TokenEmbedding},
+    )
+    before = greedy_reward(model)
+    model.learn(2048)
+    after = greedy_reward(model)
+    print(f"greedy reward before {before:.2f}, after {after:.2f}")
+    assert before < 0.3 and after >= 0.9  # above the 1/4 that a policy blind to the letter gets
+
+
+# ---------------------------------------------------------------------- MaskablePPO
+
+
+def full_forward_logits(model, obs, vocab):
+    """Next-token logits of every slot from one forward over its whole window (no cache)."""
+    ids, attn = torch.from_numpy(obs["input_ids"]), torch.from_numpy(obs["attention_mask"]).long()
+    positions = (attn.cumsum(1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions).logits  # (N, L, V')
+    last = torch.from_numpy(obs["new_span"][:, 1]) - 1
+    return logits[torch.arange(len(ids)), last, :vocab]
+
+
+def test_top_p_masks_are_the_reference_nucleus_and_keep_the_argmax():
+    venv = to_vec_env("TextTranslate-v0", num_envs=4, **BYTE)
+    reference = tiny_model(venv.env.tokenizer, hidden=32, layers=2).eval()
+    masked = TopPMasks(venv, reference, top_p=0.5)
+    assert masked.has_attr("action_masks") and VecMonitor(masked).has_attr("action_masks")
+    masked.seed(0)
+    obs = masked.reset()
+    rng = np.random.default_rng(0)
+    sizes = []
+    for _ in range(10):  # across autoresets (max_new_tokens=6, stop tokens drawn)
+        masks = np.stack(VecMonitor(masked).env_method("action_masks"))  # how MaskablePPO reads them
+        logits = full_forward_logits(reference, obs, 258)
+        assert np.array_equal(masks, top_p_keep(logits, 0.5).numpy())
+        assert masks[np.arange(4), logits.argmax(-1).numpy()].all()
+        assert masked.env_method("action_masks", indices=[2])[0].tolist() == masks[2].tolist()
+        sizes.append(masks.sum(1))
+        obs, *_ = masked.step(random_actions(rng, 4, venv.env.tokenizer.eos_token_id))
+    assert 1 < np.mean(sizes) < 258  # a real cut, not everything nor only the argmax
+    one = TopPMasks(to_vec_env("TextTranslate-v0", num_envs=2, **BYTE), reference, top_p=1e-6)
+    one.reset()
+    assert (one.action_masks().sum(1) == 1).all()  # a tiny nucleus is still the argmax
+
+
+def test_maskable_ppo_acts_inside_the_masks(one_thread):
+    venv = to_vec_env("TextTranslate-v0", num_envs=4, **BYTE)
+    masked = VecMonitor(TopPMasks(venv, tiny_model(venv.env.tokenizer, hidden=32, layers=2), top_p=0.3))
+    model = MaskablePPO("MultiInputPolicy", masked, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(64)
+    assert model.num_timesteps == 64
+    rollout = model.rollout_buffer
+    taken = rollout.actions.reshape(-1).astype(int)
+    assert rollout.action_masks.reshape(len(taken), -1)[np.arange(len(taken)), taken].all()
+    assert rollout.action_masks.reshape(len(taken), -1).sum(1).max() < 258
+
+
+def test_top_p_masks_refuse_what_they_cannot_follow():
+    venv = to_vec_env("TextTranslate-v0", num_envs=2, **BYTE)
+    reference = tiny_model(venv.env.tokenizer, hidden=32, layers=2)
+    with pytest.raises(ValueError, match=r"top_p=0 must be in \(0, 1\]"):
+        TopPMasks(venv, reference, top_p=0)
+    with pytest.raises(TypeError, match="to_vec_env"):
+        TopPMasks(DummyVecEnv([lambda: gym.make("TextTranslate-v0", **BYTE)]), reference)
+    masked = TopPMasks(venv, reference)
+    masked.reset()
+    venv.step(np.zeros(2, dtype=np.int64))  # behind the wrapper's back
+    with pytest.raises(RuntimeError, match="stale"):
+        masked.step(np.zeros(2, dtype=np.int64))
