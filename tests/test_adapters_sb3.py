@@ -3,7 +3,10 @@ envs is the reference), SB3's algorithms on every env id, TokenEmbedding, Maskab
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -21,6 +24,7 @@ from text_gym.rollout import tiny_model, top_p_keep
 from text_gym.tasks import Sample, Scores, Task
 from text_gym.tokenizers import WordTokenizer
 
+ROOT = Path(__file__).resolve().parents[1]
 BYTE = {"tokenizer": "byte", "max_new_tokens": 6}
 
 
@@ -316,3 +320,17 @@ def test_top_p_masks_refuse_what_they_cannot_follow():
     venv.step(np.zeros(2, dtype=np.int64))  # behind the wrapper's back
     with pytest.raises(RuntimeError, match="stale"):
         masked.step(np.zeros(2, dtype=np.int64))
+
+
+def test_without_stable_baselines3_the_import_error_names_the_extra():
+    code = (
+        "import sys; sys.modules['stable_baselines3'] = None\n"
+        "import text_gym.adapters\n"  # the package itself needs no framework
+        "try:\n"
+        "    import text_gym.adapters.sb3\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'text_gym[sb3]'" in done.stdout
