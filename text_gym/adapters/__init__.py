@@ -1,6 +1,6 @@
 """Adapters that let external agents and frameworks train on text_gym's envs.
 
-Each adapter is a subpackage that imports its framework itself, so importing
+Each adapter is a module or subpackage that imports its framework itself, so importing
 ``text_gym`` or ``text_gym.adapters`` needs no extra; importing an adapter without its
 framework fails with an ``ImportError`` naming the extra to install.
 
