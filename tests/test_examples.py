@@ -49,7 +49,7 @@ def require_tensorflow() -> None:
 def test_keras_reinforce_learns_and_reads_the_prompt():
     require_tensorflow()
     # the two runs side by side: most of each is importing TensorFlow and torch
-    run = start_example("keras_reinforce.py", "--iterations", "300", "--seed", "0")
+    run = start_example("keras_reinforce.py", "--iterations", "400", "--seed", "0")
     short = start_example("keras_reinforce.py", "--iterations", "15", "--seed", "0")
     try:
         lines, short_lines = output_of(run), output_of(short)
@@ -58,12 +58,12 @@ def test_keras_reinforce_learns_and_reads_the_prompt():
             if process.poll() is None:
                 process.kill()
     summary = json.loads(lines[-1])
-    # the mean reward rises: ~0.14 in the first iterations, ~0.8 in the last (chrF / 100)
+    # the mean reward rises: ~0.14 in the first iterations, ~0.82 in the last (chrF / 100)
     assert summary["reward_last_iterations"] > summary["reward_first_iterations"] + 0.4, summary
-    # the greedy answers to held-out commands improve alike, from ~0.04 to ~0.85
-    assert summary["eval_after"] > summary["eval_before"] + 0.4, summary
-    # and they answer their own command: scored against other commands' references they get
-    # ~0.47, what an answer that ignores the command gets
+    # the greedy answers to held-out commands improve alike, from ~0.04 to ~0.85, above the
+    # ~0.61 of the best single answer to all of them (a beam search over action sequences)
+    assert summary["eval_after"] > summary["eval_before"] + 0.4 and summary["eval_after"] > 0.7, summary
+    # and they answer their own command: against other commands' references they score ~0.47
     assert summary["eval_after"] > summary["eval_after_other_prompts"] + 0.2, summary
 
     # deterministic given --seed: a shorter run repeats the first iterations exactly
