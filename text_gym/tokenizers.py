@@ -400,8 +400,8 @@ class WordTokenizer(_OneTextMixin):
         ``unk_token`` stays unset.
 
         >>> hf = WordTokenizer.from_texts(["jump twice"]).to_hf()
-        >>> hf.encode("jump thrice", add_special_tokens=False), hf.decode([3, 2, 0], skip_special_tokens=True)
-        ([3, 2], 'jump <unk>')
+        >>> hf.encode("jump thrice", add_special_tokens=False), hf.decode([4, 2, 0], skip_special_tokens=True)
+        ([4, 2], 'jump <unk>')
         """
         return tokenizer_files.word_level(self._SPECIAL, self.chunks, self.unk_token_id, self._text[2], self.name)
 
