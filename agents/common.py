@@ -109,8 +109,9 @@ def load_pretrained(spec: str, device: str = "cpu"):
     try:
         model = AutoModelForCausalLM.from_pretrained(spec)
     except (OSError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [""])[0]
         raise ValueError(
-            f"no causal LM at {spec!r} ({type(error).__name__}: {str(error).strip().splitlines()[0]}): pass a "
+            f"no causal LM at {spec!r} ({type(error).__name__}: {reason}): pass a "
             "text_gym checkpoint (runs/<run>/model), a transformers model folder (save_pretrained), or a hub "
             "name (needs network or the hub's cache)"
         ) from error
