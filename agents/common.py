@@ -118,7 +118,7 @@ def load_pretrained(spec: str, device: str = "cpu"):
     try:
         tokenizer = load_tokenizer(spec)
     except ValueError as error:
-        raise ValueError(f"the model {spec!r} has no tokenizer to go with it: {error}") from error
+        raise ValueError(f"no tokenizer for the model {spec!r}: {error}") from error
     model.config.text_gym_tokenizer = tokenizer.name
     return model.to(device).train(), tokenizer
 
