@@ -7,8 +7,9 @@ algorithms stay in their own files. A run lives in ``runs/<env>__<exp>__<seed>/`
 - ``checkpoint.pt``: the state of the run, written atomically every ``--checkpoint-every``
   steps and at the end; a run started again with the same arguments resumes from it;
 - ``metrics.csv``: ``step,key,value`` rows, the same values as the TensorBoard events beside it;
-- ``model/``: the trained policy as a Hugging Face folder (plus ``words.json`` for a
-  word tokenizer), which ``--init-model`` starts another agent from.
+- ``model/``: the trained policy and its tokenizer as a Hugging Face folder
+  (``AutoModelForCausalLM`` and ``AutoTokenizer`` load it), which ``--init-model`` starts
+  another agent from.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM
 
-from text_gym import WordTokenizer, load_tokenizer  # importing text_gym registers the env ids
+from text_gym import load_tokenizer  # importing text_gym registers the env ids
 from text_gym.rollout import Episodes, RolloutCollector, tiny_model
+from text_gym.tokenizers import save_tokenizer
 
 
 @dataclass
@@ -47,9 +49,11 @@ class BaseArgs:
     seed: int = 1
     """seed of the experiment"""
     init_model: str = ""
-    """the model folder to start from (runs/<sft run>/model); empty: a new tiny model"""
+    """the model to start from: a text_gym checkpoint (runs/<sft run>/model), a transformers model
+    folder with its tokenizer, or a hub name; empty: a new tiny model"""
     tokenizer: str = "byte"
-    """new tiny model only: its tokenizer ('byte', 'default')"""
+    """new tiny model only (an --init-model brings its own): its tokenizer ('byte', 'default',
+    a saved word vocabulary)"""
     max_grad_norm: float = 1.0
     """gradient clipping"""
     eval_split: str = "test"
@@ -82,24 +86,48 @@ def seed_everything(seed: int) -> None:
 
 def load_policy(args: BaseArgs, tokenizer: Any = None, hidden: int = 128, layers: int = 2):
     """The model, on ``--device`` and in train mode, and its tokenizer: from ``--init-model``
-    (a folder ``save_policy`` wrote), or a new tiny model with ``tokenizer`` (default:
-    ``--tokenizer``)."""
+    (``load_pretrained``), or a new tiny model with ``tokenizer`` (default: ``--tokenizer``)."""
     if args.init_model:
-        folder = Path(args.init_model)
-        model = AutoModelForCausalLM.from_pretrained(folder)
-        words = folder / "words.json"
-        tokenizer = load_tokenizer(str(words) if words.exists() else model.config.text_gym_tokenizer)
-    else:
-        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(args.tokenizer)
-        model = tiny_model(tokenizer, hidden=hidden, layers=layers, heads=4, kv_heads=2, seed=args.seed)
+        return load_pretrained(args.init_model, args.device)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(args.tokenizer)
+    model = tiny_model(tokenizer, hidden=hidden, layers=layers, heads=4, kv_heads=2, seed=args.seed)
     return model.to(args.device).train(), tokenizer
 
 
+def load_pretrained(spec: str, device: str = "cpu"):
+    """A causal LM and its tokenizer from one place, the model on ``device`` in train mode.
+
+    ``spec`` is a folder ``save_policy`` wrote (its tokenizer is the text_gym tokenizer it
+    records, or for older checkpoints its ``words.json`` or the tokenizer its config names),
+    a transformers model folder with its own tokenizer files, or a hub name (model and
+    tokenizer from the hub). The tokenizer's name goes into ``model.config.text_gym_tokenizer``,
+    which the rollout checks against the env's.
+
+    Raises:
+        ValueError: no model can be loaded from ``spec``, or it has no tokenizer.
+    """
+    try:
+        model = AutoModelForCausalLM.from_pretrained(spec)
+    except (OSError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"no causal LM at {spec!r} ({type(error).__name__}: {reason}): pass a "
+            "text_gym checkpoint (runs/<run>/model), a transformers model folder (save_pretrained), or a hub "
+            "name (needs network or the hub's cache)"
+        ) from error
+    try:
+        tokenizer = load_tokenizer(spec)
+    except ValueError as error:
+        raise ValueError(f"no tokenizer for the model {spec!r}: {error}") from error
+    model.config.text_gym_tokenizer = tokenizer.name
+    return model.to(device).train(), tokenizer
+
+
 def save_policy(folder: Path, model, tokenizer) -> None:
-    """The model as a Hugging Face folder; a word tokenizer, which no name can rebuild, beside it."""
+    """The model and its tokenizer as one Hugging Face folder: ``AutoModelForCausalLM``,
+    ``AutoTokenizer`` (``tokenizer.json``) and ``load_pretrained`` all read it."""
     model.save_pretrained(folder)
-    if isinstance(tokenizer, WordTokenizer):
-        tokenizer.save(folder / "words.json")
+    save_tokenizer(tokenizer, folder)
 
 
 def make_envs(args: BaseArgs, tokenizer, num_envs: int, **overrides) -> gym.vector.VectorEnv:

@@ -5,11 +5,14 @@ One file, top to bottom, in the style of cleanrl; the run plumbing (checkpoints,
 evaluation) is ``common.py``'s. It uses text_gym's public API only:
 the env gives the task (prompts and reference responses) and the tokenizer; evaluation
 runs the model greedily through the env with the rollout backend. The trained model is
-saved as a Hugging Face folder, ``runs/<run>/model``, which the RL agents start from
-(``--init-model``); ``--init-model`` here continues supervised training from one (the
-"SFT continued" baseline).
+saved with its tokenizer as a Hugging Face folder, ``runs/<run>/model``, which the RL
+agents start from (``--init-model``) and transformers loads (``AutoModelForCausalLM``,
+``AutoTokenizer``); ``--init-model`` here continues supervised training from one (the
+"SFT continued" baseline). ``--model`` starts from a new tiny model, SmolLM2, or any
+transformers causal LM (a hub name or a folder holding the model and its tokenizer).
 
     python agents/sft.py --env-id TextTranslate-v0 --tokenizer words --total-updates 500
+    python agents/sft.py --model path/to/my_model --total-updates 100
     python agents/sft.py --help
 """
 
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 import tyro
-from common import BaseArgs, Run, load_policy, seed_everything
+from common import BaseArgs, Run, load_policy, load_pretrained, seed_everything
 
 from text_gym import WordTokenizer, load_tokenizer
 from text_gym.rollout import load_default_model
@@ -33,13 +36,15 @@ class Args(BaseArgs):
     env_id: str = "TextTranslate-v0"
     """the env whose task references are the targets"""
     init_model: str = ""
-    """a model folder saved by an agent (runs/<run>/model) to continue from; empty: a new model"""
+    """a model to continue from (runs/<run>/model, a transformers folder or a hub name, as --model); empty: --model"""
     tokenizer: str = "default"
-    """new model: 'default' (SmolLM2's), 'byte', or 'words' (a word vocabulary of the task's texts)"""
+    """--model tiny only (other models bring their own): 'default' (SmolLM2's), 'byte', 'words'
+    (a word vocabulary of the task's texts), or a saved word vocabulary"""
     checkpoint_every: int = 100
     """updates between checkpoints (0: only at the end)"""
     model: str = "tiny"
-    """new model: 'tiny' (a small Llama trained from scratch) or 'smollm2' (SmolLM2-135M-Instruct)"""
+    """the model to train: 'tiny' (a small Llama from scratch, with --tokenizer), 'smollm2'
+    (SmolLM2-135M-Instruct), a hub name, or a folder with a transformers model and its tokenizer"""
     hidden: int = 128
     """tiny model: hidden size"""
     layers: int = 2
@@ -54,9 +59,12 @@ class Args(BaseArgs):
 
 def new_policy(args: Args, task_texts: list[str]):
     """The model, on ``--device`` and in train mode, and its tokenizer: from ``--init-model``,
-    or new (``--model``, ``--tokenizer``)."""
+    else ``--model`` (a new tiny model with ``--tokenizer``, SmolLM2, or a pretrained model
+    with its own tokenizer)."""
     if args.model == "smollm2" and not args.init_model:
         return load_default_model().to(args.device).train(), load_tokenizer("default")
+    if args.model != "tiny" and not args.init_model:
+        return load_pretrained(args.model, args.device)
     tokenizer = WordTokenizer.from_texts(task_texts) if args.tokenizer == "words" else None
     return load_policy(args, tokenizer, hidden=args.hidden, layers=args.layers)
 

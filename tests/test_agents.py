@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from text_gym import TextEnv, TextVectorEnv, WordTokenizer
+from text_gym import TextEnv, TextVectorEnv, WordTokenizer, load_tokenizer
 from text_gym.rollout import RolloutCollector
 from text_gym.tasks import Sample, Scores, Task
 
@@ -109,7 +109,8 @@ def test_sft_saves_a_word_tokenizer_with_the_model(tmp_path):
     sft = load_agent("sft")
     sft.main(tiny_args(sft, tmp_path, tokenizer="words", total_updates=2, checkpoint_every=0))
     model_dir = next(tmp_path.iterdir()) / "model"
-    words = WordTokenizer.load(model_dir / "words.json")
+    words = load_tokenizer(str(model_dir))  # from the model folder's tokenizer.json
+    assert isinstance(words, WordTokenizer) and (model_dir / "tokenizer.json").exists()
     assert len(words) < 40
     rl = load_agent("reinforce")
     model, tokenizer = rl.load_policy(rl.Args(init_model=str(model_dir)))

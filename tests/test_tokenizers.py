@@ -16,6 +16,7 @@ from text_gym.tokenizers import (
     decode_rows,
     default_tokenizer,
     load_tokenizer,
+    save_tokenizer,
 )
 
 
@@ -161,3 +162,137 @@ def test_word_tokenizer_round_trips_scan_and_saves(tmp_path):
     env = gym.make("TextTranslate-v0", tokenizer=tok)
     obs, _ = env.reset(seed=0)
     assert obs["input_ids"].max() < len(tok)
+
+
+# ------------------------------------------------------------- as Hugging Face tokenizers
+
+
+def test_the_chunk_pattern_spells_out_pythons_whitespace():
+    import re
+    import sys
+
+    from text_gym.tokenizer_files import WHITESPACE
+
+    spaces = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if re.match(r"\s", c))
+    assert re.fullmatch(f"[{WHITESPACE}]+", spaces) and len(spaces) == 29
+    assert not re.search(f"[{WHITESPACE}]", "".join(c for c in map(chr, range(0x3001)) if c not in spaces))
+
+
+ODD_TEXTS = [
+    "jump  twice\n",
+    "  leading and trailing  ",
+    "a\x1cb\u3000c\x85d\u2028e\xa0f",  # whitespace Python's re and Oniguruma disagree on, spelled out
+    " <unk> x<unk> <eos> <pad>",  # special tokens' text is text
+    "naïve 日本語 🙂",
+    "",
+]
+
+
+def test_word_tokenizer_exports_the_same_ids_and_decoding():
+    tok = WordTokenizer.from_texts(ODD_TEXTS)
+    hf = tok.to_hf()
+    assert (hf.eos_token_id, hf.pad_token_id, len(hf)) == (0, 1, len(tok))
+    ids = hf(ODD_TEXTS, add_special_tokens=False)["input_ids"]
+    assert ids == tok.encode_batch(ODD_TEXTS)
+    assert hf.batch_decode(ids, skip_special_tokens=True) == tok.decode_batch(ids) == ODD_TEXTS
+    # unknown chunks: id 2, which decodes to " <unk>" through transformers as through the env
+    unknown = ["jump thrice", "\tzz <eos>", "x\u2029y"]
+    assert hf(unknown, add_special_tokens=False)["input_ids"] == tok.encode_batch(unknown)
+    assert hf.decode(tok.encode("jump thrice") + [0, 1], skip_special_tokens=True) == "jump <unk>"
+    rng = np.random.default_rng(0)  # any id sequence, specials included
+    seqs = [rng.integers(0, len(tok), rng.integers(0, 12)).tolist() for _ in range(500)]
+    assert hf.batch_decode(seqs, skip_special_tokens=True) == tok.decode_batch(seqs)
+
+
+def test_byte_tokenizer_exports_the_same_ids_and_decoding():
+    tok = ByteTokenizer()
+    hf = tok.to_hf()
+    assert (hf.eos_token_id, hf.pad_token_id, len(hf)) == (256, 257, 258)
+    ids = hf(ODD_TEXTS, add_special_tokens=False)["input_ids"]
+    assert ids == tok.encode_batch(ODD_TEXTS)
+    assert hf.batch_decode(ids, skip_special_tokens=True) == ODD_TEXTS
+    rng = np.random.default_rng(0)  # invalid UTF-8 too: the same U+FFFD
+    seqs = [rng.integers(0, 258, rng.integers(0, 12)).tolist() for _ in range(2000)]
+    assert hf.batch_decode(seqs, skip_special_tokens=True) == tok.decode_batch(seqs)
+
+
+@pytest.mark.parametrize("kind", ["byte", "words", "default", "hf"])
+def test_a_saved_tokenizer_loads_back_with_its_name(kind, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = {
+        "byte": ByteTokenizer(),
+        "words": WordTokenizer.from_texts(ODD_TEXTS),
+        "default": default_tokenizer(),
+        "hf": HFTokenizer(default_tokenizer().hf, name="my/tokenizer"),
+    }[kind]
+    save_tokenizer(tok, tmp_path)
+    again = load_tokenizer(str(tmp_path))
+    assert type(again) is type(tok) and again.name == tok.name and len(again) == len(tok)
+    assert again.encode_batch(ODD_TEXTS) == tok.encode_batch(ODD_TEXTS)
+    if kind == "default":
+        assert again is tok  # the shipped default: its one cached instance
+    hf = AutoTokenizer.from_pretrained(tmp_path)
+    assert hf(ODD_TEXTS, add_special_tokens=False)["input_ids"] == tok.encode_batch(ODD_TEXTS)
+
+
+def test_old_checkpoints_still_load(tmp_path):
+    words = WordTokenizer.from_texts(["jump twice"])
+    (tmp_path / "w").mkdir()
+    words.save(tmp_path / "w" / "words.json")  # a word checkpoint before tokenizer.json
+    assert load_tokenizer(str(tmp_path / "w")).name == words.name
+    (tmp_path / "b").mkdir()  # a byte checkpoint: the tokenizer named by the model's config only
+    (tmp_path / "b" / "config.json").write_text(json.dumps({"text_gym_tokenizer": "byte"}))
+    assert isinstance(load_tokenizer(tmp_path / "b"), ByteTokenizer)
+
+
+def test_a_saved_word_vocabulary_that_was_edited_is_refused(tmp_path):
+    save_tokenizer(WordTokenizer.from_texts(["jump twice"]), tmp_path)
+    spec = json.loads((tmp_path / "tokenizer.json").read_text())
+    spec["model"]["vocab"]["sideways"] = len(spec["model"]["vocab"])
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="the files were edited"):
+        load_tokenizer(str(tmp_path))
+
+
+OFFLINE = r"'default'.*'smollm2'.*'byte'.*saved word vocabulary.*local folder"
+
+
+def test_unknown_names_fail_with_the_offline_options(monkeypatch, tmp_path):
+    from transformers import AutoTokenizer
+
+    def unreachable(name, *args, **kwargs):
+        raise OSError(f"We couldn't connect to 'https://huggingface.co' to load {name}")
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", unreachable)
+    for name in ("words", "bytes", "someone/some-model"):
+        with pytest.raises(ValueError, match=OFFLINE) as error:
+            load_tokenizer(name)
+        assert repr(name) in str(error.value)
+    with pytest.raises(ValueError, match="OSError: We couldn't connect.*needs network"):
+        load_tokenizer("someone/some-model")
+    with pytest.raises(ValueError, match="holds no tokenizer.*save_pretrained"):
+        load_tokenizer(str(tmp_path))  # an empty folder
+
+
+def test_a_hub_name_is_loaded_by_autotokenizer(monkeypatch):
+    from transformers import AutoTokenizer
+
+    asked = []
+
+    def from_hub(name, *args, **kwargs):
+        asked.append(name)
+        return default_tokenizer().hf
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", from_hub)
+    tok = load_tokenizer("someone/some-model")
+    assert asked == ["someone/some-model"] and isinstance(tok, HFTokenizer) and tok.name == "someone/some-model"
+    assert tok.encode("hello") == default_tokenizer().encode("hello")
+
+
+def test_a_custom_tokenizer_without_to_hf_cannot_be_saved(tmp_path):
+    class Plain:
+        name = "plain"
+
+    with pytest.raises(TypeError, match="has no to_hf"):
+        save_tokenizer(Plain(), tmp_path)

@@ -13,6 +13,12 @@ Three kinds of tokenizer satisfy :class:`Tokenizer`:
 A tokenizer that is passed in is never mutated: a missing pad token falls back to the
 EOS id inside the adapter, not by setting it on the caller's object.
 
+Every one of them exports a ``transformers`` tokenizer (``to_hf()``), and
+:func:`save_tokenizer` writes it with ``save_pretrained`` and records its ``name``, so
+that ``AutoTokenizer.from_pretrained(folder)`` reads a text_gym checkpoint with the same
+ids and decoding as the env, and :func:`load_tokenizer` (``tokenizer=`` on the envs)
+gives back the same text_gym tokenizer.
+
 Example:
     >>> tok = load_tokenizer("byte")
     >>> tok.encode("hi")
@@ -37,6 +43,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from text_gym import tokenizer_files
 from text_gym.assets import SMOLLM2_DIR
 
 DEFAULT_TOKENIZER = "default"
@@ -226,6 +233,10 @@ class HFTokenizer(_OneTextMixin):
                 return a, len(lead)
         return None
 
+    def to_hf(self) -> Any:
+        """The wrapped ``transformers`` tokenizer (not a copy: do not modify it)."""
+        return self.hf
+
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
         if not getattr(self.hf, "chat_template", None):
             return None
@@ -303,6 +314,17 @@ class ByteTokenizer(_OneTextMixin):
     def decode_batch(self, ids: Sequence[Sequence[int]]) -> list[str]:
         return [bytes(i for i in x if i < 256).decode("utf-8", errors="replace") for x in ids]
 
+    def to_hf(self) -> Any:
+        """This tokenizer as a ``transformers.PreTrainedTokenizerFast``: a byte-level BPE
+        with no merges, the same ids (``<eos>`` 256, ``<pad>`` 257) and the same decoding
+        with ``skip_special_tokens=True``.
+
+        >>> hf = ByteTokenizer().to_hf()
+        >>> hf.encode("hé", add_special_tokens=False), hf.eos_token_id, hf.decode([104, 256], skip_special_tokens=True)
+        ([104, 195, 169], 256, 'h')
+        """
+        return tokenizer_files.byte_level("<eos>", "<pad>", self.name)
+
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
         return None
 
@@ -319,8 +341,9 @@ class WordTokenizer(_OneTextMixin):
     text made of known chunks round-trips exactly. A chunk outside the vocabulary encodes
     to ``<unk>``, which decodes to ``" <unk>"`` (the documented fallback: it cannot match a
     reference). ``name`` hashes the vocabulary, so a model and an env built from
-    different vocabularies are told apart. Saved and loaded as JSON (``load_tokenizer``
-    accepts the file's path).
+    different vocabularies are told apart. :meth:`to_hf` exports it to ``transformers``;
+    :func:`save_tokenizer` saves that (``tokenizer.json``), :meth:`save` a JSON list of
+    the chunks; ``load_tokenizer`` reads either back.
 
     Example:
         >>> tok = WordTokenizer.from_texts(["jump twice", " I_JUMP I_JUMP"])
@@ -335,7 +358,7 @@ class WordTokenizer(_OneTextMixin):
     pad_token_id = 1
     unk_token_id = 2
     _SPECIAL = ("<eos>", "<pad>", "<unk>")
-    _CHUNK = re.compile(r"\s*\S+|\s+")
+    _CHUNK = re.compile(tokenizer_files.CHUNK_PATTERN)  # r"\s*\S+|\s+", its \s spelled out
 
     def __init__(self, chunks: Sequence[str]) -> None:
         if len(set(chunks)) != len(chunks) or any(not c for c in chunks):
@@ -358,6 +381,29 @@ class WordTokenizer(_OneTextMixin):
         if data.get("type") != "text_gym.WordTokenizer":
             raise ValueError(f"{path} is not a saved WordTokenizer (no type 'text_gym.WordTokenizer')")
         return cls(data["chunks"])
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> WordTokenizer:
+        """The word vocabulary of a tokenizer that :func:`save_tokenizer` wrote into ``folder``.
+
+        Raises:
+            ValueError: the folder's ``tokenizer.json`` is not a word vocabulary.
+        """
+        return cls(tokenizer_files.read_word_chunks(folder, cls._SPECIAL))
+
+    def to_hf(self) -> Any:
+        """This vocabulary as a ``transformers.PreTrainedTokenizerFast`` (a ``WordLevel``
+        model, a pre-tokenizer splitting like ``_CHUNK``): the same ids, and the same
+        decoding with ``skip_special_tokens=True``. ``<eos>``/``<pad>`` are its EOS and pad
+        tokens; ``<unk>`` (id 2) is a plain token that decodes to ``" <unk>"`` as here
+        (transformers would drop a special one from the text a reward sees), so its
+        ``unk_token`` stays unset.
+
+        >>> hf = WordTokenizer.from_texts(["jump twice"]).to_hf()
+        >>> hf.encode("jump thrice", add_special_tokens=False), hf.decode([4, 2, 0], skip_special_tokens=True)
+        ([4, 2], 'jump <unk>')
+        """
+        return tokenizer_files.word_level(self._SPECIAL, self.chunks, self.unk_token_id, self._text[2], self.name)
 
     def save(self, path: str | Path) -> None:
         payload = {"type": "text_gym.WordTokenizer", "chunks": self.chunks}
@@ -405,29 +451,73 @@ def default_tokenizer() -> HFTokenizer:
     return HFTokenizer(hf, name=_DEFAULT_ALIASES[2])
 
 
+def save_tokenizer(tokenizer: Tokenizer, folder: str | Path) -> None:
+    """Save ``tokenizer`` into ``folder`` as Hugging Face tokenizer files (``save_pretrained``
+    of its ``to_hf()``: ``tokenizer.json``, ``tokenizer_config.json``) and record its ``name``
+    there, so that ``AutoTokenizer.from_pretrained(folder)`` reads it with the same ids and
+    decoding, and ``load_tokenizer(folder)`` gives back the same text_gym tokenizer.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> save_tokenizer(ByteTokenizer(), folder)
+        >>> load_tokenizer(folder)
+        ByteTokenizer()
+
+    Raises:
+        TypeError: the tokenizer has no ``to_hf()`` (a custom :class:`Tokenizer`).
+    """
+    if not callable(getattr(tokenizer, "to_hf", None)):
+        raise TypeError(
+            f"{tokenizer!r} has no to_hf(), so it cannot be saved as Hugging Face tokenizer files: give it a "
+            "to_hf() returning a transformers tokenizer, or use HFTokenizer, ByteTokenizer or WordTokenizer"
+        )
+    tokenizer.to_hf().save_pretrained(str(folder))
+    tokenizer_files.write_name(folder, tokenizer.name)
+
+
+OFFLINE_OPTIONS = (
+    "'default' (or 'smollm2': SmolLM2's tokenizer, shipped with text_gym), 'byte', the path of a saved word "
+    "vocabulary (WordTokenizer.save's .json, or a checkpoint folder such as runs/<run>/model), or a local "
+    "folder with Hugging Face tokenizer files"
+)
+"""What ``load_tokenizer`` takes with no network, as its errors list it."""
+
+_HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
 def load_tokenizer(spec: Any = DEFAULT_TOKENIZER) -> Tokenizer:
     """Turn a tokenizer specification into a :class:`Tokenizer`.
 
     Args:
         spec: ``None``/``"default"``/``"smollm2"`` for the embedded SmolLM2 tokenizer;
             ``"byte"`` for :class:`ByteTokenizer`; the path of a saved
-            :class:`WordTokenizer` (``.json``); any other string is a Hugging Face hub
-            name or local folder (``AutoTokenizer.from_pretrained``); a Hugging Face
-            tokenizer object is wrapped; a :class:`Tokenizer` is returned as is.
+            :class:`WordTokenizer` (``.json``); a folder: the text_gym tokenizer that
+            :func:`save_tokenizer` recorded there (with the same ``name``, so a checkpoint's
+            model and an env built from its folder agree), else its ``words.json``, else its
+            Hugging Face tokenizer files, else the tokenizer its ``config.json`` names
+            (``text_gym_tokenizer``); any other string is a Hugging Face hub name
+            (``AutoTokenizer.from_pretrained``, which needs network or the hub's cache); a
+            Hugging Face tokenizer object is wrapped; a :class:`Tokenizer` is returned as is.
 
     Raises:
+        ValueError: a string that names none of these (``"words"``, a typo, a hub name
+            that cannot be loaded), or a folder with no tokenizer; the message lists
+            :data:`OFFLINE_OPTIONS`.
         TypeError: ``spec`` is none of these.
     """
     if spec is None or (isinstance(spec, str) and spec in _DEFAULT_ALIASES):
         return default_tokenizer()
+    if isinstance(spec, Path):
+        spec = str(spec)
     if isinstance(spec, str):
         if spec == "byte":
             return ByteTokenizer()
+        if Path(spec).is_dir():
+            return _from_folder(spec)
         if spec.endswith(".json") and Path(spec).is_file():
             return WordTokenizer.load(spec)
-        from transformers import AutoTokenizer
-
-        return HFTokenizer(AutoTokenizer.from_pretrained(spec), name=spec)
+        return _from_hub(spec)
     if isinstance(spec, (HFTokenizer, ByteTokenizer, WordTokenizer)):
         return spec
     if hasattr(spec, "backend_tokenizer") or hasattr(spec, "batch_decode"):
@@ -438,3 +528,61 @@ def load_tokenizer(spec: Any = DEFAULT_TOKENIZER) -> Tokenizer:
         f"tokenizer={spec!r} ({type(spec).__name__}) is not a tokenizer: pass 'default', "
         "'byte', a Hugging Face tokenizer name or object, or a text_gym Tokenizer"
     )
+
+
+def _from_folder(folder: str) -> Tokenizer:
+    """The tokenizer of a local folder (see :func:`load_tokenizer`)."""
+    from transformers import AutoTokenizer
+
+    path = Path(folder)
+    name = tokenizer_files.read_name(path)
+    if name == ByteTokenizer.name:
+        return ByteTokenizer()
+    if name == _DEFAULT_ALIASES[2]:
+        return default_tokenizer()
+    if name is not None and name.startswith("words-"):
+        words = WordTokenizer.from_folder(path)
+        if words.name != name:
+            raise ValueError(
+                f"{folder}: its word vocabulary is {words.name!r}, not the {name!r} recorded in "
+                "tokenizer_config.json: the files were edited; save the tokenizer again with save_tokenizer"
+            )
+        return words
+    if name is not None:
+        return HFTokenizer(AutoTokenizer.from_pretrained(folder), name=name)
+    if (path / "words.json").is_file():
+        return WordTokenizer.load(path / "words.json")
+    if any((path / f).is_file() for f in _HF_TOKENIZER_FILES):
+        return HFTokenizer(AutoTokenizer.from_pretrained(folder), name=folder)
+    config = path / "config.json"
+    recorded = json.loads(config.read_text(encoding="utf-8")).get("text_gym_tokenizer") if config.is_file() else None
+    if recorded:
+        return load_tokenizer(recorded)
+    raise ValueError(
+        f"folder {folder!r} holds no tokenizer (no {' / '.join(_HF_TOKENIZER_FILES[:2])}, no words.json, no "
+        "config.json naming a text_gym_tokenizer): save the model's tokenizer into it "
+        "(tokenizer.save_pretrained(folder), or text_gym.tokenizers.save_tokenizer(tokenizer, folder))"
+    )
+
+
+def _from_hub(name: str) -> HFTokenizer:
+    """``AutoTokenizer.from_pretrained(name)``, wrapped; a name that cannot be loaded
+    (unknown, or the hub unreachable) is a ValueError that lists :data:`OFFLINE_OPTIONS`."""
+    if name == "words":
+        raise ValueError(
+            "tokenizer='words' names no vocabulary: a word vocabulary is built from a task's texts "
+            "(WordTokenizer.from_texts(texts), or agents/sft.py --tokenizer words); pass the tokenizer, its "
+            f"saved path or the checkpoint folder trained with it. Offline, tokenizer= takes {OFFLINE_OPTIONS}"
+        )
+    from transformers import AutoTokenizer
+
+    try:
+        hf = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"tokenizer={name!r} is neither a text_gym tokenizer, an existing file or folder, nor a Hugging Face "
+            f"hub tokenizer that could be loaded ({type(error).__name__}: {reason}). Offline, tokenizer= takes "
+            f"{OFFLINE_OPTIONS}; a hub name needs network (or the hub's local cache)"
+        ) from error
+    return HFTokenizer(hf, name=name)
