@@ -9,7 +9,7 @@ Importing the package registers every env id::
 
 from text_gym.env import TextEnv
 from text_gym.registration import ENV_TABLE, env_ids, register_envs
-from text_gym.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer, WordTokenizer, load_tokenizer
+from text_gym.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer, WordTokenizer, load_tokenizer, save_tokenizer
 from text_gym.vector_env import TextVectorEnv
 
 register_envs()
@@ -26,4 +26,5 @@ __all__ = [
     "env_ids",
     "load_tokenizer",
     "register_envs",
+    "save_tokenizer",
 ]
