@@ -1,0 +1,1 @@
+"""Adapters that let external agents and frameworks train on text_gym envs (see docs/adapters/)."""
