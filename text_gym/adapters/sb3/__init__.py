@@ -1,1 +1,14 @@
-"""Stable-Baselines3 adapters; each module imports SB3 itself (``pip install 'text_gym[sb3]'``)."""
+"""Stable-Baselines3 on text_gym's envs (``pip install 'text_gym[sb3]'``); see docs/adapters/sb3.md.
+
+* :func:`to_vec_env`: the native ``TextVectorEnv`` as an SB3 ``VecEnv``.
+* :class:`TokenEmbedding`: a features extractor for SB3's own policies, the cheap
+  baseline without a language model.
+* :class:`TopPMasks`: a reference model's top-p action masks for sb3-contrib's
+  ``MaskablePPO`` (NLPO's mask in SB3).
+"""
+
+from text_gym.adapters.sb3.features import TokenEmbedding
+from text_gym.adapters.sb3.masks import TopPMasks
+from text_gym.adapters.sb3.vec_env import SB3VecEnv, to_vec_env
+
+__all__ = ["SB3VecEnv", "TokenEmbedding", "TopPMasks", "to_vec_env"]
