@@ -18,11 +18,12 @@ import pytest
 import torch
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecMonitor
 
 from tests.test_agents import load_agent, register_say_env, tiny_args
 from text_gym import WordTokenizer
 from text_gym.adapters.sb3 import policy as policy_module
+from text_gym.adapters.sb3 import to_vec_env
 from text_gym.adapters.sb3.lm_window import CachedWindow, prompt_tokens_of, token_observations, window_outputs
 from text_gym.adapters.sb3.policy import LMActorCriticPolicy
 from text_gym.rollout import RolloutCollector, tiny_model
@@ -33,15 +34,26 @@ TINY = {"model_kwargs": {"hidden": 32, "layers": 2, "heads": 2, "kv_heads": 1}}
 ATOL = 1e-4  # float32 rounding between the cached and the whole-window forward
 
 
-def byte_venv(num_envs: int, max_new_tokens: int = 5, step_reward: float = 0.0) -> DummyVecEnv:
-    """SCAN with the byte tokenizer; ``step_reward`` added to every step's reward gives a
-    random policy returns to learn values from (its task rewards are all 0)."""
+class StepReward(VecEnvWrapper):
+    """Adds ``reward`` to every step's reward: a random policy's task rewards are all 0,
+    and this gives it returns to learn values from."""
 
-    def make():
-        env = gym.make("TextTranslate-v0", tokenizer="byte", max_new_tokens=max_new_tokens)
-        return gym.wrappers.TransformReward(env, lambda r: r + step_reward) if step_reward else env
+    def __init__(self, venv, reward: float) -> None:
+        super().__init__(venv)
+        self.reward = reward
 
-    return DummyVecEnv([make] * num_envs)
+    def reset(self):
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        return obs, rewards + self.reward, dones, infos
+
+
+def byte_venv(num_envs: int, max_new_tokens: int = 5, step_reward: float = 0.0):
+    """SCAN with the byte tokenizer, as SB3's VecEnv over the native vector env."""
+    venv = to_vec_env("TextTranslate-v0", num_envs, tokenizer="byte", max_new_tokens=max_new_tokens)
+    return StepReward(venv, step_reward) if step_reward else venv
 
 
 def as_tensors(obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -77,7 +89,7 @@ class CompareToFullWindow(BaseCallback):
         np.testing.assert_allclose(buffer.values.reshape(-1), values.numpy(), atol=ATOL)
         self.checked += len(taken)
         # slots whose first step here continues an episode begun in the previous rollout
-        prompt_tokens = self.training_env.envs[0].unwrapped.vector.prompt_tokens
+        prompt_tokens = prompt_tokens_of(token_observations(obs))
         self.crossing += int((buffer.observations["new_span"][0, :, 0] >= prompt_tokens).sum())
         self.weights.append(torch.cat([p.detach().flatten() for p in self.model.policy.lm.parameters()]).clone())
 
@@ -202,6 +214,49 @@ def test_cache_false_recomputes_and_matches():
     np.testing.assert_array_equal(cached.rollout_buffer.actions, plain.rollout_buffer.actions)
 
 
+class CheckMaskedRollout(BaseCallback):
+    """At each rollout's end: every action lies in its step's mask, and the stored
+    log-probabilities are the masked distribution's, equal to a whole-window forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest_mask, self.checked = 0, 0
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buffer, vocab = self.model.rollout_buffer, self.model.action_space.n
+        masks = torch.as_tensor(buffer.action_masks.reshape(-1, vocab)).bool()
+        actions = torch.as_tensor(buffer.actions.reshape(-1, 1)).long()
+        assert masks.gather(1, actions).all()
+        obs = {k: torch.as_tensor(v.reshape(-1, *v.shape[2:])) for k, v in buffer.observations.items()}
+        with torch.no_grad():
+            logits, _ = window_outputs(self.model.policy.lm, token_observations(obs))
+        expected = logits[:, :vocab].masked_fill(~masks, -1e8).log_softmax(-1).gather(1, actions)[:, 0]
+        np.testing.assert_allclose(buffer.log_probs.reshape(-1), expected.numpy(), atol=ATOL)
+        self.largest_mask = max(self.largest_mask, int(masks.sum(1).max()))
+        self.checked += len(actions)
+
+
+def test_maskable_ppo_acts_inside_the_masks():
+    """MaskablePPO with a reference model's top-p masks (the sb3env helper's TopPMasks)."""
+    from sb3_contrib import MaskablePPO
+
+    from text_gym.adapters.sb3 import TopPMasks
+    from text_gym.adapters.sb3.maskable_policy import MaskableLMActorCriticPolicy
+
+    reference = tiny_model(load_tokenizer("byte"), hidden=32, layers=1, seed=7).eval()
+    masked = TopPMasks(byte_venv(3, step_reward=-0.1), reference, top_p=0.05)
+    model = MaskablePPO(MaskableLMActorCriticPolicy, masked, n_steps=6, batch_size=18, seed=0, policy_kwargs=TINY)
+    check = CheckMaskedRollout()
+    before = [p.detach().clone() for p in model.policy.lm.parameters()]
+    model.learn(2 * 6 * 3, callback=check)  # two rollouts, train() after each
+    assert check.checked == 36 and 0 < check.largest_mask < 258 // 4  # small nuclei
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.lm.parameters()))
+    np.testing.assert_array_equal(np.isfinite(list(model.logger.name_to_value.values())), True)
+
+
 # ------------------------------------------------------------------ learning
 
 
@@ -240,7 +295,7 @@ def test_ppo_from_an_sft_warm_start_raises_the_held_out_reward(tmp_path):
         lm.eval()
         return RolloutCollector(lm, envs, greedy=True).evaluate(np.arange(3)).mean().item()
 
-    venv = VecMonitor(DummyVecEnv([lambda: gym.make(env_id, tokenizer=tokenizer)] * 16))
+    venv = VecMonitor(to_vec_env(env_id, 16, tokenizer=tokenizer))
     model = PPO(
         LMActorCriticPolicy,
         venv,
