@@ -121,7 +121,7 @@ class LMPolicyMixin:
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update({k: v for k, v in self._lm_spec.items()})
+        data.update(self._lm_spec)
         return data
 
     def set_training_mode(self, mode: bool) -> None:
@@ -159,13 +159,13 @@ class LMPolicyMixin:
         window, rows = self._windows.get(stream), len(obs["input_ids"])
         device = next(self.lm.parameters()).device
         if window is None or window.num_rows != rows or window.device != device:
-            shape = self._shape(rows, prompt_tokens_of(obs))
+            facts = self._shape(rows, prompt_tokens_of(obs))
             window = CachedWindow(
                 self.lm,
                 rows,
-                shape["prompt_tokens"],
-                shape["window"],
-                shape["vocab_size"],
+                facts["prompt_tokens"],
+                facts["window"],
+                facts["vocab_size"],
                 tokenizer=self.tokenizer,
                 **self.runner_options,
             )
