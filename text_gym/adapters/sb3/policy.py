@@ -45,7 +45,7 @@ from text_gym.adapters.sb3.lm_window import (
     token_observations,
     window_outputs,
 )
-from text_gym.rollout import tiny_model
+from text_gym.rollout import sample_categorical, tiny_model
 from text_gym.rollout.runner import check_model
 from text_gym.tokenizers import load_tokenizer
 
@@ -183,9 +183,20 @@ class LMPolicyMixin:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Actions (N,), values (N, 1) and the actions' log-probabilities (N,) of a rollout step."""
         logits, hidden = self._lm_outputs(obs, "rollout")
-        distribution = self._action_distribution(logits, action_masks)
-        actions = distribution.get_actions(deterministic=deterministic)
-        return actions, self.value_net(hidden), distribution.log_prob(actions)
+        if action_masks is not None:
+            distribution = self._action_distribution(logits, action_masks)
+            actions = distribution.get_actions(deterministic=deterministic)
+            return actions, self.value_net(hidden), distribution.log_prob(actions)
+        log_probs = logits.log_softmax(-1)  # (N, A)
+        actions = self._draw(log_probs, deterministic)
+        return actions, self.value_net(hidden), log_probs.gather(1, actions[:, None])[:, 0]
+
+    @staticmethod
+    def _draw(log_probs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """One action per row of ``log_probs`` (N, A): the argmax, or a draw by inverse CDF
+        (:func:`~text_gym.rollout.sample_categorical`): the same distribution as SB3's
+        ``Categorical``, several times faster over a vocabulary of tens of thousands."""
+        return log_probs.argmax(-1) if deterministic else sample_categorical(log_probs.exp())
 
     def _evaluate(
         self, obs: dict[str, torch.Tensor], actions: torch.Tensor, action_masks: Any = None
@@ -256,6 +267,10 @@ class LMActorCriticPolicy(LMPolicyMixin, ActorCriticPolicy):
     def get_distribution(self, obs: dict[str, torch.Tensor]) -> Distribution:
         """The action distribution at ``obs``, through ``predict``'s own cache."""
         return self._action_distribution(self._lm_outputs(obs, "predict")[0])
+
+    def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:
+        """``predict``'s actions (N,), through its own cache."""
+        return self._draw(self._lm_outputs(observation, "predict")[0].log_softmax(-1), deterministic)
 
 
 # ------------------------------------------------------------------ spaces and models
