@@ -7,7 +7,10 @@
 The action logits are the LM's next-token logits at each observation's last real token,
 cut to the action space; the value is a linear head on the LM's last hidden state there.
 The observations are text_gym's token windows (see docs/concepts.md); the policy reads the
-ids as integers and has no MLP extractor.
+ids as integers and has no MLP extractor. Rollout and ``predict`` actions are drawn from
+the same distribution as SB3's ``Categorical`` over these logits, by inverse CDF
+(:func:`~text_gym.rollout.sample_categorical`), which is much faster over a vocabulary of
+tens of thousands of tokens; training uses SB3's distribution (log-probs, entropy).
 
 Three paths compute the LM's outputs (see :mod:`text_gym.adapters.sb3.lm_window`):
 
