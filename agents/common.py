@@ -18,7 +18,9 @@ import csv
 import json
 import os
 import random
+import sys
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +29,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM
 
@@ -225,7 +226,7 @@ class Run:
             if cuda_rng is not None:
                 torch.cuda.set_rng_state_all(cuda_rng)
             self.start = saved.pop(self.step_key)
-        self.writer = SummaryWriter(str(self.dir), purge_step=self.start + 1)
+        self.writer = summary_writer(self.dir, purge_step=self.start + 1)
         self.writer.add_text("hyperparameters", "\n".join(f"|{k}|{v}|" for k, v in asdict(self.args).items()))
         self.csv_file = open_metrics_csv(self.dir / "metrics.csv", self.start)
         self.csv = csv.writer(self.csv_file)
@@ -282,6 +283,20 @@ class Run:
         self.writer.close()
         self.csv_file.close()
         return eval_return
+
+
+def summary_writer(folder: Path, purge_step: int):
+    """TensorBoard's event writer for ``folder``, without TensorFlow.
+
+    The writer needs no TensorFlow, but tensorboard imports it whenever it is installed
+    (the ``tensorflow`` extra), which adds seconds to every agent process; the
+    ``tensorboard.compat.notf`` module is tensorboard's own switch to the stub API it uses
+    when TensorFlow is absent. Imported here, not at the top, so that ``--help`` and
+    argument checks import no tensorboard at all."""
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(folder), purge_step=purge_step)
 
 
 def open_metrics_csv(path: Path, start: int):

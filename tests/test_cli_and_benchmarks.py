@@ -146,6 +146,7 @@ def test_publish_to_the_results_folder_fills_the_blocks(tmp_path, monkeypatch):
         ("sandbox_throughput", "sandbox_throughput"),
         ("rollout_throughput", "rollout_throughput"),
         ("learning", "learning_quick"),
+        ("sb3_rollout", "sb3_rollout"),
     ],
 )
 def test_published_tables_match_their_results(script, name, monkeypatch):
