@@ -21,13 +21,14 @@ from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecMonitor
 
-from tests.test_agents import load_agent, register_say_env, tiny_args
-from text_gym import WordTokenizer
+from tests.test_agents import load_agent, tiny_args
+from text_gym import TextEnv, TextVectorEnv, WordTokenizer
 from text_gym.adapters.sb3 import policy as policy_module
 from text_gym.adapters.sb3 import to_vec_env
 from text_gym.adapters.sb3.lm_window import CachedWindow, prompt_tokens_of, token_observations, window_outputs
 from text_gym.adapters.sb3.policy import LMActorCriticPolicy
 from text_gym.rollout import RolloutCollector, tiny_model
+from text_gym.tasks import Sample, Scores, Task
 from text_gym.tokenizers import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -278,25 +279,70 @@ class EpisodeRewards(BaseCallback):
         self._finished = []
 
 
-def test_ppo_from_an_sft_warm_start_raises_the_held_out_reward(tmp_path):
-    """SB3's own PPO, the policy started from what agents/sft.py writes (a few updates: the
-    greedy answer is right for one prompt of three), on the agents' SayTask env.
+class SayAfterFillerTask(Task):
+    """Say the word the prompt asks for, after filler words: ``"ok now say yes:"`` wants
+    ``" yes"``. The reward is SayTask's, the fraction of response words equal to the word.
 
-    SayTask, not SCAN: SB3's PPO scores every stored step's whole window again in
-    training, so a step costs ~window tokens of forward and backward, and on SCAN a
-    test-sized budget moved the held-out reward by less than its noise (see the docs page).
-    SayTask's test split holds the same three prompts as its train split."""
-    env_id, sft = register_say_env(), load_agent("sft")
-    sft.main(tiny_args(sft, tmp_path, env_id=env_id, tokenizer="words", total_updates=3, eval_episodes=3, eval_envs=3))
-    run = next(tmp_path.iterdir())  # runs/<run>: its model/ folder holds the model and words.json
-    tokenizer = WordTokenizer.load(run / "model" / "words.json")
+    The test split's fillers differ from the train split's, so no test prompt is a train
+    prompt; each word's token (``" yes:"``) is shared, so the skill transfers."""
+
+    name = "say_after_filler"
+    WORDS = ("yes", "no", "maybe")
+    FILLERS = {"train": ("please", "ok now", "now please"), "test": ("kindly", "just ok")}
+
+    def __init__(self, split: str = "train") -> None:
+        self.samples = [Sample(f"{filler} say {w}:", (w,)) for filler in self.FILLERS[split] for w in self.WORDS]
+
+    def score(self, responses, samples) -> Scores:
+        rewards = [np.mean([w == s.references[0] for w in r.split()] or [0.0]) for r, s in zip(responses, samples)]
+        return Scores(np.array(rewards), {})
+
+
+def register_filler_env() -> str:
+    env_id = "TextGymTestSayAfterFiller-v0"
+    if env_id not in gym.registry:
+        gym.register(
+            env_id,
+            entry_point=lambda split="train", **kw: TextEnv(task=SayAfterFillerTask(split), max_new_tokens=3, **kw),
+            vector_entry_point=lambda num_envs, split="train", **kw: TextVectorEnv(
+                num_envs, task=SayAfterFillerTask(split), max_new_tokens=3, **kw
+            ),
+        )
+    return env_id
+
+
+def test_ppo_from_an_sft_warm_start_raises_the_held_out_reward(tmp_path):
+    """SB3's own PPO, the policy started from what agents/sft.py writes after two updates
+    on the train split, raises the greedy reward on held-out prompts.
+
+    The task is SayAfterFillerTask: its test prompts ("kindly say yes:", "just ok say no:")
+    appear in no training data, SFT's or PPO's; the word vocabulary is built from every
+    split's texts, so the test fillers' tokens ("kindly", "just", " ok": a token carries
+    its leading space) are in the vocabulary but unseen in training. At seed 2 the held-out
+    reward goes from 1/6 to 2/3 (to 1 with one torch thread: the figures depend on the
+    thread count); seeds 1-6 each gained 1/3 to 1 from starts of 0 to 1/3. Not SCAN: SB3's
+    PPO scores every stored step's whole window again in training, so a step costs ~window
+    tokens of forward and backward, and on SCAN a
+    test-sized budget moved the held-out reward by less than its noise (see the docs page)."""
+    env_id, sft, seed = register_filler_env(), load_agent("sft"), 2
+    texts = [s.prompt for split in ("train", "test") for s in SayAfterFillerTask(split).samples]
+    words = tmp_path / "words.json"
+    WordTokenizer.from_texts(texts + [f" {w}" for w in SayAfterFillerTask.WORDS]).save(words)
+    tokenizer = load_tokenizer(str(words))
+    sft.main(
+        tiny_args(
+            sft, tmp_path / "runs", env_id=env_id, tokenizer=str(words), total_updates=2, seed=seed, checkpoint_every=0
+        )
+    )
+    run = next((tmp_path / "runs").iterdir())  # runs/<run>: its model/ folder holds the model and its words
+    held_out_prompts = len(SayAfterFillerTask("test").samples)
 
     def held_out(lm) -> float:
-        envs = gym.make_vec(env_id, num_envs=3, tokenizer=tokenizer, output="torch", split="test")
+        envs = gym.make_vec(env_id, num_envs=held_out_prompts, tokenizer=tokenizer, output="torch", split="test")
         lm.eval()
-        return RolloutCollector(lm, envs, greedy=True).evaluate(np.arange(3)).mean().item()
+        return RolloutCollector(lm, envs, greedy=True).evaluate(np.arange(held_out_prompts)).mean().item()
 
-    venv = VecMonitor(to_vec_env(env_id, 16, tokenizer=tokenizer))
+    venv = VecMonitor(to_vec_env(env_id, 16, tokenizer=tokenizer))  # the train split
     model = PPO(
         LMActorCriticPolicy,
         venv,
@@ -304,12 +350,12 @@ def test_ppo_from_an_sft_warm_start_raises_the_held_out_reward(tmp_path):
         batch_size=32,
         learning_rate=1e-3,
         gamma=1.0,
-        seed=0,
+        seed=seed,
         policy_kwargs={"init_from": str(run), "tokenizer": tokenizer},
     )
     before = held_out(model.policy.lm)
     rewards = EpisodeRewards()
-    model.learn(12 * 8 * 16, callback=rewards)
+    model.learn(16 * 8 * 16, callback=rewards)
     after = held_out(model.policy.lm)
     print(f"held-out greedy reward {before:.3f} -> {after:.3f}; sampled episodes {rewards.means}")
     assert before < 0.5 and after >= before + 0.3, (before, after)
