@@ -322,8 +322,8 @@ def test_ppo_from_an_sft_warm_start_raises_the_held_out_reward(tmp_path):
     reward goes from 1/6 to 2/3 (to 1 with one torch thread: the figures depend on the
     thread count); seeds 1-6 each gained 1/3 to 1 from starts of 0 to 1/3. Not SCAN: SB3's
     PPO scores every stored step's whole window again in training, so a step costs ~window
-    tokens of forward and backward, and on SCAN a
-    test-sized budget moved the held-out reward by less than its noise (see the docs page)."""
+    tokens of forward and backward, and on SCAN a test-sized budget moved the held-out
+    reward by less than its noise (see the docs page)."""
     env_id, sft, seed = register_filler_env(), load_agent("sft"), 2
     texts = [s.prompt for split in ("train", "test") for s in SayAfterFillerTask(split).samples]
     words = tmp_path / "words.json"
