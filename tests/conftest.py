@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import types
 
 import gymnasium as gym
 import numpy as np
@@ -15,6 +17,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # `pytest -n N` runs N worker processes: one torch thread each, or their thread pools
     # oversubscribe the cores (the rollout tests ran ~3x slower on 2 cores)
     torch.set_num_threads(1)
+
+# Stable-Baselines3's logger imports tensorboard, which imports TensorFlow whenever it is
+# installed (the tensorflow extra), seconds per test process; no test here needs it from
+# tensorboard: its own no-TensorFlow switch (as agents/common.py sets it) selects the stub.
+sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 ENV_IDS = text_gym.env_ids()
 ALL_IDS = ENV_IDS + [f"text_gym/{i}" for i in ENV_IDS]

@@ -50,7 +50,7 @@ def random_actions(rng, n, eos, vocab=258, p_eos=0.3):
 def test_a_rollout_equals_dummy_vec_env_of_single_envs():
     """Observations, float32 rewards, dones, every info (terminal_observation,
     TimeLimit.truncated, the final info) and reset_infos equal DummyVecEnv's, step by step."""
-    ours = to_vec_env("TextTranslate-v0", num_envs=4, **BYTE)
+    ours = to_vec_env("TextTranslate-v0", num_envs=4, bootstrap_truncated=True, **BYTE)
     reference = DummyVecEnv([lambda: gym.make("TextTranslate-v0", **BYTE) for _ in range(4)])
     assert ours.seed(3) == reference.seed(3) == [3, 4, 5, 6]
     assert data_equivalence(ours.reset(), dict(reference.reset()), exact=True)
@@ -71,8 +71,9 @@ def test_a_rollout_equals_dummy_vec_env_of_single_envs():
     assert finished > 10 and 0 < truncated < finished  # both ways of ending were compared
 
 
-def test_terminal_observation_is_the_final_obs_and_time_limit_truncated():
-    venv = to_vec_env("TextTranslate-v0", num_envs=3, **BYTE)
+@pytest.mark.parametrize("bootstrap", [True, False])
+def test_terminal_observation_is_the_final_obs_and_time_limit_truncated(bootstrap):
+    venv = to_vec_env("TextTranslate-v0", num_envs=3, bootstrap_truncated=bootstrap, **BYTE)
     venv.seed(0)
     obs = venv.reset()
     P, eos = venv.get_attr("prompt_tokens")[0], venv.get_attr("tokenizer")[0].eos_token_id
@@ -88,7 +89,7 @@ def test_terminal_observation_is_the_final_obs_and_time_limit_truncated():
             ]
             assert (last["input_ids"][:P] == before[slot, :P]).all()  # the finished episode's prompt
             assert obs["new_span"][slot, 1] == P  # the slot restarted on a fresh prompt
-            assert infos[slot]["TimeLimit.truncated"] == (slot == 2)
+            assert infos[slot]["TimeLimit.truncated"] == (bootstrap and slot == 2)
             assert "response" in infos[slot] and "metrics" in infos[slot]
         for slot in np.flatnonzero(~dones):
             assert set(infos[slot]) == {"TimeLimit.truncated"} and not infos[slot]["TimeLimit.truncated"]
@@ -237,9 +238,8 @@ def test_token_embedding_features_read_ids_as_integers_and_ignore_padding():
 
 
 def test_ppo_with_token_embedding_learns_a_tiny_task(one_thread):
-    # One-token episodes end by truncation (max_new_tokens=1), and SB3 bootstraps a
-    # truncated episode with the critic's value of its terminal observation, a state it
-    # never trains on: gamma=0 keeps the return the task's reward, as a bandit's is.
+    # One-token episodes (max_new_tokens=1): with gamma=0 the return is the task's reward,
+    # as a bandit's is.
     torch.manual_seed(0)
     model = PPO(
         "MultiInputPolicy",
@@ -294,6 +294,13 @@ def test_top_p_masks_are_the_reference_nucleus_and_keep_the_argmax():
     one = TopPMasks(to_vec_env("TextTranslate-v0", num_envs=2, **BYTE), reference, top_p=1e-6)
     one.reset()
     assert (one.action_masks().sum(1) == 1).all()  # a tiny nucleus is still the argmax
+    # top_p=1 is every token, even where a sharp distribution's float32 cumsum reaches 1 early
+    sharp = tiny_model(venv.env.tokenizer, hidden=32, layers=2)
+    with torch.no_grad():
+        sharp.lm_head.weight.mul_(200.0)  # tied to the embeddings: logits scale with it
+    every = TopPMasks(to_vec_env("TextTranslate-v0", num_envs=2, **BYTE), sharp, top_p=1.0)
+    every.reset()
+    assert every.action_masks().all()
 
 
 def test_maskable_ppo_acts_inside_the_masks(one_thread):

@@ -362,6 +362,28 @@ def test_ppo_from_an_sft_warm_start_raises_the_held_out_reward(tmp_path):
     assert np.mean(rewards.means[-3:]) > np.mean(rewards.means[:3]) + 0.15, rewards.means  # sampled episodes too
 
 
+def test_dropout_stays_off_so_training_recomputes_the_rollout_log_probs():
+    """A model with dropout (GPT-2's 0.1): in SB3's train() the policy is in training mode,
+    and evaluate_actions must still give the log-probabilities and values the rollout
+    stored (PPO's ratio 1 at the first epoch)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    venv = byte_venv(4)
+    config = GPT2Config(vocab_size=258, n_positions=256, n_embd=32, n_layer=1, n_head=2, resid_pdrop=0.5)
+    policy = LMActorCriticPolicy(
+        venv.observation_space, venv.action_space, lambda _: 1e-3, model=GPT2LMHeadModel(config)
+    )
+    policy.set_training_mode(False)
+    obs = as_tensors(venv.reset())
+    with torch.no_grad():
+        actions, values, log_probs = policy(obs)
+    policy.set_training_mode(True)  # as SB3's train() does
+    assert policy.training and not policy.lm.training
+    new_values, new_log_probs, _ = policy.evaluate_actions(obs, actions)
+    torch.testing.assert_close(new_log_probs.detach(), log_probs, atol=ATOL, rtol=0)
+    torch.testing.assert_close(new_values.detach().flatten(), values.flatten(), atol=ATOL, rtol=0)
+
+
 def test_ppo_save_and_load_keep_the_policy(tmp_path):
     venv = byte_venv(2)
     model = PPO(LMActorCriticPolicy, venv, n_steps=4, batch_size=8, seed=0, policy_kwargs=TINY)

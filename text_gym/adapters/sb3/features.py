@@ -25,13 +25,12 @@ import gymnasium as gym
 import torch
 from torch import nn
 
+from text_gym.adapters.sb3.lm_window import EXACT_FLOAT_IDS  # SB3 casts Box observations to float32
+
 try:
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 except ImportError as error:  # pragma: no cover - depends on the install
     raise ImportError("text_gym.adapters.sb3 needs Stable-Baselines3: pip install 'text_gym[sb3]'") from error
-
-# SB3 casts Box observations to float32, whose integers are exact below 2**24.
-EXACT_FLOAT_IDS = 1 << 24
 
 
 class TokenEmbedding(BaseFeaturesExtractor):

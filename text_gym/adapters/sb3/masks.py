@@ -127,7 +127,10 @@ class TopPMasks(VecEnvWrapper):
         self._fed_calls = self._env.calls
         tensors = {k: torch.from_numpy(obs[k]).to(self._device) for k in ("input_ids", "attention_mask", "new_span")}
         logits = self.runner.feed(tensors)[0][:, : self._env.vocab_size]  # (N, V)
-        keep = top_p_keep(logits, self.top_p)
+        if self.top_p >= 1:  # the whole vocabulary (a float32 cumsum reaches 1 before the tail)
+            keep = torch.ones_like(logits, dtype=torch.bool)
+        else:
+            keep = top_p_keep(logits, self.top_p)
         keep[torch.arange(len(keep), device=keep.device), logits.argmax(-1)] = True  # never empty
         self._masks = keep
 

@@ -129,8 +129,13 @@ class LMPolicyMixin:
 
     def set_training_mode(self, mode: bool) -> None:
         """Eval or train mode; entering train mode (SB3's ``train()``) marks every cache
-        stale, for weight updates that no parameter version records (fused optimizers)."""
+        stale, for weight updates that no parameter version records (fused optimizers).
+
+        The LM itself stays in eval mode (dropout off): the log-probabilities a rollout
+        stores and those ``evaluate_actions`` recomputes in training must come from the
+        same function, or PPO's ratio is not 1 at its first epoch."""
         super().set_training_mode(mode)
+        self.lm.eval()
         if mode:
             for window in self._windows.values():
                 window.invalidate()

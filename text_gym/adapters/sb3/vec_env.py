@@ -42,7 +42,9 @@ except ImportError as error:  # pragma: no cover - depends on the install
     raise ImportError("text_gym.adapters.sb3 needs Stable-Baselines3: pip install 'text_gym[sb3]'") from error
 
 
-def to_vec_env(env: TextVectorEnv | str, num_envs: int | None = None, **env_kwargs: Any) -> SB3VecEnv:
+def to_vec_env(
+    env: TextVectorEnv | str, num_envs: int | None = None, *, bootstrap_truncated: bool = False, **env_kwargs: Any
+) -> SB3VecEnv:
     """A Stable-Baselines3 ``VecEnv`` over one native :class:`~text_gym.vector_env.TextVectorEnv`.
 
     Args:
@@ -50,6 +52,11 @@ def to_vec_env(env: TextVectorEnv | str, num_envs: int | None = None, **env_kwar
             ``copy=True``), or an env id, built with ``gym.make_vec(env, num_envs,
             autoreset_mode="SAME_STEP", **env_kwargs)``.
         num_envs: number of slots, with an env id (default 1).
+        bootstrap_truncated: report an episode cut at ``max_new_tokens`` as
+            ``TimeLimit.truncated`` (SB3 then adds ``gamma`` times the critic's value of its
+            last observation to its reward). Default False: the env pays the task's final
+            reward on that step and nothing follows, so the episode is over, as a
+            terminated one is.
         **env_kwargs: env arguments, with an env id (``tokenizer="byte"``, ...).
 
     Returns:
@@ -70,13 +77,13 @@ def to_vec_env(env: TextVectorEnv | str, num_envs: int | None = None, **env_kwar
         built = gym.make_vec(
             env, num_envs=1 if num_envs is None else num_envs, autoreset_mode="SAME_STEP", **env_kwargs
         )
-        return SB3VecEnv(built)
+        return SB3VecEnv(built, bootstrap_truncated=bootstrap_truncated)
     if num_envs is not None or env_kwargs:
         given = (["num_envs"] if num_envs is not None else []) + sorted(env_kwargs)
         raise ValueError(
             f"to_vec_env got {given} with an already built env; pass them to its constructor, or pass an env id instead"
         )
-    return SB3VecEnv(env)
+    return SB3VecEnv(env, bootstrap_truncated=bootstrap_truncated)
 
 
 class SB3VecEnv(VecEnv):
@@ -90,7 +97,8 @@ class SB3VecEnv(VecEnv):
       options of ``set_options`` apply likewise (``{"sample_index": k}`` per slot, given
       for every slot or none). ``reset_infos[i]`` holds slot ``i``'s reset info.
     * ``step()`` returns rewards as float32 and ``dones = terminated | truncated``. Each
-      slot's info dict has ``TimeLimit.truncated`` (truncated and not terminated); a slot
+      slot's info dict has ``TimeLimit.truncated`` (truncated and not terminated, with
+      ``bootstrap_truncated``; else always False, see :func:`to_vec_env`); a slot
       that finished also has ``terminal_observation`` (its last observation, before the
       autoreset) and the env's final info (``response``, ``metrics``, ...), and its
       ``reset_infos`` entry gets the info of the episode that started.
@@ -106,6 +114,7 @@ class SB3VecEnv(VecEnv):
     Args:
         env: a ``TextVectorEnv`` with numpy output, ``autoreset_mode=SAME_STEP`` and
             ``copy=True``.
+        bootstrap_truncated: see :func:`to_vec_env`.
 
     Raises:
         TypeError: ``env`` is not a ``TextVectorEnv`` (a Gymnasium vector wrapper around one
@@ -114,9 +123,9 @@ class SB3VecEnv(VecEnv):
             or returns views (``copy=False``).
     """
 
-    def __init__(self, env: TextVectorEnv) -> None:
+    def __init__(self, env: TextVectorEnv, bootstrap_truncated: bool = False) -> None:
         check_env(env)
-        self.env = env
+        self.env, self.bootstrap_truncated = env, bool(bootstrap_truncated)
         self._actions: np.ndarray | None = None
         super().__init__(env.num_envs, env.single_observation_space, env.single_action_space)
         self.metadata = {**self.metadata, "autoreset_mode": env.autoreset_mode}
@@ -142,7 +151,7 @@ class SB3VecEnv(VecEnv):
         actions, self._actions = self._actions, None
         obs, rewards, terminated, truncated, infos = self.env.step(actions)
         dones = terminated | truncated
-        time_limit = truncated & ~terminated
+        time_limit = truncated & ~terminated & self.bootstrap_truncated
         slot_infos = [{"TimeLimit.truncated": t} for t in time_limit.tolist()]
         finished = infos.get("_final_obs")
         if finished is not None:
