@@ -176,6 +176,23 @@ def test_predict_takes_any_batch_in_any_order():
     np.testing.assert_array_equal(greedy, expected)
 
 
+def test_predict_follows_an_env_whose_prompt_region_has_another_width():
+    """Two envs with windows of one length (50) and prompt regions of 40 and 30 columns:
+    predict's cache, built on the first, gives the whole window's logits on the second."""
+    wide, narrow = (
+        to_vec_env("TextTranslate-v0", 3, tokenizer="byte", max_prompt_tokens=p, max_new_tokens=50 - p)
+        for p in (40, 30)
+    )
+    policy = PPO(LMActorCriticPolicy, wide, n_steps=4, batch_size=12, seed=0, policy_kwargs=TINY).policy
+    for venv in (wide, narrow):
+        obs = venv.reset()
+        for _ in range(3):
+            batch = policy.obs_to_tensor(obs)[0]
+            logits = policy.get_distribution(batch).distribution.logits
+            torch.testing.assert_close(logits, full_window(policy, batch)[0], atol=ATOL, rtol=0)
+            obs = venv.step(policy.predict(obs)[0])[0]
+
+
 def test_float_observations_are_read_back_as_token_ids():
     envs = byte_venv(2)
     obs = as_tensors(envs.reset())
