@@ -21,8 +21,8 @@ from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecMonitor
 
-from tests.test_agents import load_agent, tiny_args
-from text_gym import TextEnv, TextVectorEnv, WordTokenizer
+from tests.test_agents import load_agent, register_task_env, tiny_args
+from text_gym import WordTokenizer
 from text_gym.adapters.sb3 import policy as policy_module
 from text_gym.adapters.sb3 import to_vec_env
 from text_gym.adapters.sb3.lm_window import CachedWindow, prompt_tokens_of, token_observations, window_outputs
@@ -316,16 +316,7 @@ class SayAfterFillerTask(Task):
 
 
 def register_filler_env() -> str:
-    env_id = "TextGymTestSayAfterFiller-v0"
-    if env_id not in gym.registry:
-        gym.register(
-            env_id,
-            entry_point=lambda split="train", **kw: TextEnv(task=SayAfterFillerTask(split), max_new_tokens=3, **kw),
-            vector_entry_point=lambda num_envs, split="train", **kw: TextVectorEnv(
-                num_envs, task=SayAfterFillerTask(split), max_new_tokens=3, **kw
-            ),
-        )
-    return env_id
+    return register_task_env("TextGymTestSayAfterFiller-v0", SayAfterFillerTask)
 
 
 def test_ppo_from_an_sft_warm_start_raises_the_held_out_reward(tmp_path):

@@ -144,17 +144,23 @@ def say_tokenizer(folder: Path) -> str:
     return str(path)
 
 
-def register_say_env() -> str:
-    env_id = "TextGymTestSay-v0"
+def register_task_env(env_id: str, task_class: type[Task], max_new_tokens: int = 3) -> str:
+    """Register ``env_id`` (once) as the single and vector env of ``task_class(split)``."""
     if env_id not in gym.registry:
         gym.register(
             env_id,
-            entry_point=lambda split="train", **kw: TextEnv(task=SayTask(split), max_new_tokens=3, **kw),
+            entry_point=lambda split="train", **kw: TextEnv(
+                task=task_class(split), max_new_tokens=max_new_tokens, **kw
+            ),
             vector_entry_point=lambda num_envs, split="train", **kw: TextVectorEnv(
-                num_envs, task=SayTask(split), max_new_tokens=3, **kw
+                num_envs, task=task_class(split), max_new_tokens=max_new_tokens, **kw
             ),
         )
     return env_id
+
+
+def register_say_env() -> str:
+    return register_task_env("TextGymTestSay-v0", SayTask)
 
 
 def rl_args(agent, runs: Path, tokenizer: str, **overrides):
