@@ -1,16 +1,23 @@
-"""Learning benchmark: held-out task scores of zero-shot, SFT, SFT continued and SFT + each RL agent.
+"""Learning benchmark: held-out task scores of SFT, SFT continued, and SFT + each RL agent and ecosystem trainer.
 
-For every task and seed: ``agents/sft.py`` trains a warm start; ``agents/sft.py
---init-model`` continues it for as many sequence gradients as PPO spends (the fair
-baseline); each RL agent starts from the same warm start. Every run ends with a greedy
-evaluation on the task's held-out split, and the table shows mean +- std over seeds,
-with the budgets printed beside it. The table, the JSON, and one learning-curve plot per
-task (training reward per iteration, mean and spread over seeds) go under
-``benchmarks/results/`` and into ``docs/benchmarks.md``; nothing is edited by hand.
+For every task and seed: ``agents/sft.py`` trains a warm start (a learning-rate schedule,
+early stopping on the validation part of the training split, the best checkpoint kept);
+``agents/sft.py --init-model`` continues it for as many sequence gradients as PPO spends
+(the fair baseline, "SFT continued"); each RL agent (``agents/``) and each ecosystem trainer
+(TRL's GRPOTrainer and SB3's PPO, through text_gym's adapters) starts from the same warm
+start with the same episodes budget, with the settings ``benchmarks/sweep.py`` chose on
+validation data. Every run ends with the same greedy evaluation on the task's held-out
+split. The report (``learning_report.py``) gives each row's paired gain over the same seed's
+warm start and over its "SFT continued", with a hierarchical paired bootstrap interval.
+The table, the JSON, and one plot per task (the agents' training reward per iteration, and
+SFT's validation curve) go under ``benchmarks/results/`` and into ``docs/benchmarks.md``;
+nothing is edited by hand.
 
-    python benchmarks/learning.py --quick   # CPU: tiny models from scratch, SCAN and the easy code suite
+    python benchmarks/learning.py --quick   # CPU: tiny models from scratch (SCAN, easy code, a multi-turn game)
     python benchmarks/learning.py --full    # GPU: SmolLM2-135M on every task
+    python benchmarks/learning.py --slice   # GPU: a few minutes of --full (benchmarks/gpu_check.sh)
     python benchmarks/learning.py --smoke   # a minute-long check of the pipeline (writes nothing)
+    python benchmarks/learning.py --quick --zero-shot   # add SmolLM2's zero-shot rows on the code suites
 
 Runs go to ``--runs-dir`` (default ``runs/learning_<preset>``); a finished run is not run
 again, so an interrupted benchmark resumes where it stopped.
@@ -19,7 +26,6 @@ again, so an interrupted benchmark resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -32,20 +38,36 @@ from pathlib import Path
 
 import numpy as np
 from doc_tables import publish
+from learning_report import plot, read_metric, summarise, to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 RL_AGENTS = ("reinforce", "ppo", "grpo", "nlpo", "q_learning")
+ECOSYSTEM = ("trl_grpo", "sb3_ppo")  # TRL's and SB3's trainers through the adapters
+METHODS = ("sft", "sft_continued", *RL_AGENTS, *ECOSYSTEM)
 
 
 @dataclass(frozen=True)
 class Task:
+    """One column of the benchmark: an env, how its warm start is trained, and what is shown.
+
+    ``env_kwargs`` are the RL agents' and the evaluation's; ``sft_env_kwargs`` (default: the
+    same) are the warm start's, so that SFT can see an easier part of a task and leave the
+    rest to RL. ``sft_args`` are further ``agents/sft.py`` flags (schedule, validation,
+    teacher); ``metrics`` are task metrics shown beside the score; ``methods`` limits the rows."""
+
     name: str
     env_id: str
     env_kwargs: dict
-    sft_updates: int  # warm start
+    sft_updates: int  # warm start (a cap where early stopping is on)
     sft_batch: int
     sft_lr: float
+    sft_env_kwargs: dict | None = None
+    sft_args: tuple[str, ...] = ()
+    continued_args: tuple[str, ...] = ()  # "SFT continued"'s flags beyond the warm start's
+    teacher: str = ""  # a multi-turn task's scripted strategy that SFT imitates (agents/sft.py --teacher)
+    metrics: tuple[str, ...] = ()
+    methods: tuple[str, ...] | None = None  # None: every method of the preset
 
 
 @dataclass(frozen=True)
@@ -62,17 +84,26 @@ class Preset:
     rl_lr: float
     eval_episodes: int
     agent_args: dict = field(default_factory=dict)  # per agent: extra command-line flags
+    methods: tuple[str, ...] = METHODS
     device: str = "cpu"
+    zero_shot: bool = False  # add the default model's zero-shot rows (benchmarks/zero_shot.py)
 
     @property
     def continued_updates(self) -> int:
         """SFT continued gets PPO's sequence gradients: iterations x episodes x 2 epochs."""
         return self.rl_iterations * self.num_envs * 2
 
+    def task_methods(self, task: Task) -> tuple[str, ...]:
+        """The rows of ``task``: the teacher's (if it has one), then the preset's methods it runs."""
+        own = tuple(m for m in self.methods if task.methods is None or m in task.methods)
+        return ("teacher", *own) if task.teacher else own
+
 
 SCAN = Task("SCAN (simple)", "TextTranslate-v0", {}, sft_updates=400, sft_batch=64, sft_lr=2e-3)
 # the easy problems run in milliseconds: a 1 s limit keeps a sampled infinite loop cheap
 CODE = Task("Easy code", "TextCode-v0", {"dataset": "easy", "timeout": 1.0}, sft_updates=300, sft_batch=32, sft_lr=2e-3)
+# the settings each agent runs with in the presets: the best of benchmarks/sweep.py's grid
+# on the validation part of SCAN's training split (benchmarks/results/sweep_quick.json)
 AGENT_ARGS = {"grpo": ("--group-size", "4"), "q_learning": ("--alpha", "1.0", "--target-update-every", "2")}
 PRESETS = {
     "quick": Preset(
@@ -110,6 +141,24 @@ PRESETS = {
         eval_episodes=512,
         agent_args=AGENT_ARGS,
         device="cuda",
+        zero_shot=True,
+    ),
+    # a few minutes of --full on one GPU (benchmarks/gpu_check.sh): SmolLM2 on SCAN, one seed
+    "slice": Preset(
+        "slice",
+        (replace(SCAN, sft_updates=100, sft_batch=32, sft_lr=5e-5),),
+        (1,),
+        "smollm2",
+        "default",
+        0,
+        0,
+        rl_iterations=10,
+        num_envs=64,
+        rl_lr=1e-5,
+        eval_episodes=256,
+        agent_args=AGENT_ARGS,
+        methods=("sft", "grpo"),
+        device="cuda",
     ),
     "smoke": Preset(
         "smoke",
@@ -136,48 +185,24 @@ def run(cmd: list[str], log: Path) -> None:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {done.returncode}); see {log}")
 
 
-def read_metric(run_dir: Path, key: str) -> list[float]:
-    rows = list(csv.reader((run_dir / "metrics.csv").open())) if (run_dir / "metrics.csv").exists() else []
-    return [float(v) for _, k, v in rows if k == key]
-
-
 def jobs(preset: Preset, runs: Path) -> tuple[list, list]:
-    """(phase 1, phase 2) command lists: warm starts and zero-shot, then what starts from them."""
+    """(phase 1, phase 2) lists of (method, task, seed, command): the warm starts, then
+    what starts from them (SFT continued, each RL agent, each ecosystem trainer)."""
     first, second = [], []
     for task in preset.tasks:
-        common = [
-            "--env-id",
-            task.env_id,
-            "--env-kwargs",
-            json.dumps(task.env_kwargs),
-            "--eval-episodes",
-            str(preset.eval_episodes),
-            "--threads",
-            "1",
-            "--device",
-            preset.device,
-        ]
+        methods = preset.task_methods(task)
+        common = ["--eval-episodes", str(preset.eval_episodes), "--threads", "1", "--device", preset.device]
+        common += ["--env-id", task.env_id]
         for seed in preset.seeds:
             base = [*common, "--seed", str(seed), "--runs-dir", str(runs / task.env_id)]
-            new_model = [
-                "--model",
-                preset.model,
-                "--tokenizer",
-                preset.tokenizer,
-                "--hidden",
-                str(preset.hidden),
-                "--layers",
-                str(preset.layers),
+            rl_env = ["--env-kwargs", json.dumps(task.env_kwargs)]
+            sft_env = [
+                "--env-kwargs",
+                json.dumps(task.env_kwargs if task.sft_env_kwargs is None else task.sft_env_kwargs),
             ]
-            sft = ["--batch-size", str(task.sft_batch), "--learning-rate", str(task.sft_lr)]
-            first.append(
-                (
-                    "zero_shot",
-                    task,
-                    seed,
-                    ["agents/sft.py", *base, *new_model, "--exp-name", "zero_shot", "--total-updates", "0"],
-                )
-            )
+            new_model = ["--model", preset.model, "--tokenizer", preset.tokenizer]
+            new_model += ["--hidden", str(preset.hidden), "--layers", str(preset.layers)]
+            sft = ["--batch-size", str(task.sft_batch), "--learning-rate", str(task.sft_lr), *task.sft_args]
             first.append(
                 (
                     "sft",
@@ -186,6 +211,7 @@ def jobs(preset: Preset, runs: Path) -> tuple[list, list]:
                     [
                         "agents/sft.py",
                         *base,
+                        *sft_env,
                         *new_model,
                         *sft,
                         "--exp-name",
@@ -196,55 +222,45 @@ def jobs(preset: Preset, runs: Path) -> tuple[list, list]:
                 )
             )
             warm = str(runs / task.env_id / f"{task.env_id}__sft__{seed}" / "model")
-            second.append(
-                (
-                    "sft_continued",
-                    task,
-                    seed,
-                    [
-                        "agents/sft.py",
-                        *base,
-                        *sft,
-                        "--init-model",
-                        warm,
-                        "--exp-name",
-                        "sft_continued",
-                        "--total-updates",
-                        str(preset.continued_updates // task.sft_batch),
-                    ],
-                )
-            )
-            for agent in RL_AGENTS:
-                rl = [
-                    "--init-model",
-                    warm,
-                    "--exp-name",
-                    agent,
-                    "--total-iterations",
-                    str(preset.rl_iterations),
-                    "--num-envs",
-                    str(preset.num_envs),
-                    "--learning-rate",
-                    str(preset.rl_lr),
-                ]
+            if "sft_continued" in methods:
+                updates = str(preset.continued_updates // task.sft_batch)
+                cmd = ["agents/sft.py", *base, *sft_env, *sft, *task.continued_args, "--init-model", warm]
                 second.append(
-                    (agent, task, seed, [f"agents/{agent}.py", *base, *rl, *preset.agent_args.get(agent, ())])
+                    ("sft_continued", task, seed, [*cmd, "--exp-name", "sft_continued", "--total-updates", updates])
                 )
+            for agent in (m for m in methods if m in RL_AGENTS or m in ECOSYSTEM):
+                rl = ["--init-model", warm, "--exp-name", agent, "--total-iterations", str(preset.rl_iterations)]
+                rl += ["--num-envs", str(preset.num_envs)]
+                flags = preset.agent_args.get(agent, ())  # the sweep's choice, its learning rate included
+                rl += [] if "--learning-rate" in flags else ["--learning-rate", str(preset.rl_lr)]
+                cmd = [f"agents/{agent}.py", *base, *rl_env, *rl, *flags]
+                second.append((agent, task, seed, cmd))
     return first, second
 
 
+def run_dir_of(runs: Path, task: Task, method: str, seed: int) -> Path:
+    return runs / task.env_id / f"{task.env_id}__{method}__{seed}"
+
+
 def run_phase(phase: list, runs: Path, workers: int) -> None:
+    """Run ``phase``'s jobs, ``workers`` at a time, skipping those finished before. A job is
+    (method, task, seed, command), or the zero-shot job ("zero_shot", None, None, command)."""
+
     def one(job) -> None:
         method, task, seed, cmd = job
-        run_dir = runs / task.env_id / f"{task.env_id}__{method}__{seed}"
-        if read_metric(run_dir, "charts/eval_return"):
+        if task is None:  # the zero-shot rows: one run for the whole benchmark
+            run_dir, done = runs / "zero_shot", runs / "zero_shot" / "zero_shot.json"
+        else:
+            run_dir = run_dir_of(runs, task, method, seed)
+            done = run_dir / "eval_rewards.json" if read_metric(run_dir, "charts/eval_return") else None
+        if done is not None and done.exists():
             return  # finished in an earlier invocation
         started = time.time()
         run_dir.mkdir(parents=True, exist_ok=True)
         run(cmd, run_dir / "stdout.log")
+        score = "" if task is None else f"{read_metric(run_dir, 'charts/eval_return')[-1]:.3f} "
         print(
-            f"{task.name:14s} {method:14s} seed {seed}: "
-            f"{read_metric(run_dir, 'charts/eval_return')[-1]:.3f} ({time.time() - started:.0f} s)",
+            f"{task.name if task else '':14s} {method:14s} seed {seed}: {score}({time.time() - started:.0f} s)",
             flush=True,
         )
 
@@ -252,39 +268,49 @@ def run_phase(phase: list, runs: Path, workers: int) -> None:
         list(pool.map(one, phase))
 
 
-def summarise(preset: Preset, runs: Path) -> list[dict]:
-    rows = []
-    for task in preset.tasks:
-        for method in ("zero_shot", "sft", "sft_continued", *RL_AGENTS):
-            scores, curves = [], []
-            for seed in preset.seeds:
-                run_dir = runs / task.env_id / f"{task.env_id}__{method}__{seed}"
-                scores.append(read_metric(run_dir, "charts/eval_return")[-1])
-                curves.append(read_metric(run_dir, "charts/episodic_return"))
-            rows.append(
-                {
-                    "task": task.name,
-                    "env_id": task.env_id,
-                    "method": method,
-                    "scores": scores,
-                    "mean": float(np.mean(scores)),
-                    "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
-                    "train_curves": curves,
-                }
-            )
-    for row in rows:  # the acceptance test: RL beats the warm start by more than 2 std
-        sft = next(r for r in rows if r["task"] == row["task"] and r["method"] == "sft")
-        gains = np.array(row["scores"]) - np.array(sft["scores"])  # seed i starts from warm start i
-        row["gain_mean"] = float(gains.mean())
-        row["gain_std"] = float(gains.std(ddof=1)) if len(gains) > 1 else 0.0
-        if row["method"] not in RL_AGENTS:
-            row["beats_sft"] = None
-            continue
-        # both ways: the rows' scores (the larger std of the two) and the paired per-seed gains
-        row["beats_sft_unpaired"] = bool(row["mean"] - sft["mean"] > 2 * max(row["std"], sft["std"]))
-        row["beats_sft_paired"] = bool(row["gain_mean"] > 2 * row["gain_std"])
-        row["beats_sft"] = row["beats_sft_unpaired"] and row["beats_sft_paired"]
-    return rows
+def score_teacher(preset: Preset, task: Task, runs: Path) -> None:
+    """The scripted teacher's own held-out score, played by the task's rules on the samples
+    every agent's evaluation scores, written as a run folder for each seed (the teacher is
+    deterministic: every seed's folder holds the same scores)."""
+    from text_gym.registration import ENV_TABLE
+    from text_gym.tasks import make_task
+
+    env_task = make_task(**{**ENV_TABLE[task.env_id], **task.env_kwargs, "split": "test"})
+    n = len(env_task)
+    samples = np.unique(np.linspace(0, n - 1, min(n, preset.eval_episodes)).round().astype(int)).tolist()
+    rewards, metrics = [], []
+    for j in samples:
+        sample = env_task.samples[j]
+        segments = env_task.demonstration(sample, task.teacher)
+        dialogue = env_task.new_dialogue(sample)
+        turns = [text for text, agent in segments if agent]
+        for turn in turns:
+            env_task.user_replies([dialogue], [turn])
+        scores = env_task.score(["".join(turns)], [sample], [dialogue])
+        rewards.append(float(scores.rewards[0]))
+        metrics.append({k: float(v[0]) for k, v in scores.metrics.items()})
+    saved = {
+        "split": "test",
+        "samples": samples,
+        "rewards": rewards,
+        "metrics": {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]},
+    }
+    for seed in preset.seeds:
+        run_dir = run_dir_of(runs, task, "teacher", seed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "eval_rewards.json").write_text(json.dumps(saved))
+        (run_dir / "metrics.csv").write_text(f"0,charts/eval_return,{np.mean(rewards)}\n")
+
+
+def zero_shot_job(preset: Preset, runs: Path) -> tuple:
+    """The default model's zero-shot rows (benchmarks/zero_shot.py, one thread) as a job."""
+    cmd = ["benchmarks/zero_shot.py", "--device", preset.device, "--threads", "1", "--out", str(runs / "zero_shot")]
+    return ("zero_shot", None, None, cmd)
+
+
+def zero_shot_rows(runs: Path) -> list[dict]:
+    rows = json.loads((runs / "zero_shot" / "zero_shot.json").read_text())["rows"]
+    return [{k: v for k, v in r.items() if k not in ("rewards", "responses")} for r in rows]
 
 
 def wall_minutes(runs: Path) -> float:
@@ -295,86 +321,22 @@ def wall_minutes(runs: Path) -> float:
     return (max(ends) - min(starts)) / 60 if starts and ends else 0.0
 
 
-NAMES = {
-    "zero_shot": "zero-shot",
-    "sft": "SFT (warm start)",
-    "sft_continued": "SFT continued",
-    "reinforce": "SFT + REINFORCE",
-    "ppo": "SFT + PPO",
-    "grpo": "SFT + GRPO",
-    "nlpo": "SFT + NLPO",
-    "q_learning": "SFT + Q-learning",
-}
-
-
-def check_mark(ok: bool) -> str:
-    return "✓" if ok else "✗"
-
-
-def to_markdown(rows: list[dict], meta: dict) -> str:
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    lines = [
-        f"Held-out score (greedy; mean +- std over seeds {meta['seeds']}; preset `{meta['preset']}`). "
-        "For the RL rows, the per-seed gain over the warm start that seed started from follows "
-        "in brackets (mean +- std), then two marks for 'beats the SFT warm start by more than two "
-        "standard deviations': first paired (the mean gain exceeds twice the gains' std), then "
-        "unpaired (the two rows' means differ by more than twice the larger of their stds). "
-        "✓: it does; ✗: it does not.",
-        "",
-        "| method | " + " | ".join(tasks) + " |",
-        "|---|" + "---|" * len(tasks),
-    ]
-    for method in NAMES:
-        cells = []
-        for task in tasks:
-            r = next(x for x in rows if x["task"] == task and x["method"] == method)
-            gain = "" if r["beats_sft"] is None else f" ({r['gain_mean']:+.3f} ± {r['gain_std']:.3f})"
-            mark = (
-                ""
-                if r["beats_sft"] is None
-                else f" {check_mark(r['beats_sft_paired'])} {check_mark(r['beats_sft_unpaired'])}"
-            )
-            cells.append(f"{r['mean']:.3f} ± {r['std']:.3f}{gain}{mark}")
-        lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"Budgets: {meta['budgets']}",
-        "",
-        f"Machine: {meta['machine']}; {meta['date']}; "
-        f"wall time {meta['wall_minutes']:.1f} min (first run start to last run end) with "
-        f"{meta['workers']} parallel runs of one CPU thread each.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def plot(rows: list[dict], out: Path, preset: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    for task in dict.fromkeys(r["task"] for r in rows):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for r in rows:
-            if r["task"] != task or r["method"] not in RL_AGENTS:
-                continue
-            curves = np.array(r["train_curves"])  # (seeds, iterations)
-            x = np.arange(1, curves.shape[1] + 1)
-            mean, std = curves.mean(0), curves.std(0)
-            ax.plot(x, mean, label=NAMES[r["method"]])
-            ax.fill_between(x, mean - std, mean + std, alpha=0.15)
-        sft = next(r for r in rows if r["task"] == task and r["method"] == "sft")
-        ax.axhline(sft["mean"], color="k", ls="--", lw=1, label="SFT warm start (held-out)")
-        ax.set(xlabel="iteration", ylabel="training reward (mean over seeds)", title=f"{task} ({preset})")
-        ax.legend(fontsize=7)
-        name = f"learning_{preset}_{task.split()[0].lower()}.png"
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
-        plt.close(fig)
-        files.append(name)
-    return files
+def budgets(preset: Preset) -> str:
+    model = f"{preset.model} model"
+    if preset.model == "tiny":
+        model += (
+            f" (hidden {preset.hidden}, {preset.layers} layers, {preset.tokenizer} tokenizer, trained from scratch)"
+        )
+    sft = ", ".join(
+        f"{t.name} up to {t.sft_updates} updates x {t.sft_batch}" + (f" ({' '.join(t.sft_args)})" if t.sft_args else "")
+        for t in preset.tasks
+    )
+    return (
+        f"{model}; SFT warm start {sft}; each RL agent and ecosystem trainer {preset.rl_iterations} iterations x "
+        f"{preset.num_envs} episodes (lr {preset.rl_lr}; agent flags {dict(preset.agent_args)}); SFT continued "
+        f"{preset.continued_updates} sequences (PPO's 2 epochs over the same episodes); evaluation on up to "
+        f"{preset.eval_episodes} held-out samples"
+    )
 
 
 def main() -> None:
@@ -385,33 +347,35 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=len(os.sched_getaffinity(0)), help="runs at once (one CPU thread each)"
     )
+    parser.add_argument("--seeds", type=str, default=None, help="comma-separated seeds instead of the preset's")
+    parser.add_argument("--device", type=str, default=None, help="torch device instead of the preset's")
+    parser.add_argument("--zero-shot", action="store_true", help="add the default model's zero-shot rows")
     parser.add_argument("--runs-dir", type=Path, default=None, help="where the agents' run folders go")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     preset = PRESETS[args.preset]
+    if args.seeds:
+        preset = replace(preset, seeds=tuple(int(s) for s in args.seeds.split(",")))
+    if args.device:
+        preset = replace(preset, device=args.device)
     runs = (args.runs_dir or ROOT / "runs" / f"learning_{preset.name}").resolve()
 
     first, second = jobs(preset, runs)
-    run_phase(first, runs, args.workers)
+    with_zero_shot = preset.zero_shot or args.zero_shot
+    run_phase([zero_shot_job(preset, runs)] * with_zero_shot + first, runs, args.workers)
     run_phase(second, runs, args.workers)
-    rows = summarise(preset, runs)
-    budgets = (
-        f"{preset.model} model"
-        + (
-            f" (hidden {preset.hidden}, {preset.layers} layers, {preset.tokenizer} tokenizer, trained from scratch)"
-            if preset.model == "tiny"
-            else ""
-        )
-        + "; SFT warm start "
-        + ", ".join(f"{t.name} {t.sft_updates} updates x {t.sft_batch}" for t in preset.tasks)
-        + f"; each RL agent {preset.rl_iterations} iterations x {preset.num_envs} episodes (lr {preset.rl_lr}); "
-        f"SFT continued {preset.continued_updates} sequences (PPO's 2 epochs over the same episodes); "
-        f"evaluation on up to {preset.eval_episodes} held-out samples"
-    )
+    for task in preset.tasks:
+        if task.teacher:
+            score_teacher(preset, task, runs)
+    tasks = [
+        {"name": t.name, "env_id": t.env_id, "methods": preset.task_methods(t), "metrics": t.metrics}
+        for t in preset.tasks
+    ]
+    rows = summarise(tasks, list(preset.seeds), runs)
     meta = {
         "preset": preset.name,
         "seeds": list(preset.seeds),
-        "budgets": budgets,
+        "budgets": budgets(preset),
         "config": asdict(preset),
         "machine": (
             f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, "
@@ -421,6 +385,8 @@ def main() -> None:
         "workers": args.workers,
         "wall_minutes": wall_minutes(runs),
     }
+    if with_zero_shot:
+        meta["zero_shot"] = zero_shot_rows(runs)
     table = to_markdown(rows, meta)
     print(table)
     if preset.name == "smoke":

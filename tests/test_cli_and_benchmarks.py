@@ -99,9 +99,13 @@ def test_learning_benchmark_smoke(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    for name in ("| zero-shot |", "| SFT continued |", "| SFT + PPO |", "| SFT + Q-learning |", "Budgets:"):
+    for name in ("| SFT continued |", "| SFT + PPO |", "| SFT + Q-learning |", "| SFT + TRL GRPO |", "Budgets:"):
         assert name in result.stdout
+    assert "| SFT + SB3 PPO (LM policy) |" in result.stdout
     assert len(list(tmp_path.glob("*/*__ppo__*/model/config.json"))) == 2  # both seeds ran
+    # every row after the warm start has its paired interval over both baselines
+    ppo = next(line for line in result.stdout.splitlines() if line.startswith("| SFT + PPO |"))
+    assert ppo.count("[") == 2 and ppo.count("]") == 2
 
 
 def test_publish_elsewhere_leaves_the_pages_alone(tmp_path, monkeypatch):
