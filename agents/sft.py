@@ -29,6 +29,8 @@ from common import BaseArgs, Run, load_policy, load_pretrained, seed_everything
 from text_gym import WordTokenizer, load_tokenizer
 from text_gym.rollout import load_default_model
 
+Example = tuple[list[int], list[int]]  # a training sequence's token ids and labels (-100: no loss)
+
 
 @dataclass
 class Args(BaseArgs):
@@ -55,6 +57,9 @@ class Args(BaseArgs):
     """sequences per update"""
     learning_rate: float = 1e-3
     """AdamW learning rate"""
+    teacher: str = ""
+    """a multi-turn task's scripted teacher: its transcripts (task.demonstration(sample, teacher)) are
+    the targets, labels on the agent's turns; empty: the task's reference responses"""
 
 
 def new_policy(args: Args, task_texts: list[str]):
@@ -79,17 +84,65 @@ def answer_ids(tokenizer, prompts: list[str], answers: list[str], prompt_ids: li
     return [w[len(p) :] if w[: len(p)] == p else a for p, w, a in zip(prompt_ids, whole, alone)]
 
 
-def make_batch(pairs: list[tuple[list[int], list[int]]], pad: int) -> tuple[torch.Tensor, ...]:
-    """Right-padded prompt+response sequences; labels only on response tokens."""
-    width = max(len(p) + len(r) for p, r in pairs)
-    ids = torch.full((len(pairs), width), pad)  # (B, T)
-    labels = torch.full((len(pairs), width), -100)  # (B, T)
-    mask = torch.zeros((len(pairs), width), dtype=torch.long)  # (B, T)
-    for i, (p, r) in enumerate(pairs):
-        seq = p + r
-        ids[i, : len(seq)] = torch.tensor(seq)
-        labels[i, len(p) : len(seq)] = torch.tensor(r)
-        mask[i, : len(seq)] = 1
+def training_dialogues(task, samples, teacher: str) -> list[list[tuple[str, bool]]]:
+    """Each sample's training sequence as ``(text, is_agent)`` segments in order: the prompt
+    and the reference response, or with ``teacher`` the task's demonstration (the prompt,
+    the agent's turn, the user's reply as the env appends it, the next turn, ...).
+
+    Raises:
+        ValueError: ``teacher`` is set and the task has no ``demonstration``, or a
+            demonstration does not start with the prompt or has no agent turn.
+    """
+    if not teacher:
+        return [[(s.prompt, False), (task.reference_response(s), True)] for s in samples]
+    if not hasattr(task, "demonstration"):
+        raise ValueError(
+            f"--teacher {teacher!r}: the task {task.name!r} has no demonstration(); teachers are for "
+            "multi-turn tasks that script them (e.g. TextDialogGoal-v0); leave --teacher empty to "
+            "train on the reference responses"
+        )
+    dialogues = [task.demonstration(s, teacher) for s in samples]
+    for i, segments in enumerate(dialogues):
+        if not segments or segments[0][1] or not any(agent for _, agent in segments):
+            raise ValueError(
+                f"the {teacher!r} demonstration of sample {i} must start with the prompt (is_agent False) "
+                f"and hold an agent turn; got {[agent for _, agent in segments]}"
+            )
+    return dialogues
+
+
+def tokenize_dialogues(tokenizer, dialogues: list[list[tuple[str, bool]]], prompt_tokens: int) -> list[Example]:
+    """Each dialogue as (token ids, labels), tokenized as the env does: the prompt (its last
+    ``prompt_tokens`` tokens, the env's window) and each user reply encoded on their own,
+    each agent turn as it follows the segment before it (``answer_ids``) and then the
+    tokenizer's EOS, the env's stop token. Labels are the agent's tokens and their EOS,
+    -100 elsewhere."""
+    keys = [(d, k) for d, segments in enumerate(dialogues) for k in range(len(segments))]
+    ids = dict(zip(keys, tokenizer.encode_batch([dialogues[d][k][0] for d, k in keys])))
+    turns = [(d, k) for d, k in keys if dialogues[d][k][1]]
+    before = [dialogues[d][k - 1][0] for d, k in turns]
+    texts = [dialogues[d][k][0] for d, k in turns]
+    ids.update(zip(turns, answer_ids(tokenizer, before, texts, [ids[d, k - 1] for d, k in turns])))
+    examples = []
+    for d, segments in enumerate(dialogues):
+        tokens, labels = ids[d, 0][-prompt_tokens:], [-100] * len(ids[d, 0][-prompt_tokens:])
+        for k, (_, agent) in enumerate(segments[1:], start=1):
+            segment = ids[d, k] + [tokenizer.eos_token_id] if agent else ids[d, k]
+            tokens, labels = tokens + segment, labels + (segment if agent else [-100] * len(segment))
+        examples.append((tokens, labels))
+    return examples
+
+
+def make_batch(examples: list[Example], pad: int) -> tuple[torch.Tensor, ...]:
+    """Right-padded sequences, their labels (-100 on padding) and attention mask."""
+    width = max(len(tokens) for tokens, _ in examples)
+    ids = torch.full((len(examples), width), pad)  # (B, T)
+    labels = torch.full((len(examples), width), -100)  # (B, T)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)  # (B, T)
+    for i, (tokens, targets) in enumerate(examples):
+        ids[i, : len(tokens)] = torch.tensor(tokens)
+        labels[i, : len(tokens)] = torch.tensor(targets)
+        mask[i, : len(tokens)] = 1
     return ids, labels, mask
 
 
@@ -99,14 +152,12 @@ def main(args: Args) -> dict[str, float]:
     # seeding
     seed_everything(args.seed)
 
-    # data: the task's prompts and reference responses, tokenized as the env does
+    # data: the task's prompts and reference responses (or a teacher's dialogues), tokenized as the env does
     task = gym.make(args.env_id, tokenizer="byte", **json.loads(args.env_kwargs)).unwrapped.task
-    references = [task.reference_response(s) for s in task.samples]
-    model, tokenizer = new_policy(args, [s.prompt for s in task.samples] + references)
+    dialogues = training_dialogues(task, task.samples, args.teacher)
+    model, tokenizer = new_policy(args, [text for segments in dialogues for text, _ in segments])
     env = gym.make(args.env_id, tokenizer=tokenizer, **json.loads(args.env_kwargs)).unwrapped
-    prompts = tokenizer.encode_batch([s.prompt for s in task.samples])
-    answers = answer_ids(tokenizer, [s.prompt for s in task.samples], references, prompts)
-    pairs = [(p[-env.vector.prompt_tokens :], a + [tokenizer.eos_token_id]) for p, a in zip(prompts, answers)]
+    examples = tokenize_dialogues(tokenizer, dialogues, env.vector.prompt_tokens)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
     order = torch.Generator().manual_seed(args.seed)  # the draw of each update's examples
@@ -114,8 +165,8 @@ def main(args: Args) -> dict[str, float]:
 
     loss = torch.tensor(0.0)
     for update in run.steps():
-        idx = torch.randint(len(pairs), (args.batch_size,), generator=order).tolist()
-        batch = make_batch([pairs[i] for i in idx], tokenizer.pad_token_id)
+        idx = torch.randint(len(examples), (args.batch_size,), generator=order).tolist()
+        batch = make_batch([examples[i] for i in idx], tokenizer.pad_token_id)
         ids, labels, mask = (t.to(args.device) for t in batch)  # (B, T) each
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss  # mean over response tokens
         optimizer.zero_grad()

@@ -14,7 +14,7 @@ import torch
 
 from text_gym import TextEnv, TextVectorEnv, WordTokenizer, load_tokenizer
 from text_gym.rollout import RolloutCollector
-from text_gym.tasks import Sample, Scores, Task
+from text_gym.tasks import MultiTurnTask, Sample, Scores, Task
 
 ROOT = Path(__file__).resolve().parents[1]
 RL_AGENTS = ["reinforce", "ppo", "grpo", "nlpo", "q_learning"]
@@ -161,6 +161,89 @@ def register_task_env(env_id: str, task_class: type[Task], max_new_tokens: int =
 
 def register_say_env() -> str:
     return register_task_env("TextGymTestSay-v0", SayTask)
+
+
+class CountTask(MultiTurnTask):
+    """A test dialogue: the prompt names n; the agent counts 1, 2, ..., n, one number a turn; the
+    user answers "next" to each right number and ends the dialogue after n or a wrong one.
+    Reward 1 for a whole count. The "counter" teacher counts."""
+
+    name = "count"
+
+    def __init__(self, split: str = "train") -> None:
+        self.samples = [Sample(f"Count to {n}:\nAgent:", (str(n),)) for n in (2, 3, 4)]
+
+    def new_dialogue(self, sample):
+        return {"n": int(sample.references[0]), "said": []}
+
+    def user_replies(self, dialogues, turns):
+        replies = []
+        for state, turn in zip(dialogues, turns):
+            state["said"].append(turn.strip())
+            right = state["said"] == [str(i) for i in range(1, len(state["said"]) + 1)]
+            over = not right or len(state["said"]) == state["n"]
+            replies.append(("\nUser: done" if over else "\nUser: next\nAgent:", over))
+        return replies
+
+    def score(self, responses, samples, dialogues) -> Scores:
+        won = [float(d["said"] == [str(i) for i in range(1, d["n"] + 1)]) for d in dialogues]
+        return Scores(np.array(won), {})
+
+    def response_budget(self, encode) -> int:
+        return 24
+
+    def demonstration(self, sample, teacher):
+        if teacher != "counter":
+            raise ValueError(f"unknown teacher {teacher!r}: the count task knows ['counter']")
+        state, segments = self.new_dialogue(sample), [(sample.prompt, False)]
+        for i in range(1, state["n"] + 1):
+            reply, over = self.user_replies([state], [f" {i}"])[0]
+            segments += [(f" {i}", True), (reply, False)]
+            if over:
+                return segments
+        return segments
+
+
+def test_sft_teacher_labels_the_agent_turns_and_their_eos():
+    sft, task = load_agent("sft"), CountTask()
+    dialogues = sft.training_dialogues(task, task.samples[:1], "counter")
+    assert dialogues == [
+        [
+            ("Count to 2:\nAgent:", False),
+            (" 1", True),
+            ("\nUser: next\nAgent:", False),
+            (" 2", True),
+            ("\nUser: done", False),
+        ]
+    ]
+    tok = WordTokenizer.from_texts(text for text, _ in dialogues[0])
+    [(tokens, labels)] = sft.tokenize_dialogues(tok, dialogues, prompt_tokens=100)
+    prompt, one, reply, two, done = (tok.encode(text) for text, _ in dialogues[0])
+    eos = [tok.eos_token_id]
+    assert tokens == prompt + one + eos + reply + two + eos + done  # each segment on its own, EOS after a turn
+    no = [-100]
+    assert labels == no * len(prompt) + one + eos + no * len(reply) + two + eos + no * len(done)
+    assert tok.decode_batch([tokens])[0] == "".join(text for text, _ in dialogues[0])  # EOS decodes to ""
+    # the prompt keeps its last prompt_tokens tokens, as the env's window does
+    [(cut, cut_labels)] = sft.tokenize_dialogues(tok, dialogues, prompt_tokens=2)
+    assert cut == prompt[-2:] + tokens[len(prompt) :] and cut_labels == labels[len(prompt) - 2 :]
+
+
+def test_sft_teacher_needs_a_task_with_demonstrations():
+    sft = load_agent("sft")
+    with pytest.raises(ValueError, match="no demonstration"):
+        sft.training_dialogues(SayTask(), SayTask().samples, "counter")
+    with pytest.raises(ValueError, match="unknown teacher"):
+        sft.training_dialogues(CountTask(), CountTask().samples, "bisect")
+
+
+def test_sft_learns_a_multi_turn_teacher(tmp_path):
+    sft = load_agent("sft")
+    env_id = register_task_env("TextGymTestCount-v0", CountTask, max_new_tokens=24)
+    result = sft.main(
+        tiny_args(sft, tmp_path, env_id=env_id, teacher="counter", tokenizer="words", total_updates=80, eval_envs=3)
+    )
+    assert result["eval_return"] == 1.0  # greedy, through the env: it counts to n, turn by turn
 
 
 def rl_args(agent, runs: Path, tokenizer: str, **overrides):

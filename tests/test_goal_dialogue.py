@@ -8,8 +8,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from text_gym import TextVectorEnv
+from text_gym import TextVectorEnv, WordTokenizer
 from text_gym.tasks import GuessNumberTask
+from text_gym.tasks.base import MultiTurnTask
 from text_gym.tasks.goal_dialogue import REPLY
 
 
@@ -132,3 +133,75 @@ def test_bad_arguments():
         GuessNumberTask(low=5, high=5)
     with pytest.raises(ValueError, match=r"split='dev'"):
         GuessNumberTask(split="dev")
+
+
+def demonstration_scores(task: GuessNumberTask, sample, segments) -> tuple[float, dict[str, float]]:
+    """The demonstration's own scoring: its turns replayed through the task's rules."""
+    state = task.new_dialogue(sample)
+    for text, agent in segments:
+        if agent:
+            task.user_replies([state], [text])
+    scores = task.score(["".join(text for text, _ in segments[1:])], [sample], [state])
+    return float(scores.rewards[0]), {k: float(v[0]) for k, v in scores.metrics.items()}
+
+
+@pytest.mark.parametrize("teacher", ["bisect", "step1", "step5", "step10"])
+@pytest.mark.parametrize("tokenizer", ["byte", "words"])
+def test_demonstration_replayed_through_the_env_gives_its_window_reward_and_metrics(teacher, tokenizer):
+    kwargs = dict(high=30, max_turns=8, turn_cost=0.05)  # step1 and step5 run out of turns on some secrets
+    task = GuessNumberTask(split="test", **kwargs)
+    demos = [task.demonstration(sample, teacher) for sample in task.samples]
+    if tokenizer == "words":
+        tokenizer = WordTokenizer.from_texts(text for segments in demos for text, _ in segments)
+    env = gym.make("TextDialogGoal-v0", tokenizer=tokenizer, split="test", **kwargs)
+    tok = env.unwrapped.tokenizer
+    outcomes = set()
+    for index, (sample, segments) in enumerate(zip(task.samples, demos)):
+        reward, metrics = demonstration_scores(task, sample, segments)
+        obs, _ = env.reset(seed=0, options={"sample_index": index})
+        actions = [t for text, agent in segments if agent for t in tok.encode(text) + [tok.eos_token_id]]
+        for step, action in enumerate(actions, 1):
+            obs, env_reward, terminated, truncated, info = env.step(action)
+            assert (terminated or truncated) == (step == len(actions)), (sample.references, step, len(actions))
+        window = tok.decode(obs["input_ids"][obs["attention_mask"] == 1].tolist())
+        assert terminated and window == "".join(text for text, _ in segments)
+        assert info["prompt"] + info["response"] == window
+        assert env_reward == pytest.approx(reward) and info["metrics"] == pytest.approx(metrics)
+        assert obs["agent_mask"].sum() == len(actions)
+        outcomes.add(metrics["success"])
+    assert outcomes == ({1.0} if teacher == "bisect" else {0.0, 1.0})
+
+
+def test_teachers_play_as_documented():
+    task = GuessNumberTask(high=100, max_turns=20)
+    sample = next(s for s in task.samples if s.references == ("47",))
+    turns = [int(text) for text, agent in task.demonstration(sample, "step10") if agent]
+    assert turns == [10, 20, 30, 40, 50, 41, 42, 43, 44, 45, 46, 47]
+    turns = [int(text) for text, agent in task.demonstration(sample, "bisect") if agent]
+    assert turns == [50, 25, 37, 43, 46, 48, 47]
+    for sample in task.samples:  # bisect wins within ceil(log2(100)) turns; step10 within 10 + 9
+        assert demonstration_scores(task, sample, task.demonstration(sample, "bisect"))[1]["turns"] <= 7
+        assert demonstration_scores(task, sample, task.demonstration(sample, "step10"))[1]["turns"] <= 19
+    short = GuessNumberTask(high=100, max_turns=3)
+    lost = short.demonstration(next(s for s in short.samples if s.references == ("47",)), "step10")
+    assert [text for text, agent in lost if agent] == [" 10", " 20", " 30"] and "Out of turns" in lost[-1][0]
+    capped = next(s for s in task.samples if int(s.references[0]) > 90)  # the last coarse guess is high
+    assert [text for text, agent in task.demonstration(capped, "step30") if agent][3] == " 100"
+
+
+def test_unknown_teacher_names_the_known_ones():
+    task = GuessNumberTask()
+    for teacher in ("step0", "stepx", "greedy", "step-3"):
+        with pytest.raises(ValueError, match=r"no scripted teacher .*'bisect', 'step<k>'"):
+            task.demonstration(task.samples[0], teacher)
+    dialogue = TextVectorEnv(1, task="goal_dialogue", tokenizer="byte").task
+    assert dialogue.demonstration(dialogue.samples[0], "bisect")[0][0] == dialogue.samples[0].prompt
+
+
+def test_a_task_without_teachers_says_so():
+    class NoTeacher(GuessNumberTask):
+        teachers = ()
+        demonstration = MultiTurnTask.demonstration
+
+    with pytest.raises(ValueError, match=r"task 'goal_dialogue' has no scripted teacher 'bisect'.*\[\]"):
+        NoTeacher().demonstration(NoTeacher().samples[0], "bisect")

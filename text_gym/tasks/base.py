@@ -130,6 +130,25 @@ class MultiTurnTask(Task):
         """Default ``max_new_tokens`` for the whole dialogue, given ``encode(texts)``."""
         raise NotImplementedError
 
+    teachers: tuple[str, ...] = ()
+    """the names :meth:`demonstration` knows (none here: a task with scripted teachers lists them)"""
+
+    def demonstration(self, sample: Sample, teacher: str) -> list[tuple[str, bool]]:
+        """A scripted ``teacher``'s whole dialogue on ``sample``, as the env's window shows it.
+
+        Returns ``(text, is_agent)`` segments: the prompt (``False``), then each agent turn
+        as the agent types it before its stop token (``True``) and the user's reply as the
+        env appends it (``False``), in turn. Their concatenation is the window's text; the
+        agent segments, each followed by a stop token, are what a supervised warm start
+        imitates.
+
+        Raises:
+            ValueError: ``teacher`` is not one of :attr:`teachers` (here: this task has none).
+        """
+        raise ValueError(
+            f"task {self.name!r} has no scripted teacher {teacher!r}; the teachers it knows: {list(self.teachers)}"
+        )
+
 
 def check_choice(name: str, value: Any, choices: Sequence[Any], error: type[ValueError] = ValueError) -> None:
     """Raise ``error`` (a ``ValueError``) naming ``value`` and listing ``choices`` if it is

@@ -22,6 +22,12 @@ dialogue is over at the correct guess or after ``max_turns`` turns.
   reply.
 * Data: generated; ``split="train"`` holds the numbers whose stable hash is not 0 mod 5,
   ``"test"`` the others. Deterministic given the seed.
+* Teachers: :meth:`GuessNumberTask.demonstration` plays a scripted strategy on a sample by
+  the task's own rules and returns the dialogue as the window shows it (prompt, turns,
+  replies), the transcripts a supervised warm start imitates. ``"bisect"`` guesses the
+  middle of the numbers still possible (the best strategy); ``"step<k>"`` guesses upward in
+  steps of ``k`` until the user says lower, then upward by one (``"step10"`` on 1..100 wins
+  in 10.0 turns on average over the 100 numbers and at most 19, against bisect's 5.8 and 7).
 * Version history: v0, initial version.
 """
 
@@ -120,6 +126,48 @@ class GuessNumberTask(MultiTurnTask):
         rewards = np.where(success > 0, 1.0 - self.turn_cost * turns, -self.turn_cost * self.max_turns)
         return Scores(rewards, {"success": success, "turns": turns, "invalid_turns": invalid})
 
+    teachers = ("bisect", "step<k>")
+
+    def demonstration(self, sample: Sample, teacher: str) -> list[tuple[str, bool]]:
+        """A scripted ``teacher``'s dialogue on ``sample``, played by this task's own rules.
+
+        ``"bisect"`` guesses the middle of the numbers still possible. ``"step<k>"`` (a
+        whole ``k >= 1``, e.g. ``"step10"``) guesses upward in steps of ``k`` from
+        ``low + k - 1`` (capped at ``high``) until the user says lower, then upward by one
+        from the last guess the user called too low (``"step1"``: every number in order).
+        Each turn is the guess with a space before it, as in ``" 50"``.
+
+        Returns:
+            ``(text, is_agent)`` segments: the prompt, then each turn (``True``) and the
+            user's reply as the env appends it (``False``); their concatenation is the
+            window's text at the dialogue's end, given room for it.
+
+        Raises:
+            ValueError: an unknown ``teacher``, naming the teachers this task knows.
+
+        Example:
+            >>> task = GuessNumberTask(high=30)
+            >>> sample = next(s for s in task.samples if s.references == ("17",))
+            >>> [text for text, agent in task.demonstration(sample, "step5") if agent]
+            [' 5', ' 10', ' 15', ' 20', ' 16', ' 17']
+        """
+        step = _teacher_step(teacher, self.teachers)
+        state = self.new_dialogue(sample)
+        segments, over = [(sample.prompt, False)], False
+        below, above = self.low - 1, self.high + 1  # the closest guesses called too low, too high
+        while not over:
+            if step is None:
+                guess = (below + above) // 2
+            else:
+                guess = min(below + (step if above > self.high else 1), self.high)
+            (reply, over) = self.user_replies([state], [f" {guess}"])[0]
+            segments += [(f" {guess}", True), (reply, False)]
+            if reply.startswith(REPLY.format(text="Higher.")):
+                below = guess
+            elif reply.startswith(REPLY.format(text="Lower.")):
+                above = guess
+        return segments
+
     def response_budget(self, encode: Any) -> int:
         """Room for ``max_turns`` turns: the longest reply plus 16 agent tokens each."""
         longest = max(
@@ -132,6 +180,19 @@ class GuessNumberTask(MultiTurnTask):
             )
         )
         return self.max_turns * (longest + 16)
+
+
+def _teacher_step(teacher: str, known: Sequence[str]) -> int | None:
+    """The step of a ``"step<k>"`` teacher, ``None`` for ``"bisect"``; a ``ValueError`` otherwise."""
+    if teacher == "bisect":
+        return None
+    digits = teacher.removeprefix("step") if isinstance(teacher, str) else ""
+    if teacher.startswith("step") and digits.isdigit() and int(digits) >= 1:
+        return int(digits)
+    raise ValueError(
+        f"task 'goal_dialogue' has no scripted teacher {teacher!r}; the teachers it knows: {list(known)} "
+        "(step<k> with a whole k >= 1, e.g. 'step10')"
+    )
 
 
 def _number(digits: str) -> int:
