@@ -111,7 +111,6 @@ from text_gym.tasks.base import Sample, Scores, Task, check_choice, load_hf_rows
 from text_gym.tasks.code_easy import easy_problems, easy_split
 
 METRICS = ("pass_fraction", "passed_all", "num_tests", *(f"reason_{r}" for r in REASONS))
-LEVELS = (None, 1, 2, 3)  # level= also takes a list of 1, 2 and 3
 EASY_SPLITS = ("train", "test", "sft", "rl")  # train = sft + rl
 _SEED_RANDOM = '__import__("random").seed(0)'
 logger = logging.getLogger(__name__)
@@ -148,7 +147,7 @@ class CodeTask(Task):
         *,
         dataset: str = "humaneval",
         split: str | None = None,
-        level: int | None = None,
+        level: int | Sequence[int] | None = None,
         timeout: float = 5.0,
         workers: int | None = None,
         max_samples: int | None = None,

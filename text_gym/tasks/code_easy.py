@@ -61,7 +61,8 @@ def easy_problems(level: int | Sequence[int] | None = None) -> list[Sample]:
     Returns:
         The problems of those levels, level by level, each with ``extra["split"]``
         (``"sft"``, ``"rl"`` or ``"test"``, see :func:`easy_split`) and
-        ``extra["behaviour"]`` (see :func:`behaviour_key`).
+        ``extra["behaviour"]`` (see :func:`behaviour_key`). The suite is built once per
+        process and its samples are shared by every caller: read them, do not modify them.
 
     Raises:
         ValueError: ``level`` is not one of those.
@@ -93,7 +94,13 @@ def _suite() -> tuple[Sample, ...]:
 
 
 def easy_levels(level: Any) -> tuple[int, ...]:
-    """The levels that ``level`` (1, 2 or 3, a list or tuple of them, or None for all) names.
+    """The levels that ``level`` names.
+
+    Args:
+        level: 1, 2 or 3, a list or tuple of them, or None for all three.
+
+    Returns:
+        The levels as a tuple.
 
     Raises:
         ValueError: anything else, with the valid values.
