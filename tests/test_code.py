@@ -118,25 +118,25 @@ def test_partial_credit_metrics_and_reasons(humaneval):
 
 def test_easy_suite_is_deterministic_and_split_by_hash():
     problems = easy_problems()
-    assert len(problems) == 394 and [s.prompt for s in problems] == [s.prompt for s in easy_problems()]
+    assert len(problems) == 932 and [s.prompt for s in problems] == [s.prompt for s in easy_problems()]
     assert {s.extra["level"] for s in problems} == {1, 2, 3}
     assert all(3 <= len(s.extra["tests"]) <= 8 for s in problems)
     assert len({s.prompt for s in problems}) == len(problems)
     train, test = CodeTask(dataset="easy"), CodeTask(dataset="easy", split="test")
-    assert len(train) + len(test) == 394 and not {s.prompt for s in train.samples} & {s.prompt for s in test.samples}
-    assert all(easy_split(s.prompt) == "test" for s in test.samples)
+    assert len(train) + len(test) == 932 and not {s.prompt for s in train.samples} & {s.prompt for s in test.samples}
+    assert all(easy_split(s) == "test" for s in test.samples)
     assert {s.extra["level"] for s in CodeTask(dataset="easy", level=2).samples} == {2}
     assert problems[0].prompt.startswith("def ") and '    """' in problems[0].prompt
 
 
 # sha256 of the generated suite (every field of every problem, in order), per level
-# (None: all levels), as the templates drew it before they became one function each;
-# a change to a template, its draws or their order changes these.
+# (None: all levels); a change to a template, its draws or their order, or to the
+# behaviour keys and the split, changes these.
 EASY_SUITE_SHA256 = {
-    None: "24fab35286d323648fa5d009b49c30c9382e08617ae399f755e4c3f931de2c60",
-    1: "8fad63b1e1cbfdbbdb879c1b47edba841338cc2e89acc6b7adb0811560f5d17b",
-    2: "9693371480337310c8c14adc9a18aef1d63e4dae06b040966a178dddb52dc789",
-    3: "7be10af443d52078eb7ec7f678ca8b93ff781ff1ebe60a022a304cfaf51e7de6",
+    None: "43b0f247985505fbd8f9f136bc9d42fd0ca68e86c142c3e73e3fe6c8e52b6b12",
+    1: "cc84dafb800157ac187beb4b020979dc1f0d7f4ddf3ee90203d15993080df3cb",
+    2: "cac5e1f0e889b4abd9436f76be960be2adc72ef92a3167047a5c2e59f4d94dc4",
+    3: "b2e2407646096d226b173872ad47ed944641989b13c0ad4910974f2dab4b3408",
 }
 
 
@@ -152,7 +152,8 @@ def test_easy_suite_is_pinned(level):
             list(s.extra["tests"]),
             s.extra["level"],
             s.extra["template"],
-            easy_split(s.prompt),
+            s.extra["split"],
+            s.extra["behaviour"],
         ]
         for s in easy_problems(level)
     ]

@@ -1,508 +1,190 @@
 """The generated easy code suite (``CodeTask(dataset="easy")``): small functions from templates.
 
-Each template is a function that draws one problem from a seeded ``random.Random``: its
-name, parameters, return type, docstring sentence, reference body, an oracle and the
-argument tuples to test. The oracle computes the expected values here, in Python; the
-tests check the reference body against them in the sandbox. A level's templates share
-a few draws (a constant, parameter names), made first, then each template draws in the
-order its level lists them, so the suite is the same on every machine.
+Each template (:mod:`text_gym.tasks.code_easy_templates`) draws one problem from a seeded
+``random.Random``: its name, parameters, return type, docstring sentence, reference body,
+an oracle, the argument tuples to test, and the constants that shape what it computes
+(``plus_7`` adds 7; ``factorial`` has none). The oracle computes the expected values here,
+in Python; the tests check the reference body against them in the sandbox. A level's
+templates share a few draws (a constant, parameter names), made first, then each template
+draws in the order its level lists them, ``EASY_VARIANTS`` (24) times, so the suite is the
+same on every machine: 932 problems, 4-7 asserts each, which check the result's exact type
+too (``assert type(_r := f(2)) is int and _r == 4``).
 
-Levels: 1, one-liners; 2, a loop or a builtin; 3, short algorithms. Each problem has
-4-7 asserts, which check the result's exact type too
-(``assert type(_r := f(2)) is int and _r == 4``).
+Levels: 1, one-liners (14 templates); 2, a loop or a builtin (13); 3, short algorithms
+(12). ``level`` takes one of them, a list of them, or None for all.
+
+Split: by what a problem computes, not by how it reads. Its behaviour key
+(:func:`behaviour_key`) is its types and its oracle's results on fixed probe inputs: two
+problems with different keys compute different functions, and the rewordings of one
+function (other names, wording, test inputs) share a key, and so a split, where they stay
+(practice at reading). A key's sha256 puts it in one of 10 buckets: 2 are ``"test"``, 2
+``"rl"``, 6 ``"sft"``; a function that a template without a drawn constant computes
+(``factorial``) is always ``"sft"``. ``"train"`` is ``"sft"`` + ``"rl"``. So no test
+problem computes the function of a train problem: the test split is 58 problems (36
+functions), other constants of 15 templates that training shows (``add_13``, ``to_base_4``
+while training has other constants of ``add_k`` and ``to_base_b``), and each template's
+tests tell its constant from every other, so no training solution passes them. The RL part
+(63 problems, 35 functions) is such functions too, held back from the supervised warm start
+(``"sft"``, 811 problems) so that RL has reward left to earn.
 
 Example:
     >>> first = easy_problems(level=1)[0]
     >>> first.source, first.references[0]
-    ('plus_5', '    return n + 5\\n')
+    ('plus_9', '    return n + 9\\n')
     >>> first.extra["tests"][0]
-    'assert type(_r := plus_5(11)) is int and _r == 16'
-    >>> len(easy_problems()), easy_split(first.prompt)
-    (394, 'train')
+    'assert type(_r := plus_9(11)) is int and _r == 20'
+    >>> len(easy_problems()), first.extra["split"], easy_split(first)
+    (932, 'rl', 'train')
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
-import math
 import random
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 from text_gym.tasks.base import Sample
+from text_gym.tasks.code_easy_templates import TEMPLATES, Problem
 
-EASY_VARIANTS = 12  # draws per template
-_WORDS = tuple("apple banana level python rotor gym hello world noon token civic robot queue stats zebra".split())
-
-
-class Problem(NamedTuple):
-    """One drawn problem: ``def name(params) -> returns`` with docstring ``doc``, solved by
-    ``body``; ``oracle(*args)`` is the expected result for each tuple of ``inputs``."""
-
-    name: str
-    params: str
-    returns: str
-    doc: str
-    body: str
-    oracle: Callable[..., Any]
-    inputs: list[tuple]
+EASY_VARIANTS = 24  # draws per template
 
 
-def easy_problems(level: int | None = None) -> list[Sample]:
-    """The generated suite (all levels when ``level`` is None), the same on every run."""
-    samples, seen = [], set()
-    for lv in (1, 2, 3) if level is None else (level,):
-        shared, templates = _LEVELS[lv]
+def easy_problems(level: int | Sequence[int] | None = None) -> list[Sample]:
+    """The generated suite, the same on every run.
+
+    Args:
+        level: 1, 2 or 3, a sequence of them, or None (default) for all three.
+
+    Returns:
+        The problems of those levels, level by level, each with ``extra["split"]``
+        (``"sft"``, ``"rl"`` or ``"test"``, see :func:`easy_split`) and
+        ``extra["behaviour"]`` (see :func:`behaviour_key`). The suite is built once per
+        process and its samples are shared by every caller: read them, do not modify them.
+
+    Raises:
+        ValueError: ``level`` is not one of those.
+    """
+    levels = easy_levels(level)
+    return [s for s in _suite() if s.extra["level"] in levels]
+
+
+@functools.cache
+def _suite() -> tuple[Sample, ...]:
+    """Every level's problems, each with its split. The split is a function of the behaviour
+    key alone, over the whole suite: a key that a constant-free template computes is always
+    in "sft" (its rewordings are many), whichever template draws it."""
+    problems, seen = [], set()
+    for lv, (shared, templates) in TEMPLATES.items():
         for i in range(EASY_VARIANTS):
             rng = random.Random(f"easy:{lv}:{i}")
             drawn = shared(rng)
             for t, template in enumerate(templates):
-                sample = _sample(template(rng, drawn), lv, t)
+                problem = template(rng, drawn)
+                sample = _sample(problem, lv, t)
                 if sample.prompt not in seen:
                     seen.add(sample.prompt)
-                    samples.append(sample)
-    return samples
+                    problems.append((sample, problem.consts))
+    fixed = {s.extra["behaviour"] for s, consts in problems if not consts}
+    for s, _ in problems:
+        s.extra["split"] = _split(s.extra["behaviour"], fixed)
+    return tuple(s for s, _ in problems)
 
 
-def easy_split(prompt: str) -> str:
-    """``train``/``test`` (80/20) by a stable hash of the prompt."""
-    return "train" if int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) % 5 else "test"
+def easy_levels(level: Any) -> tuple[int, ...]:
+    """The levels that ``level`` names.
+
+    Args:
+        level: 1, 2 or 3, a list or tuple of them, or None for all three.
+
+    Returns:
+        The levels as a tuple.
+
+    Raises:
+        ValueError: anything else, with the valid values.
+    """
+    levels = (1, 2, 3) if level is None else (level,) if isinstance(level, int) else level
+    if not isinstance(levels, (list, tuple)) or not levels or not all(lv in tuple(TEMPLATES) for lv in levels):
+        raise ValueError(f"level={level!r} is not valid; choose 1, 2 or 3, a list of them, or None for all three")
+    return tuple(levels)
+
+
+def easy_split(sample: Sample) -> str:
+    """``"train"`` or ``"test"``: the split of a problem of :func:`easy_problems`.
+
+    The test split is what the problem computes, not how it reads: a behaviour key
+    (:func:`behaviour_key`) whose sha256 falls in 2 of 10 buckets is held out, with every
+    problem that computes it, so no test problem computes the same function as a train
+    problem (the test split holds the same templates with other constants). Templates
+    without a drawn constant compute one function, always in training. The train split
+    has two parts: ``"sft"`` (6 of 10 buckets, and the constant-free templates) for a
+    supervised warm start, and ``"rl"`` (2 of 10 buckets), functions that the warm start
+    has not seen, held back for reinforcement learning.
+    """
+    return "test" if sample.extra["split"] == "test" else "train"
+
+
+def behaviour_key(problem: Problem) -> str:
+    """What ``problem`` computes: its parameter and return types and its oracle's results
+    (or the error raised) on fixed probe inputs of those types, as a string.
+
+    Two problems with different keys compute different functions (a probe tells them
+    apart); rewordings of one function (other names, docstring wording, test inputs)
+    share a key.
+
+    Example:
+        >>> from text_gym.tasks.code_easy_templates import _add_k, _Level1
+        >>> plus_7, add_7, add_8 = (
+        ...     _add_k(random.Random(seed), _Level1(k, x, "s", "xs", "a", "b"))
+        ...     for seed, k, x in ((0, 7, "x"), (2, 7, "n"), (2, 8, "n"))
+        ... )
+        >>> [(p.name, p.params) for p in (plus_7, add_7, add_8)]
+        [('plus_7', 'x: int'), ('add_7', 'n: int'), ('add_8', 'n: int')]
+        >>> behaviour_key(plus_7) == behaviour_key(add_7), behaviour_key(add_7) == behaviour_key(add_8)
+        (True, False)
+        >>> behaviour_key(plus_7)[:30]
+        '(int) -> int: -5 -4 -3 -2 -1 0'
+    """
+    types = tuple(p.split(":")[1].strip() for p in problem.params.split(","))
+    results = []
+    for args in itertools.product(*(_PROBES[t] for t in types)) if len(types) == 1 else _PAIR_PROBES[types]:
+        try:
+            results.append(repr(problem.oracle(*args)))
+        except Exception as error:  # outside the function's domain: the error is part of the key
+            results.append(type(error).__name__)
+    return f"({', '.join(types)}) -> {problem.returns}: {' '.join(results)}"
+
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+# probe inputs per parameter type: enough that two drawn constants never look alike
+_PROBES: dict[str, tuple] = {
+    "int": (*range(-12, 26), 35, 64, 97, 100),
+    "str": ("", "abc", "noon", "Level", "hello world", "".join(c * (i + 1) for i, c in enumerate(_ALPHABET))),
+    "list": ([], [5], [0, 0, 7], [3, -1, 4, 1, -5, 9, 2, 6], [10, 3, 3, 10, 1], list(range(-10, 11))),
+}
+_PAIR_PROBES: dict[tuple, tuple] = {
+    ("int", "int"): ((3, 4), (12, 18), (-5, 7), (0, 9), (100, 75), (7, 7)),
+    ("str", "str"): (("listen", "silent"), ("abc", "abd"), ("aab", "aba"), ("", ""), ("ab", "abb")),
+}
+
+
+def _split(key: str, fixed: set[str]) -> str:
+    """``"sft"``, ``"rl"`` or ``"test"`` by the sha256 of a behaviour key; ``"sft"`` for the
+    ``fixed`` keys (see :func:`easy_split`)."""
+    bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10
+    return "sft" if key in fixed or bucket >= 4 else "rl" if bucket >= 2 else "test"
 
 
 def _sample(problem: Problem, level: int, template: int) -> Sample:
     """The episode of ``problem``: its prompt with two doctest examples, reference and tests."""
-    name, params, ret, doc, body, oracle, inputs = problem
+    name, params, ret, doc, body, oracle, inputs, _ = problem
     cases = {f"{name}({', '.join(map(repr, args))})": oracle(*args) for args in inputs}
     examples = "".join(f"    >>> {call}\n    {out!r}\n" for call, out in list(cases.items())[:2])
     prompt = f'def {name}({params}) -> {ret}:\n    """{doc}\n{examples}    """\n'
     # the exact type too: True must not pass for 1, nor 2.0 for 2
     tests = tuple(f"assert type(_r := {call}) is {type(out).__name__} and _r == {out!r}" for call, out in cases.items())
     reference = "".join(f"    {line}\n" for line in body.splitlines())
-    extra = {"tests": tests, "setup": "", "level": level, "template": template}
+    extra = {"tests": tests, "setup": "", "level": level, "template": template, "behaviour": behaviour_key(problem)}
     return Sample(prompt, (reference,), source=name, extra=extra)
-
-
-def _ints(r: random.Random, n: int, lo: int, hi: int) -> list[int]:
-    return [r.randint(lo, hi) for _ in range(n)]
-
-
-def _lists(r: random.Random, n: int, lo: int = -20, hi: int = 20) -> list[tuple]:
-    return [(_ints(r, r.randint(1, 7), lo, hi),) for _ in range(n)]
-
-
-def _strs(r: random.Random, n: int) -> list[tuple]:
-    return [(w + r.choice(("", "", " " + r.choice(_WORDS))),) for w in r.sample(_WORDS, n)]
-
-
-def _pick(r: random.Random, *options: str) -> str:
-    return r.choice(options)
-
-
-# ---------------------------------------------------------------------------- level 1
-
-
-class _Level1(NamedTuple):
-    k: int  # a constant in 2..9
-    x: str  # an int parameter's name
-    s: str  # a str parameter's name
-    xs: str  # a list parameter's name
-    a: str  # two int parameters' names
-    b: str
-
-
-def _level1(r: random.Random) -> _Level1:
-    k, x, s, xs = (
-        r.randint(2, 9),
-        _pick(r, "x", "n", "v"),
-        _pick(r, "s", "text", "word"),
-        _pick(r, "xs", "nums", "values"),
-    )
-    a, b = r.choice((("a", "b"), ("x", "y"), ("m", "n")))
-    return _Level1(k, x, s, xs, a, b)
-
-
-def _add_k(r: random.Random, d: _Level1) -> Problem:
-    name, inputs = f"{_pick(r, 'add', 'plus')}_{d.k}", [(v,) for v in _ints(r, 5, -50, 50)]
-    return Problem(
-        name, f"{d.x}: int", "int", f"Return {d.x} plus {d.k}.", f"return {d.x} + {d.k}", lambda v: v + d.k, inputs
-    )
-
-
-def _add(r: random.Random, d: _Level1) -> Problem:
-    name, inputs = _pick(r, "add", "sum_two", "plus"), list(zip(_ints(r, 5, -99, 99), _ints(r, 5, -99, 99)))
-    return Problem(
-        name,
-        f"{d.a}: int, {d.b}: int",
-        "int",
-        f"Return the sum of {d.a} and {d.b}.",
-        f"return {d.a} + {d.b}",
-        lambda p, q: p + q,
-        inputs,
-    )
-
-
-def _subtract(r: random.Random, d: _Level1) -> Problem:
-    name, inputs = _pick(r, "subtract", "minus", "difference"), list(zip(_ints(r, 5, -99, 99), _ints(r, 5, -99, 99)))
-    return Problem(
-        name,
-        f"{d.a}: int, {d.b}: int",
-        "int",
-        f"Return {d.a} minus {d.b}.",
-        f"return {d.a} - {d.b}",
-        lambda p, q: p - q,
-        inputs,
-    )
-
-
-def _times_k(r: random.Random, d: _Level1) -> Problem:
-    name, inputs = f"{_pick(r, 'times', 'multiply_by')}_{d.k}", [(v,) for v in _ints(r, 5, -30, 30)]
-    return Problem(
-        name,
-        f"{d.x}: int",
-        "int",
-        f"Return {d.x} multiplied by {d.k}.",
-        f"return {d.x} * {d.k}",
-        lambda v: v * d.k,
-        inputs,
-    )
-
-
-def _divisible_by_k(r: random.Random, d: _Level1) -> Problem:
-    k = d.k
-    name = f"{_pick(r, 'is_multiple_of', 'divisible_by')}_{k}"
-    inputs = [(k * v,) for v in _ints(r, 3, -9, 9)] + [(k * v + 1,) for v in _ints(r, 3, 0, 9)]
-    doc = f"Return True if {d.x} is divisible by {k}, else False."
-    return Problem(name, f"{d.x}: int", "bool", doc, f"return {d.x} % {k} == 0", lambda v: v % k == 0, inputs)
-
-
-def _reverse(r: random.Random, d: _Level1) -> Problem:
-    name, inputs = _pick(r, "reverse", "reverse_string", "backwards"), _strs(r, 5)
-    return Problem(
-        name,
-        f"{d.s}: str",
-        "str",
-        f"Return the string {d.s} reversed.",
-        f"return {d.s}[::-1]",
-        lambda t: t[::-1],
-        inputs,
-    )
-
-
-def _largest(r: random.Random, d: _Level1) -> Problem:
-    name, inputs = _pick(r, "largest", "max_element", "biggest"), _lists(r, 5)
-    doc = f"Return the largest element of the non-empty list {d.xs}."
-    return Problem(name, f"{d.xs}: list", "int", doc, f"return max({d.xs})", max, inputs)
-
-
-def _smallest(r: random.Random, d: _Level1) -> Problem:
-    name, inputs = _pick(r, "smallest", "min_element", "least"), _lists(r, 5)
-    doc = f"Return the smallest element of the non-empty list {d.xs}."
-    return Problem(name, f"{d.xs}: list", "int", doc, f"return min({d.xs})", min, inputs)
-
-
-def _last(r: random.Random, d: _Level1) -> Problem:
-    name, inputs = _pick(r, "last", "last_element", "final_item"), _lists(r, 5)
-    doc = f"Return the last element of the non-empty list {d.xs}."
-    return Problem(name, f"{d.xs}: list", "int", doc, f"return {d.xs}[-1]", lambda v: v[-1], inputs)
-
-
-def _repeat_k(r: random.Random, d: _Level1) -> Problem:
-    doc = f"Return the string {d.s} repeated {d.k} times."
-    return Problem(f"repeat_{d.k}", f"{d.s}: str", "str", doc, f"return {d.s} * {d.k}", lambda t: t * d.k, _strs(r, 4))
-
-
-def _upper(r: random.Random, d: _Level1) -> Problem:
-    name, inputs = _pick(r, "shout", "to_upper", "upper_case"), _strs(r, 4)
-    return Problem(
-        name, f"{d.s}: str", "str", f"Return {d.s} in upper case.", f"return {d.s}.upper()", str.upper, inputs
-    )
-
-
-def _square(r: random.Random, d: _Level1) -> Problem:
-    name, inputs = _pick(r, "square", "squared"), [(v,) for v in _ints(r, 5, -40, 40)]
-    return Problem(
-        name, f"{d.x}: int", "int", f"Return {d.x} squared.", f"return {d.x} * {d.x}", lambda v: v * v, inputs
-    )
-
-
-# ---------------------------------------------------------------------------- level 2
-
-
-class _Level2(NamedTuple):
-    k: int  # a threshold in -5..5
-    c: str  # a letter to count
-    s: str  # a str parameter's name
-    xs: str  # a list parameter's name
-    p: int  # FizzBuzz's two divisors and words
-    q: int
-    w1: str
-    w2: str
-    lo: int  # a clamp range
-    hi: int
-
-
-def _level2(r: random.Random) -> _Level2:
-    k, c, s, xs = (
-        r.randint(-5, 5),
-        r.choice("aelnot"),
-        _pick(r, "s", "text", "sentence"),
-        _pick(r, "xs", "nums", "items"),
-    )
-    (p, q), (w1, w2), lo = (
-        r.choice(((3, 5), (2, 7), (3, 7), (4, 5))),
-        r.choice((("Fizz", "Buzz"), ("Foo", "Bar"), ("Ping", "Pong"))),
-        r.randint(-10, 0),
-    )
-    return _Level2(k, c, s, xs, p, q, w1, w2, lo, lo + r.randint(5, 20))
-
-
-def _count_vowels(r: random.Random, d: _Level2) -> Problem:
-    name, inputs = _pick(r, "count_vowels", "vowel_count"), _strs(r, 5)
-    doc = f"Return the number of vowels (a, e, i, o, u, either case) in {d.s}."
-    body = f'return sum(1 for c in {d.s}.lower() if c in "aeiou")'
-    return Problem(name, f"{d.s}: str", "int", doc, body, lambda t: sum(ch in "aeiou" for ch in t.lower()), inputs)
-
-
-def _total(r: random.Random, d: _Level2) -> Problem:
-    name, inputs = _pick(r, "total", "sum_list", "list_sum"), _lists(r, 4) + [([],)]
-    doc = f"Return the sum of the numbers in {d.xs} (0 if empty)."
-    return Problem(name, f"{d.xs}: list", "int", doc, f"return sum({d.xs})", sum, inputs)
-
-
-def _count_letter(r: random.Random, d: _Level2) -> Problem:
-    c, s = d.c, d.s
-    doc = f"Return how many times the letter {c!r} occurs in {s}."
-    return Problem(f"count_{c}", f"{s}: str", "int", doc, f"return {s}.count({c!r})", lambda t: t.count(c), _strs(r, 5))
-
-
-def _fizzbuzz(r: random.Random, d: _Level2) -> Problem:
-    p, q, w1, w2 = d.p, d.q, d.w1, d.w2
-    name = _pick(r, "fizzbuzz", "fizz_buzz")
-    doc = (
-        f"Return {w1 + w2!r} if n is divisible by {p} and {q}, {w1!r} if only by {p}, {w2!r} if only by {q}, "
-        "else n as a string."
-    )
-    body = (
-        f"if n % {p * q} == 0:\n    return {w1 + w2!r}\nif n % {p} == 0:\n    return {w1!r}\n"
-        f"if n % {q} == 0:\n    return {w2!r}\nreturn str(n)"
-    )
-    inputs = [(p * q * r.randint(1, 3),), (p,), (q,), (p * q + 1,), (r.randint(1, 99),)]
-    return Problem(name, "n: int", "str", doc, body, lambda n: _fizz(n, p, q, w1, w2), inputs)
-
-
-def _fizz(n: int, p: int, q: int, w1: str, w2: str) -> str:
-    return w1 + w2 if n % p == 0 and n % q == 0 else w1 if n % p == 0 else w2 if n % q == 0 else str(n)
-
-
-def _factorial(r: random.Random, d: _Level2) -> Problem:
-    name, inputs = _pick(r, "factorial", "fact"), [(v,) for v in (*_ints(r, 3, 2, 12), 0, 1)]
-    body = "result = 1\nfor i in range(2, n + 1):\n    result *= i\nreturn result"
-    return Problem(name, "n: int", "int", "Return n! for n >= 0.", body, math.factorial, inputs)
-
-
-def _palindrome(r: random.Random, d: _Level2) -> Problem:
-    name, inputs = _pick(r, "is_palindrome", "reads_same_backwards"), _strs(r, 5) + [("noon",), ("gym",)]
-    doc = f"Return True if {d.s} reads the same forwards and backwards."
-    return Problem(name, f"{d.s}: str", "bool", doc, f"return {d.s} == {d.s}[::-1]", lambda t: t == t[::-1], inputs)
-
-
-def _greater_than_k(r: random.Random, d: _Level2) -> Problem:
-    k, xs = d.k, d.xs
-    doc = f"Return the elements of {xs} greater than {k}, in order."
-    body = f"return [v for v in {xs} if v > {k}]"
-    name = f"greater_than_{k}".replace("-", "minus_")
-    return Problem(name, f"{xs}: list", "list", doc, body, lambda v: [e for e in v if e > k], _lists(r, 5, -10, 10))
-
-
-def _digit_sum(r: random.Random, d: _Level2) -> Problem:
-    name, inputs = _pick(r, "digit_sum", "sum_of_digits"), [(v,) for v in _ints(r, 5, 0, 99999)]
-    doc, body = "Return the sum of the decimal digits of n >= 0.", "return sum(int(d) for d in str(n))"
-    return Problem(name, "n: int", "int", doc, body, lambda n: sum(map(int, str(n))), inputs)
-
-
-def _count_words(r: random.Random, d: _Level2) -> Problem:
-    name, inputs = _pick(r, "count_words", "word_count"), _strs(r, 5)
-    doc = f"Return the number of space-separated words in {d.s}."
-    return Problem(name, f"{d.s}: str", "int", doc, f"return len({d.s}.split())", lambda t: len(t.split()), inputs)
-
-
-def _squares(r: random.Random, d: _Level2) -> Problem:
-    name, inputs = _pick(r, "squares", "square_all"), _lists(r, 5)
-    doc, body = f"Return the squares of the elements of {d.xs}, in order.", f"return [v * v for v in {d.xs}]"
-    return Problem(name, f"{d.xs}: list", "list", doc, body, lambda v: [e * e for e in v], inputs)
-
-
-def _clamp(r: random.Random, d: _Level2) -> Problem:
-    lo, hi = d.lo, d.hi
-    name, inputs = _pick(r, "clamp", "clip"), [(lo - 3,), (hi + 2,), *[(v,) for v in _ints(r, 3, lo, hi)]]
-    doc, body = f"Return x limited to the range [{lo}, {hi}].", f"return max({lo}, min({hi}, x))"
-    return Problem(name, "x: int", "int", doc, body, lambda v: max(lo, min(hi, v)), inputs)
-
-
-# ---------------------------------------------------------------------------- level 3
-
-
-class _Level3(NamedTuple):
-    k: int  # a constant in 1..25
-    xs: str  # a list parameter's name
-
-
-def _level3(r: random.Random) -> _Level3:
-    return _Level3(r.randint(1, 25), _pick(r, "xs", "nums", "items"))
-
-
-def _fibonacci(r: random.Random, d: _Level3) -> Problem:
-    name, inputs = _pick(r, "fibonacci", "fib"), [(v,) for v in (*_ints(r, 4, 2, 20), 0, 1)]
-    doc = "Return the n-th Fibonacci number (fib(0) = 0, fib(1) = 1)."
-    body = "a, b = 0, 1\nfor _ in range(n):\n    a, b = b, a + b\nreturn a"
-    return Problem(name, "n: int", "int", doc, body, _fib, inputs)
-
-
-def _fib(n: int) -> int:
-    return n if n < 2 else _fib(n - 1) + _fib(n - 2)
-
-
-def _prime(r: random.Random, d: _Level3) -> Problem:
-    name, inputs = _pick(r, "is_prime", "prime"), [(v,) for v in (*_ints(r, 5, 3, 200), 1, 2)]
-    body = "if n < 2:\n    return False\nreturn all(n % d for d in range(2, int(n ** 0.5) + 1))"
-    return Problem(name, "n: int", "bool", "Return True if n is a prime number.", body, _is_prime, inputs)
-
-
-def _is_prime(n: int) -> bool:
-    return n > 1 and all(n % d for d in range(2, int(n**0.5) + 1))
-
-
-def _run_length(r: random.Random, d: _Level3) -> Problem:
-    name = _pick(r, "run_length", "rle_encode")
-    doc = "Run-length encode s: each run of a character becomes the character and the run's length."
-    body = (
-        'out = ""\ni = 0\nwhile i < len(s):\n    j = i\n    while j < len(s) and s[j] == s[i]:\n        j += 1\n'
-        "    out += s[i] + str(j - i)\n    i = j\nreturn out"
-    )
-    inputs = [("".join(r.choice("ab") * r.randint(1, 3) for _ in range(r.randint(1, 4))),) for _ in range(4)] + [("",)]
-    return Problem(name, "s: str", "str", doc, body, _rle, inputs)
-
-
-def _rle(t: str) -> str:
-    return "".join(f"{ch}{len(list(g))}" for ch, g in itertools.groupby(t))
-
-
-def _second_largest(r: random.Random, d: _Level3) -> Problem:
-    name, inputs = _pick(r, "second_largest", "runner_up"), [(v + [max(v) + 1],) for (v,) in _lists(r, 5)]
-    doc = f"Return the second largest distinct value in {d.xs} (it has at least two)."
-    body = f"return sorted(set({d.xs}))[-2]"
-    return Problem(name, f"{d.xs}: list", "int", doc, body, lambda v: sorted(set(v))[-2], inputs)
-
-
-def _gcd(r: random.Random, d: _Level3) -> Problem:
-    name = _pick(r, "gcd", "greatest_common_divisor")
-    inputs = [(d.k * p, d.k * q) for p, q in zip(_ints(r, 5, 1, 30), _ints(r, 5, 1, 30))]
-    doc = "Return the greatest common divisor of the positive integers a and b."
-    return Problem(name, "a: int, b: int", "int", doc, "while b:\n    a, b = b, a % b\nreturn a", math.gcd, inputs)
-
-
-def _to_binary(r: random.Random, d: _Level3) -> Problem:
-    name, inputs = _pick(r, "to_binary", "binary"), [(v,) for v in (*_ints(r, 4, 1, 1000), 0)]
-    doc = "Return n >= 0 written in binary, without a prefix."
-    return Problem(name, "n: int", "str", doc, "return bin(n)[2:]", lambda n: format(n, "b"), inputs)
-
-
-def _anagram(r: random.Random, d: _Level3) -> Problem:
-    name = _pick(r, "is_anagram", "anagrams")
-    inputs = [(w, "".join(r.sample(w, len(w)))) for w in r.sample(_WORDS, 3)]
-    inputs += [(w, w[:-1] + "x") for w in r.sample(_WORDS, 2)]
-    doc, body = "Return True if a and b contain the same letters, each as often.", "return sorted(a) == sorted(b)"
-    return Problem(name, "a: str, b: str", "bool", doc, body, lambda p, q: sorted(p) == sorted(q), inputs)
-
-
-def _unique(r: random.Random, d: _Level3) -> Problem:
-    name, inputs = _pick(r, "unique", "dedupe"), _lists(r, 5, 0, 4)
-    doc = f"Return the elements of {d.xs} without repeats, in order of first appearance."
-    body = f"seen = []\nfor v in {d.xs}:\n    if v not in seen:\n        seen.append(v)\nreturn seen"
-    return Problem(name, f"{d.xs}: list", "list", doc, body, lambda v: list(dict.fromkeys(v)), inputs)
-
-
-def _shift_k(r: random.Random, d: _Level3) -> Problem:
-    k = d.k
-    doc = f"Shift each lowercase letter of s by {k} places in the alphabet, wrapping around."
-    body = f'return "".join(chr((ord(c) - 97 + {k}) % 26 + 97) for c in s)'
-    inputs = [(w,) for w in r.sample(_WORDS, 5)]
-    return Problem(
-        f"shift_{k}",
-        "s: str",
-        "str",
-        doc,
-        body,
-        lambda t: "".join(chr((ord(ch) - 97 + k) % 26 + 97) for ch in t),
-        inputs,
-    )
-
-
-def _collatz_steps(r: random.Random, d: _Level3) -> Problem:
-    name, inputs = _pick(r, "collatz_steps", "steps_to_one"), [(v,) for v in (*_ints(r, 4, 2, 100), 1)]
-    doc = "Return how many Collatz steps (n/2 if even, else 3n+1) take n >= 1 to 1."
-    body = "steps = 0\nwhile n != 1:\n    n = n // 2 if n % 2 == 0 else 3 * n + 1\n    steps += 1\nreturn steps"
-    return Problem(name, "n: int", "int", doc, body, _collatz, inputs)
-
-
-def _collatz(n: int) -> int:
-    steps = 0
-    while n != 1:
-        n = n // 2 if n % 2 == 0 else 3 * n + 1
-        steps += 1
-    return steps
-
-
-# level -> (its shared draws, its templates in drawing order). The order is part of the
-# suite: moving a template or one of its draws changes every problem drawn after it.
-_LEVELS: dict[int, tuple[Callable[[random.Random], Any], Sequence[Callable[[random.Random, Any], Problem]]]] = {
-    1: (
-        _level1,
-        (
-            _add_k,
-            _add,
-            _subtract,
-            _times_k,
-            _divisible_by_k,
-            _reverse,
-            _largest,
-            _smallest,
-            _last,
-            _repeat_k,
-            _upper,
-            _square,
-        ),
-    ),
-    2: (
-        _level2,
-        (
-            _count_vowels,
-            _total,
-            _count_letter,
-            _fizzbuzz,
-            _factorial,
-            _palindrome,
-            _greater_than_k,
-            _digit_sum,
-            _count_words,
-            _squares,
-            _clamp,
-        ),
-    ),
-    3: (
-        _level3,
-        (
-            _fibonacci,
-            _prime,
-            _run_length,
-            _second_largest,
-            _gcd,
-            _to_binary,
-            _anagram,
-            _unique,
-            _shift_k,
-            _collatz_steps,
-        ),
-    ),
-}
