@@ -42,6 +42,7 @@ def eco_args(agent, runs: Path, warm: Path, **overrides):
         "eval_envs": 3,
         "checkpoint_every": 5,
         "runs_dir": str(runs),
+        "threads": 1,  # torch's default threads crawl on a loaded machine (tens of times slower)
     }
     if agent.__name__.endswith("trl_grpo"):  # the Say task's 3 prompts, 4 answers each
         base.update(num_envs=12, group_size=4)
@@ -92,7 +93,8 @@ def test_trl_grpo_learns_logs_and_resumes(warm_start, tmp_path, monkeypatch):
     assert training_rows(run) == rows
 
     # killed while logging iteration 7 (TRL's last checkpoint is iteration 5's), started again:
-    # it resumes from TRL's checkpoint and logs iterations 6 to 12 once each
+    # it resumes from TRL's checkpoint and logs iterations 6 to 12 once each (not the unbroken
+    # run's numbers from there on: TRL's resumed run does not draw the same prompts and samples)
     log = agent.LogIterations.on_log
 
     def killed_at_7(self, args, state, control, logs=None, **kwargs):
@@ -108,7 +110,8 @@ def test_trl_grpo_learns_logs_and_resumes(warm_start, tmp_path, monkeypatch):
     assert len(metric(run_c, "charts/episodic_return")) == 6
     resumed = agent.main(eco_args(agent, tmp_path / "c", warm_start))
     returns = metric(run_c, "charts/episodic_return")
-    assert len(returns) == ITERATIONS and returns[:5] == metric(run, "charts/episodic_return")[:5]
+    steps = [int(r[0]) for r in training_rows(run_c) if r[1] == "charts/episodic_return"]
+    assert steps == list(range(1, ITERATIONS + 1)) and returns[:5] == metric(run, "charts/episodic_return")[:5]
     assert 0.0 <= resumed["eval_return"] <= 1.0
 
 
@@ -122,7 +125,7 @@ def test_trl_grpo_refuses_a_bad_batch_and_a_missing_warm_start(tmp_path, warm_st
         agent.main(eco_args(agent, tmp_path, warm_start, num_envs=16))
 
 
-def test_sb3_ppo_learns_logs_and_resumes(warm_start, tmp_path):
+def test_sb3_ppo_learns_logs_and_resumes(warm_start, tmp_path, monkeypatch):
     agent = load_agent("sb3_ppo")
     result = agent.main(eco_args(agent, tmp_path / "a", warm_start))
     run = next((tmp_path / "a").iterdir())
@@ -138,6 +141,26 @@ def test_sb3_ppo_learns_logs_and_resumes(warm_start, tmp_path):
     rows = training_rows(run)
     assert agent.main(eco_args(agent, tmp_path / "a", warm_start)) == result
     assert training_rows(run) == rows
+
+    # killed before logging iteration 7 (the last checkpoint is iteration 5's), started again:
+    # the policy and optimizer come back from the checkpoint and iterations 6 to 12 run once
+    write, written = agent.LogIterations._write, []
+
+    def killed_at_7(self):
+        written.append(self.rollout is not None)
+        if sum(written) == 7:
+            raise KeyboardInterrupt
+        write(self)
+
+    monkeypatch.setattr(agent.LogIterations, "_write", killed_at_7)
+    with pytest.raises(KeyboardInterrupt):
+        agent.main(eco_args(agent, tmp_path / "c", warm_start))
+    monkeypatch.undo()
+    run_c = next((tmp_path / "c").iterdir())
+    assert metric(run_c, "charts/episodic_return") == metric(run, "charts/episodic_return")[:6]
+    agent.main(eco_args(agent, tmp_path / "c", warm_start))
+    steps = [int(r[0]) for r in training_rows(run_c) if r[1] == "charts/episodic_return"]
+    assert steps == list(range(1, ITERATIONS + 1))
 
 
 def test_sb3_ppo_refuses_a_rollout_that_does_not_split(tmp_path, warm_start):
