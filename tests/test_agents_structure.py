@@ -99,7 +99,7 @@ def test_the_check_finds_a_repeated_block(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("name", ["sft", "reinforce", "ppo", "grpo", "nlpo", "q_learning"])
+@pytest.mark.parametrize("name", ["sft", "reinforce", "ppo", "grpo", "nlpo", "q_learning", "trl_grpo", "sb3_ppo"])
 def test_every_flag_has_its_docstring_in_the_help(name, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")  # one line per flag
     agent = load_agent(name)
