@@ -220,7 +220,7 @@ def plot(rows: list[dict], out: Path, preset: str) -> list[str]:
             width = min(len(c) for c in curves)
             curves = np.array([c[:width] for c in curves])  # (seeds, iterations)
             x = np.arange(1, width + 1)
-            mean, std = curves.mean(0), curves.std(0)
+            mean, std = np.nanmean(curves, 0), np.nanstd(curves, 0)  # SB3: NaN where no episode ended
             ax.plot(x, mean, label=NAMES.get(r["method"], r["method"]))
             ax.fill_between(x, mean - std, mean + std, alpha=0.15)
         sft = next(r for r in rows if r["task"] == task and r["method"] == "sft")
