@@ -272,27 +272,28 @@ class RolloutCollector:
         waiting = torch.zeros(env.vocab_size, device=env.device)  # uniform over non-stop tokens
         waiting[list(env.stop_token_ids)] = float("-inf")
         # The host knows which slots finished from each step's info (the env scores every
-        # finished episode and marks its slots in ``_metrics``), so the loop's test and the
-        # metrics need no device sync.
+        # finished episode and marks its slots in ``_metrics``), so the loop needs no device
+        # sync, and a step where no episode ends copies nothing.
         finished_host = np.zeros(N, dtype=bool)
         metrics: dict[str, np.ndarray] = {}
         while not finished_host.all():
-            _, _, reward, terminated, truncated, info = self._step(replace=(finished, waiting))
+            _, _, reward, terminated, _, info = self._step(replace=(finished, waiting))
             scored = info.get("_metrics")
-            if scored is not None:
-                new_host = scored & ~finished_host
-                for name, column in info["metrics"].items():
-                    if not name.startswith("_"):
-                        metrics.setdefault(name, np.full(N, np.nan))[new_host] = column[new_host]
-                finished_host |= scored
-            new = self._done & ~finished  # (N,): episodes ending now, for the first time
+            new_host = None if scored is None else scored & ~finished_host  # episodes ending now, first time
+            if new_host is None or not new_host.any():
+                continue
+            for name, column in info["metrics"].items():
+                if not name.startswith("_"):
+                    metrics.setdefault(name, np.full(N, np.nan))[new_host] = column[new_host]
+            finished_host |= new_host
+            new = torch.from_numpy(new_host).to(env.device)  # (N,)
             keep = new[:, None]
             ids = torch.where(keep, self._obs["input_ids"], ids)
             attn = torch.where(keep, self._obs["attention_mask"], attn)
             agent = torch.where(keep, self._obs["agent_mask"], agent)
             rewards = torch.where(new, reward.float(), rewards)
             terminated_at_end = torch.where(new, terminated, terminated_at_end)
-            finished |= self._done
+            finished = torch.from_numpy(finished_host.copy()).to(env.device)
         index = torch.as_tensor(infos["sample_index"], device=env.device)
         self._obs = None  # the waiting slots' episodes are not the policy's: collect resets
         columns = {k: torch.as_tensor(v, dtype=torch.float32, device=env.device) for k, v in metrics.items()}
