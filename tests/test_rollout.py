@@ -388,3 +388,73 @@ def test_collect_episodes_when_the_policy_allows_only_the_stop_token(model):
 
     episodes = RolloutCollector(model, env, logits_processor=stop_at_slot_index).collect_episodes(seed=0)
     assert episodes.agent_mask.sum(1).tolist() == [1, 2, 3, 4] and episodes.terminated.all()
+
+
+def recording_infos(env) -> list[dict]:
+    """Make ``env.step`` keep every step's infos in the returned list."""
+    infos, step = [], env.step
+
+    def recorded(actions):
+        out = step(actions)
+        infos.append(out[-1])
+        return out
+
+    env.step = recorded
+    return infos
+
+
+def first_final_metrics(infos: list[dict], n: int) -> dict[str, list[float]]:
+    """Each slot's metrics from the info of the step that first finished it."""
+    out: dict[str, list[float]] = {}
+    for slot in range(n):
+        info = next(i for i in infos if "_metrics" in i and i["_metrics"][slot])
+        for name, values in info["metrics"].items():
+            if not name.startswith("_"):
+                out.setdefault(name, []).append(float(values[slot]))
+    return out
+
+
+def test_episode_metrics_equal_the_envs_final_info_multi_turn(model):
+    """TextDialogGoal-v0: success and turns per episode, as the env reported them; a won
+    dialogue's reward is 1 - turn_cost * turns."""
+    env = TextVectorEnv(8, task="goal_dialogue", tokenizer="byte", output="torch", low=1, high=4, max_turns=3)
+    digits, eos = torch.tensor([ord(c) for c in "1234"]), env.tokenizer.eos_token_id
+
+    def guess(logits, obs):  # one sampled digit per turn, then the end of the turn
+        last = obs["new_span"][:, 1:] - 1
+        guessed = obs["agent_mask"].gather(1, last)[:, 0].bool()
+        allowed = torch.full_like(logits, float("-inf")).index_fill(1, digits, 0.0)
+        return torch.where(guessed[:, None], allowed.index_fill(1, torch.tensor([eos]), 1e4), allowed)
+
+    infos = recording_infos(env)
+    episodes = RolloutCollector(model, env, logits_processor=guess).collect_episodes(seed=1)
+    assert set(episodes.metrics) == {"success", "turns", "invalid_turns"}
+    expected = first_final_metrics(infos, 8)
+    for name, values in episodes.metrics.items():
+        assert values.shape == (8,) and values.device == env.device and values.dtype == torch.float32
+        assert values.tolist() == expected[name]
+    won = episodes.metrics["success"] == 1
+    assert 0 < int(won.sum()) < 8  # both outcomes occur in this draw
+    cost = env.task.turn_cost
+    assert torch.allclose(episodes.rewards[won], 1 - cost * episodes.metrics["turns"][won])
+    assert ((episodes.metrics["turns"] >= 1) & (episodes.metrics["turns"] <= 3)).all()
+
+
+def test_episode_metrics_single_turn_and_evaluate_with_metrics(model):
+    stop = stop_at_varied_lengths(make_env(1).prompt_tokens)
+    env = make_env(4, metrics=("exact_match", "chrf"))
+    infos = recording_infos(env)
+    episodes = RolloutCollector(model, env, logits_processor=stop).collect_episodes(seed=2)
+    expected = first_final_metrics(infos, 4)
+    assert set(episodes.metrics) == set(expected) and "chrf" in expected
+    for name, values in episodes.metrics.items():
+        assert torch.allclose(values, torch.tensor(expected[name], dtype=torch.float32))
+    # evaluate: the metrics line up with the rewards, sample by sample, as one slot gives them
+    greedy = RolloutCollector(model, make_env(4, metrics=("exact_match", "chrf")), greedy=True, logits_processor=stop)
+    rewards, metrics = greedy.evaluate(range(6), metrics=True)
+    assert rewards.shape == (6,) and all(v.shape == (6,) for v in metrics.values())
+    assert torch.equal(rewards, greedy.evaluate(range(6)))
+    alone = RolloutCollector(model, make_env(1, metrics=("exact_match", "chrf")), greedy=True, logits_processor=stop)
+    for j in range(6):
+        one = alone.evaluate([j], metrics=True)[1]
+        assert {k: float(v[0]) for k, v in one.items()} == {k: float(v[j]) for k, v in metrics.items()}

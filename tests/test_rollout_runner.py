@@ -473,3 +473,37 @@ def test_supported_families_give_the_logits_of_a_full_forward(model_type):
         expected = full[torch.arange(2), obs["new_span"][:, 1] - 1]
         torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
         obs, *_ = env.step(logits[:, :258].argmax(-1))
+
+
+def test_a_decode_step_attends_only_as_far_as_the_windows_reach():
+    """The cache hands attention the columns [0, reach) on a decode step, the logits equal
+    those over the whole window, and SDPA models get the boolean mask."""
+    from text_gym.rollout.cache import WindowCache, model_mask
+
+    cache = WindowCache(num_rows=2, window=6)
+    cache.select(None, torch.tensor([[1], [2]]), reach=3)
+    key = torch.ones(2, 1, 1, 4)
+    keys, values = cache.update(key, key, layer_idx=0)
+    assert keys.shape == (2, 1, 3, 4) and cache.keys[0].shape == (2, 1, 7, 4)
+    assert keys[:, 0, :, 0].tolist() == [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+
+    model = tiny_model(load_tokenizer("byte"), seed=3)
+    allowed = torch.tensor([[True, False]])
+    assert model_mask(allowed, model) is allowed  # sdpa: the boolean mask itself
+    model.config._attn_implementation = "eager"
+    assert model_mask(allowed, model).dtype == torch.float32
+    model.config._attn_implementation = "sdpa"
+
+    env, reaches = make_env(3), []
+    runner = WindowRunner(model, env)
+    select = runner.cache.select
+    runner.cache.select = lambda *a: (reaches.append(a[3] if len(a) > 3 else None), select(*a))[1]
+    full = WindowRunner(model, make_env(3))
+    full._eager_decode = None  # as a compiled runner does: every decode step over the whole window
+    obs, _ = env.reset(seed=0)
+    runner.feed(obs), full.feed(obs)
+    for _ in range(3):
+        obs, *_ = env.step(torch.tensor([104, 105, 106]))
+        logits, _ = runner.feed(obs)
+        assert torch.allclose(logits, full.feed(obs)[0], atol=1e-5)
+    assert reaches[-3:] == [env.prompt_tokens + 1, env.prompt_tokens + 2, env.prompt_tokens + 3]

@@ -47,19 +47,24 @@ class WindowCache:
         self.cols: torch.Tensor | None = None
         self.prefix: Prefix | None = None
         self.packed = False
+        self.reach: int | None = None
 
-    def select(self, rows: torch.Tensor | None, cols: torch.Tensor, prefix: Prefix | None = None) -> None:
+    def select(
+        self, rows: torch.Tensor | None, cols: torch.Tensor, prefix: Prefix | None = None, reach: int | None = None
+    ) -> None:
         """Process ``rows`` (None: all rows, in order) with new tokens at ``cols`` (r, q).
 
         ``prefix``: ``(key_values, at_rows (k,), at_cols (k, n))``, keys/values written
         into cache rows ``at_rows`` at columns ``at_cols`` before the new tokens'.
+        ``reach``: with ``rows=None``, ``update`` returns the first ``reach`` columns
+        only (the caller's mask covers those), so attention reads no column past them.
         """
-        self.rows, self.cols, self.prefix, self.packed = rows, cols, prefix, False
+        self.rows, self.cols, self.prefix, self.packed, self.reach = rows, cols, prefix, False, reach
 
     def select_packed(self, rows: torch.Tensor, cols: torch.Tensor, prefix: Prefix | None = None) -> None:
         """A packed call: new token t (of one sequence) goes to row ``rows[t]``, column
         ``cols[t]``; ``update`` then returns every row's whole window."""
-        self.rows, self.cols, self.prefix, self.packed = rows, cols, prefix, True
+        self.rows, self.cols, self.prefix, self.packed, self.reach = rows, cols, prefix, True, None
 
     def update(
         self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, **_: Any
@@ -81,13 +86,24 @@ class WindowCache:
             V[self.rows, :, self.cols] = value[0].transpose(0, 1)
             return K, V
         index = self.cols[:, None, :, None].expand_as(key)  # (r, H, q, D): each token's column
-        if self.rows is None:  # every row: write in place, attend over the whole cache
-            return K.scatter_(2, index, key), V.scatter_(2, index, value)
+        if self.rows is None:  # every row: write in place, attend over the cache (to `reach`)
+            K, V = K.scatter_(2, index, key), V.scatter_(2, index, value)
+            return (K, V) if self.reach is None else (K[:, :, : self.reach], V[:, :, : self.reach])
         k_rows = K.index_select(0, self.rows).scatter_(2, index, key)
         v_rows = V.index_select(0, self.rows).scatter_(2, index, value)
         K.index_copy_(0, self.rows, k_rows)
         V.index_copy_(0, self.rows, v_rows)
         return k_rows, v_rows
+
+
+def model_mask(allowed: torch.Tensor, model: Any) -> torch.Tensor:
+    """A boolean attention mask in the form ``model``'s attention takes: the boolean mask
+    itself under SDPA (``torch.nn.functional.scaled_dot_product_attention`` takes it, and
+    runs faster on it than on a float mask on CPU), else :func:`additive_mask`. Every
+    query the runner builds may attend to at least one column, so no row is all False."""
+    if getattr(model.config, "_attn_implementation", None) == "sdpa":
+        return allowed
+    return additive_mask(allowed, model)
 
 
 def additive_mask(allowed: torch.Tensor, model: Any) -> torch.Tensor:

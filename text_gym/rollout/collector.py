@@ -21,9 +21,10 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
@@ -58,7 +59,10 @@ class Episodes:
     ``agent_mask`` (E, L) as in the observation (left-padded prompt, then the response
     region; ``agent_mask`` is 1 on the agent's own tokens). ``rewards`` (E,) is the
     episode's reward, ``terminated`` (E,) is True where the stop token ended it (False:
-    truncated), ``sample_index`` (E,) names the task sample it answered.
+    truncated), ``sample_index`` (E,) names the task sample it answered. ``metrics``
+    maps each of the task's per-episode metrics (the final step's ``info["metrics"]``:
+    the reward's components, or a multi-turn task's ``success`` and ``turns``) to its
+    values (E,), float32.
     """
 
     input_ids: torch.Tensor
@@ -67,6 +71,7 @@ class Episodes:
     rewards: torch.Tensor
     terminated: torch.Tensor
     sample_index: torch.Tensor
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def trimmed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The windows cut to the columns any row uses: ids and attention mask (E, T), and
@@ -185,7 +190,7 @@ class RolloutCollector:
         for _ in range(num_steps):
             hidden = self._last[1]  # (N, d): the state each action is taken in
             acting = ~self._done  # a slot that just finished resets now, ignoring its action
-            actions, logprobs, rewards, terminated, truncated = self._step()
+            actions, logprobs, rewards, terminated, truncated, _ = self._step()
             out["actions"].append(actions)
             out["logprobs"].append(logprobs)
             out["values"].append(self.value_head(hidden) if self.value_head is not None else None)
@@ -213,7 +218,9 @@ class RolloutCollector:
         return self._episodes(seed, sample_index, seed_env=True)
 
     @torch.no_grad()
-    def evaluate(self, samples: Any) -> torch.Tensor:
+    def evaluate(
+        self, samples: Any, metrics: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One episode on each task sample index in ``samples``; their rewards, in order.
 
         With ``greedy=True`` this is the usual held-out score: ``samples`` may be
@@ -222,14 +229,29 @@ class RolloutCollector:
         sampler is seeded per chunk; the env's sample streams are not reseeded (they
         advance by the evaluation's episodes), so a training collector on the same env
         does not start its prompts over after each evaluation.
+
+        Args:
+            samples: task sample indices.
+            metrics: also return the episodes' task metrics (:attr:`Episodes.metrics`).
+
+        Returns:
+            The rewards (len(samples),); with ``metrics=True``, ``(rewards, metrics)``,
+            ``metrics`` mapping each metric name to its values (len(samples),) in order.
         """
         samples = [int(j) for j in samples]
-        N, out = self.env.num_envs, []
+        N, dev = self.env.num_envs, self.env.device
+        rewards: list[torch.Tensor] = []
+        values: dict[str, list[torch.Tensor]] = {}
         for start in range(0, len(samples), N):
             chunk = samples[start : start + N]
             episodes = self._episodes(start, chunk + chunk[-1:] * (N - len(chunk)), seed_env=False)
-            out.append(episodes.rewards[: len(chunk)])
-        return torch.cat(out) if out else torch.zeros(0, device=self.env.device)
+            rewards.append(episodes.rewards[: len(chunk)])
+            for name, column in episodes.metrics.items():
+                values.setdefault(name, []).append(column[: len(chunk)])
+        out = torch.cat(rewards) if rewards else torch.zeros(0, device=dev)
+        if not metrics:
+            return out
+        return out, {name: torch.cat(columns) for name, columns in values.items()}
 
     def feed(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`WindowRunner.feed` of this collector's runner (its cache advances). A second
@@ -249,19 +271,33 @@ class RolloutCollector:
         finished = torch.zeros(N, dtype=torch.bool, device=env.device)
         waiting = torch.zeros(env.vocab_size, device=env.device)  # uniform over non-stop tokens
         waiting[list(env.stop_token_ids)] = float("-inf")
-        while not bool(finished.all()):
-            _, _, reward, terminated, truncated = self._step(replace=(finished, waiting))
-            new = self._done & ~finished  # (N,): episodes ending now, for the first time
+        # The host knows which slots finished from each step's info (the env scores every
+        # finished episode and marks its slots in ``_metrics``), so the loop needs no device
+        # sync, and a step where no episode ends copies nothing.
+        finished_host = np.zeros(N, dtype=bool)
+        metrics: dict[str, np.ndarray] = {}
+        while not finished_host.all():
+            _, _, reward, terminated, _, info = self._step(replace=(finished, waiting))
+            scored = info.get("_metrics")
+            new_host = None if scored is None else scored & ~finished_host  # episodes ending now, first time
+            if new_host is None or not new_host.any():
+                continue
+            for name, column in info["metrics"].items():
+                if not name.startswith("_"):
+                    metrics.setdefault(name, np.full(N, np.nan))[new_host] = column[new_host]
+            finished_host |= new_host
+            new = torch.from_numpy(new_host).to(env.device)  # (N,)
             keep = new[:, None]
             ids = torch.where(keep, self._obs["input_ids"], ids)
             attn = torch.where(keep, self._obs["attention_mask"], attn)
             agent = torch.where(keep, self._obs["agent_mask"], agent)
             rewards = torch.where(new, reward.float(), rewards)
             terminated_at_end = torch.where(new, terminated, terminated_at_end)
-            finished |= self._done
+            finished = torch.from_numpy(finished_host.copy()).to(env.device)
         index = torch.as_tensor(infos["sample_index"], device=env.device)
         self._obs = None  # the waiting slots' episodes are not the policy's: collect resets
-        return Episodes(ids, attn, agent, rewards, terminated_at_end, index)
+        columns = {k: torch.as_tensor(v, dtype=torch.float32, device=env.device) for k, v in metrics.items()}
+        return Episodes(ids, attn, agent, rewards, terminated_at_end, index, columns)
 
     def _reset(self, seed: Any, options: dict[str, Any] | None = None, seed_env: bool = True) -> dict[str, Any]:
         if seed is not None:
@@ -288,11 +324,11 @@ class RolloutCollector:
             greedy=self.greedy,
             generator=self.generator,
         )
-        self._obs, rewards, terminated, truncated, _ = self.env.step(actions)
+        self._obs, rewards, terminated, truncated, info = self.env.step(actions)
         self._calls = self.env.calls
         self._done = terminated | truncated
         self._last = self.runner.feed(self._obs)
-        return actions, logprobs, rewards, terminated, truncated
+        return actions, logprobs, rewards, terminated, truncated, info
 
 
 def check_env(env: Any) -> None:

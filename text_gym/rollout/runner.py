@@ -61,7 +61,7 @@ from typing import Any
 
 import torch
 
-from text_gym.rollout.cache import PACKED_ATTENTION, KeyValues, Packed, Prefix, WindowCache, additive_mask
+from text_gym.rollout.cache import PACKED_ATTENTION, KeyValues, Packed, Prefix, WindowCache, model_mask
 
 PLAIN_HEAD_MODELS = ("llama", "mistral", "qwen2", "qwen3")  # logits = lm_head(last hidden state)
 # Model types whose forward needs more of a cache than WindowCache offers, refused at
@@ -173,6 +173,7 @@ class WindowRunner:
         self._last_logits_only = {"logits_to_keep": 1} if takes_keep else {}
         options = compile if isinstance(compile, dict) else {}
         decode_model = model if self._body is None else self._body
+        self._eager_decode = decode_model
         self._decode_model = torch.compile(decode_model, dynamic=False, **options) if compile else decode_model
 
     def refresh_prefix(self) -> None:
@@ -203,8 +204,14 @@ class WindowRunner:
         """
         span = obs["new_span"]
         many = (span[:, 1] - span[:, 0]) > 1  # (N,)
-        if not bool(many.any()):
-            return self._forward(obs, None, 1)
+        if self._decode_model is self._eager_decode:
+            # the step's one sync also reads how far the windows reach: a decode step
+            # attends over columns [0, that) only, not the whole window
+            any_many, reach = torch.stack((many.any().long(), span[:, 1].max())).tolist()
+        else:  # a compiled decode step keeps one shape: the whole window
+            any_many, reach = bool(many.any()), None
+        if not any_many:
+            return self._forward(obs, None, 1, reach=reach)
         decode = torch.nonzero(~many)[:, 0]
         prefill = torch.nonzero(many)[:, 0]
         width, counts, tokens, prefix = self._plan_prefill(obs, prefill)
@@ -281,22 +288,24 @@ class WindowRunner:
         counts: torch.Tensor | None = None,
         prefix: Prefix | None = None,
         head: bool = True,
+        reach: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One call over ``rows`` (None: all), ``width`` positions each: row i's last
         ``counts[i]`` new tokens (None: ``width``), left-padded with positions that write
-        to the scratch column and that no real token attends to. Returns the last
-        position's logits (``head=False``: its final hidden state, for :func:`head_logits`)
-        and the hidden state for the caller (with ``hidden=True``)."""
+        to the scratch column and that no real token attends to. ``reach``: attend over
+        the cache's first ``reach`` columns only (every token sits before it). Returns the
+        last position's logits (``head=False``: its final hidden state, for
+        :func:`head_logits`) and the hidden state for the caller (with ``hidden=True``)."""
         pick = (lambda t: t) if rows is None else (lambda t: t[rows])
         cols = self._grid_columns(pick(obs["new_span"])[:, 1], width, counts)  # (r, q)
         ids = pick(obs["input_ids"]).gather(1, cols.clamp(max=self.window - 1))
         attn = pick(obs["attention_mask"]).bool()  # (r, L)
         positions = (cols - self._first_columns(attn)[:, None]).clamp_(min=0)
-        allowed = self._allowed(attn, cols)
-        self.cache.select(rows, cols, prefix)
+        allowed = self._allowed(attn, cols, reach)
+        self.cache.select(rows, cols, prefix, reach)
         inputs = {
             "input_ids": ids,
-            "attention_mask": additive_mask(allowed, self.model),
+            "attention_mask": model_mask(allowed, self.model),
             "position_ids": positions,
             "cache": self.cache,
             "use_cache": True,
@@ -344,14 +353,14 @@ class WindowRunner:
             getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         )
         allowed = allowed.repeat(1, 1, shared, 1)  # per query head sharing a key/value head
-        last_mask = additive_mask(last_mask, self.model)
+        last_mask, grid_mask = model_mask(last_mask, self.model), model_mask(allowed, self.model)
         packed = Packed(rows, last, last_mask, grid_rows, slot[rows], width - counts[rows] + k)
         self.cache.select_packed(rows, cols, prefix)
         before, config._attn_implementation = config._attn_implementation, PACKED_ATTENTION
         try:
             output = self._body(
                 input_ids=obs["input_ids"][rows, cols][None],
-                attention_mask=additive_mask(allowed, self.model),
+                attention_mask=grid_mask,
                 position_ids=positions[None],
                 cache=self.cache,
                 use_cache=True,
@@ -378,9 +387,12 @@ class WindowRunner:
         P = self.prompt_tokens
         return P - attn[:, :P].sum(1)
 
-    def _allowed(self, attn: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    def _allowed(self, attn: torch.Tensor, cols: torch.Tensor, reach: int | None = None) -> torch.Tensor:
         """(r, 1, q, L + 1): the token in column ``cols[i, j]`` attends to row i's valid
-        columns (``attn`` (r, L) bool) up to its own, never to the scratch column."""
+        columns (``attn`` (r, L) bool) up to its own, never to the scratch column.
+        ``reach`` (at most L): only the first ``reach`` columns, (r, 1, q, reach)."""
+        if reach is not None:
+            return attn[:, None, None, :reach] & (self._cols[:reach] <= cols[:, None, :, None])
         attn = torch.cat((attn, attn.new_zeros((len(attn), 1))), 1)
         return attn[:, None, None, :] & (self._cols <= cols[:, None, :, None])
 
@@ -432,7 +444,7 @@ class SharedPrefix:
         causal = (cols[:, None, :, None] >= keys) & (keys < n)  # (1, 1, n, n + 1)
         self.model(
             input_ids=ids[None],
-            attention_mask=additive_mask(causal, self.model),
+            attention_mask=model_mask(causal, self.model),
             position_ids=cols,
             cache=cache,
             use_cache=True,

@@ -107,6 +107,12 @@ def _categorical(weights: torch.Tensor, generator: torch.Generator | None = None
     float64 sum of its block totals (so a caller normalising needs no second pass)."""
     N, V = weights.shape
     B = SAMPLE_BLOCK
+    if V <= B:  # one block: a single running sum, a few ops (small vocabularies step often)
+        cum = weights.double().cumsum(-1)  # (N, V)
+        total = cum[:, -1:]
+        u = torch.rand(total.shape, dtype=torch.float64, device=weights.device, generator=generator) * total
+        u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
+        return torch.searchsorted(cum, u, right=True)[:, 0], total
     full = V // B
     totals = weights[:, : full * B].reshape(N, full, B).sum(-1)  # (N, blocks)
     if full * B < V:
