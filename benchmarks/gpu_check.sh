@@ -5,9 +5,9 @@
 #   (b) the rollout benchmark on cuda: text_gym against model.generate with SmolLM2 at
 #       batch 8 to 256, and the overhead-bound row (tiny word-vocabulary model, 64 slots);
 #   (c) a slice of the learning benchmark (its --slice preset, a few minutes of SFT then
-#       GRPO; --smoke where the preset does not exist).
+#       GRPO).
 # Under 8 minutes on an H100. Without CUDA, or with --cpu, it runs the same steps on CPU
-# at tiny sizes (tiny model, small batches, --smoke) in about a minute, so CI keeps it
+# at tiny sizes (tiny model, small batches, --smoke's SFT and GRPO on one seed) in about a minute, so CI keeps it
 # working (tests/test_gpu_check.py).
 #
 # Usage: benchmarks/gpu_check.sh [--cpu] [OUT_DIR]
@@ -61,10 +61,10 @@ else
 fi
 
 # (c) a slice of the learning benchmark (--smoke writes no files: its table goes to the log and a .md)
-preset=smoke
-if [[ $mode == cuda ]] && "$PYTHON" benchmarks/learning.py --help | grep -q -- '--slice'; then preset=slice; fi
-step learning "$PYTHON" benchmarks/learning.py "--$preset" --runs-dir "$out/runs" --out "$out"
-if [[ $preset == smoke ]]; then
+if [[ $mode == cuda ]]; then
+  step learning "$PYTHON" benchmarks/learning.py --slice --runs-dir "$out/runs" --out "$out"
+else  # the slice's steps (SFT, then GRPO from it) on the smoke preset's tiny sizes, one seed
+  step learning "$PYTHON" benchmarks/learning.py --smoke --seeds 1 --methods sft,grpo --runs-dir "$out/runs" --out "$out"
   sed -n '/^== learning: /,$p' "$log" | grep '^|' >"$out/learning_smoke.md"
 fi
 

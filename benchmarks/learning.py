@@ -363,6 +363,7 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=str, default=None, help="comma-separated seeds instead of the preset's")
     parser.add_argument("--device", type=str, default=None, help="torch device instead of the preset's")
+    parser.add_argument("--methods", type=str, default=None, help="comma-separated rows instead of the preset's")
     parser.add_argument("--zero-shot", action="store_true", help="add the default model's zero-shot rows")
     parser.add_argument("--runs-dir", type=Path, default=None, help="where the agents' run folders go")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -372,6 +373,11 @@ def main() -> None:
         preset = replace(preset, seeds=tuple(int(s) for s in args.seeds.split(",")))
     if args.device:
         preset = replace(preset, device=args.device)
+    if args.methods:
+        unknown = set(args.methods.split(",")) - set(METHODS)
+        if unknown or "sft" not in args.methods.split(","):
+            raise SystemExit(f"--methods {args.methods!r}: choose among {list(METHODS)}, sft included (the warm start)")
+        preset = replace(preset, methods=tuple(args.methods.split(",")))
     runs = (args.runs_dir or ROOT / "runs" / f"learning_{preset.name}").resolve()
 
     first, second = jobs(preset, runs)

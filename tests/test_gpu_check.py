@@ -40,7 +40,7 @@ def test_gpu_check_cpu_mode_writes_its_results(tmp_path):
     assert "| tiny | 4 | 4 |" in table and "Overhead-bound rollout" in table
     # (c) the learning benchmark's slice: its table, and the log of every step
     learning = (out / "learning_smoke.md").read_text()
-    assert "| SFT continued |" in learning and "| SFT + PPO |" in learning
+    assert "| SFT (warm start) |" in learning and "| SFT + GRPO |" in learning and "| SFT + PPO |" not in learning
     log = (out / "gpu_check.log").read_text()
     for step in ("tests", "rollout", "learning"):
         assert f"== {step}: done in" in log
