@@ -264,7 +264,7 @@ def main(args: Args) -> dict[str, float]:
     return {
         "final_loss": float(loss.item()),
         "eval_return": eval_return,
-        "best_val_return": best["val_return"],
+        "best_val_return": best["val_return"] if best["weights"] is not None else None,  # None: no validation
         "best_update": best["update"],
         "updates": done,
     }
