@@ -248,7 +248,16 @@ def test_sft_learns_a_multi_turn_teacher(tmp_path):
     sft = load_agent("sft")
     env_id = register_task_env("TextGymTestCount-v0", CountTask, max_new_tokens=24)
     result = sft.main(
-        tiny_args(sft, tmp_path, env_id=env_id, teacher="counter", tokenizer="words", total_updates=80, eval_envs=3)
+        tiny_args(
+            sft,
+            tmp_path,
+            env_id=env_id,
+            teacher="counter",
+            tokenizer="words",
+            val_fraction=0.0,
+            total_updates=80,
+            eval_envs=3,
+        )
     )
     assert result["eval_return"] == 1.0  # greedy, through the env: it counts to n, turn by turn
 
