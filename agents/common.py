@@ -9,7 +9,14 @@ algorithms stay in their own files. A run lives in ``runs/<env>__<exp>__<seed>/`
 - ``metrics.csv``: ``step,key,value`` rows, the same values as the TensorBoard events beside it;
 - ``model/``: the trained policy and its tokenizer as a Hugging Face folder
   (``AutoModelForCausalLM`` and ``AutoTokenizer`` load it), which ``--init-model`` starts
-  another agent from.
+  another agent from;
+- ``eval_rewards.json``: the final greedy evaluation sample by sample (split, sample
+  indices, rewards), so that a benchmark can bootstrap over samples.
+
+The validation part of a train split (``validation_samples``) is one fixed set for every
+seed and agent: SFT does not train on it and selects its best weights on it, and
+``--eval-split validation`` scores any agent on it, so a hyperparameter sweep can select
+on it without touching the held-out split.
 """
 
 from __future__ import annotations
@@ -58,9 +65,13 @@ class BaseArgs:
     max_grad_norm: float = 1.0
     """gradient clipping"""
     eval_split: str = "test"
-    """the env's held-out split (passed as split=)"""
+    """the split of the final greedy evaluation: the env's held-out split (passed as split=), or
+    'validation' (the --val-fraction validation samples of the train split)"""
     eval_episodes: int = 256
-    """held-out samples in the final greedy evaluation (evenly spaced over the split)"""
+    """samples in the final greedy evaluation (evenly spaced over the split)"""
+    val_fraction: float = 0.1
+    """the fraction of the train split set aside as validation samples, the same for every seed and
+    agent: SFT does not train on them, --eval-split validation scores them"""
     eval_envs: int = 32
     """parallel slots for evaluation"""
     checkpoint_every: int = 10
@@ -162,17 +173,90 @@ def episode_metrics(episodes: Episodes) -> dict[str, float]:
     }
 
 
-@torch.no_grad()
+# ------------------------------------------------------------------ validation and evaluation
+
+VALIDATION = "validation"  # the --eval-split that names the validation part of the train split
+VALIDATION_SEED = 0  # the fixed draw of every split's validation part, whatever the run's seed
+
+
+def validation_samples(n: int, fraction: float) -> np.ndarray:
+    """The validation part of a train split of ``n`` samples: sorted sample indices.
+
+    ``round(fraction * n)`` of them (at least one when ``fraction > 0``), drawn by a
+    permutation with a fixed seed, so the set depends on ``n`` and ``fraction`` only: every
+    seed and every agent sees the same validation samples.
+
+    Args:
+        n: the number of samples in the train split.
+        fraction: the share set aside, in ``[0, 1)``; 0 gives no validation samples.
+
+    Returns:
+        int64 ``(k,)`` indices, ascending.
+
+    Raises:
+        ValueError: ``fraction`` is outside ``[0, 1)``, or it leaves no sample to train on.
+
+    Example:
+        >>> validation_samples(10, 0.2).tolist() == validation_samples(10, 0.2).tolist()
+        True
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_fraction={fraction!r} must be in [0, 1): the share of the train split to validate on")
+    k = max(1, round(fraction * n)) if fraction > 0 else 0
+    if k >= n:
+        raise ValueError(f"val_fraction={fraction!r} of a train split of {n} samples leaves none to train on; lower it")
+    return np.sort(np.random.default_rng(VALIDATION_SEED).permutation(n)[:k])
+
+
+def training_samples(n: int, fraction: float) -> np.ndarray:
+    """The train split's samples outside ``validation_samples(n, fraction)``, ascending."""
+    return np.setdiff1d(np.arange(n), validation_samples(n, fraction))
+
+
+class Evaluation:
+    """Greedy evaluation on fixed samples of one split; its envs are built once, so a run can
+    score its model many times (SFT's validation) at the cost of the episodes alone.
+
+    Args:
+        args: the agent's arguments (``env_id``, ``env_kwargs``, ``eval_envs``, ``val_fraction``,
+            ``device`` are read here).
+        tokenizer: the model's tokenizer.
+        split: an env split (passed as ``split=``), or ``"validation"``: the
+            ``validation_samples`` of the train split (``--env-kwargs``' split, else ``"train"``).
+        episodes: how many samples, evenly spaced over the split's (or its validation part).
+
+    Attributes:
+        split: as given.
+        samples: the sample indices scored, ascending (indices into the env's task).
+
+    Raises:
+        ValueError: ``split`` is ``"validation"`` and ``--val-fraction`` is 0.
+    """
+
+    def __init__(self, args: BaseArgs, tokenizer, split: str, episodes: int) -> None:
+        train_split = json.loads(args.env_kwargs).get("split", "train")
+        self.split = split
+        self.envs = make_envs(args, tokenizer, args.eval_envs, split=train_split if split == VALIDATION else split)
+        n = len(self.envs.unwrapped.task)
+        pool = validation_samples(n, args.val_fraction) if split == VALIDATION else np.arange(n)
+        if len(pool) == 0:
+            raise ValueError("the validation split is empty with --val-fraction 0: pass e.g. --val-fraction 0.1")
+        self.samples = pool[np.unique(np.linspace(0, len(pool) - 1, min(len(pool), episodes)).round().astype(int))]
+
+    @torch.no_grad()
+    def rewards(self, model) -> torch.Tensor:
+        """(len(samples),) the greedy reward of each sample, in order; the model's train/eval
+        mode is left as it was."""
+        was_training = model.training
+        model.eval()
+        rewards = RolloutCollector(model, self.envs, greedy=True).evaluate(self.samples)
+        model.train(was_training)
+        return rewards
+
+
 def evaluate(model, args: BaseArgs, tokenizer) -> float:
-    """Mean greedy reward on ``eval_episodes`` evenly spaced samples of the held-out split."""
-    envs = make_envs(args, tokenizer, args.eval_envs, split=args.eval_split)
-    n = len(envs.unwrapped.task)
-    samples = np.unique(np.linspace(0, n - 1, min(n, args.eval_episodes)).round().astype(int))
-    was_training = model.training
-    model.eval()
-    score = RolloutCollector(model, envs, greedy=True).evaluate(samples).mean().item()
-    model.train(was_training)
-    return score
+    """Mean greedy reward on ``--eval-episodes`` evenly spaced samples of ``--eval-split``."""
+    return Evaluation(args, tokenizer, args.eval_split, args.eval_episodes).rewards(model).mean().item()
 
 
 # ------------------------------------------------------------------ the run folder
@@ -271,13 +355,31 @@ class Run:
         torch.save(state, tmp)
         os.replace(tmp, self.checkpoint_path)
 
-    def finish(self, model, tokenizer, **extra) -> float:
-        """The last checkpoint, the model folder and the greedy held-out evaluation
-        (``charts/eval_return``); returns the evaluation's mean reward."""
-        done = max(self.start, self.total)  # a rerun with a smaller total keeps the step its weights reached
+    def finish(self, model, tokenizer, step: int | None = None, weights: dict | None = None, **extra) -> float:
+        """The last checkpoint, the model folder and the greedy evaluation on ``--eval-split``
+        (``charts/eval_return``, and each sample's reward in ``eval_rewards.json``); returns
+        the evaluation's mean reward.
+
+        Args:
+            model, tokenizer: the policy.
+            step: the step the run reached (default: ``total``, or the checkpoint's step
+                when a rerun asks for fewer; SFT passes the update it stopped early at).
+            weights: a state dict loaded into ``model`` after the checkpoint is written, so
+                that ``model/`` and the evaluation get them (SFT's best validation weights)
+                while the checkpoint keeps the last ones to resume from.
+            extra: further checkpoint entries.
+        """
+        done = step if step is not None else max(self.start, self.total)  # a smaller total keeps the step reached
         self.save(done, **extra)
+        if weights is not None:
+            model.load_state_dict(weights)
         save_policy(self.dir / "model", model, tokenizer)
-        eval_return = evaluate(model, self.args, tokenizer)
+        evaluation = Evaluation(self.args, tokenizer, self.args.eval_split, self.args.eval_episodes)
+        rewards = evaluation.rewards(model)  # (eval samples,)
+        eval_return = rewards.mean().item()
+        record = {"env_id": self.args.env_id, "split": evaluation.split, "step": done, "mean": eval_return}
+        record.update(samples=evaluation.samples.tolist(), rewards=rewards.tolist())
+        (self.dir / "eval_rewards.json").write_text(json.dumps(record) + "\n")
         self.writer.add_scalar("charts/eval_return", eval_return, done)
         self.csv.writerow([done, "charts/eval_return", eval_return])
         self.writer.close()

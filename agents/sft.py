@@ -11,6 +11,13 @@ agents start from (``--init-model``) and transformers loads (``AutoModelForCausa
 "SFT continued" baseline). ``--model`` starts from a new tiny model, SmolLM2, or any
 transformers causal LM (a hub name or a folder holding the model and its tokenizer).
 
+The learning rate warms up linearly and then decays (``--lr-schedule``) to
+``--min-lr-ratio`` times itself at ``--total-updates``. A fixed ``--val-fraction`` of the
+train split (``common.validation_samples``, the same for every seed) is not trained on:
+every ``--val-every`` updates the model is scored greedily on it (``charts/val_return``),
+training stops after ``--patience`` validations without a new best, and ``model/`` holds
+the weights of the best validation score, not the last.
+
     python agents/sft.py --env-id TextTranslate-v0 --tokenizer words --total-updates 500
     python agents/sft.py --model path/to/my_model --total-updates 100
     python agents/sft.py --help
@@ -19,12 +26,22 @@ transformers causal LM (a hub name or a folder holding the model and its tokeniz
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import gymnasium as gym
 import torch
 import tyro
-from common import BaseArgs, Run, load_policy, load_pretrained, seed_everything
+from common import (
+    VALIDATION,
+    BaseArgs,
+    Evaluation,
+    Run,
+    load_policy,
+    load_pretrained,
+    seed_everything,
+    training_samples,
+)
 
 from text_gym import WordTokenizer, load_tokenizer
 from text_gym.rollout import load_default_model
@@ -56,10 +73,57 @@ class Args(BaseArgs):
     batch_size: int = 32
     """sequences per update"""
     learning_rate: float = 1e-3
-    """AdamW learning rate"""
+    """AdamW peak learning rate"""
+    lr_schedule: str = "cosine"
+    """the decay after the warm-up: 'cosine', 'linear' (both reach --min-lr-ratio x lr at
+    --total-updates) or 'constant'"""
+    warmup_updates: float = 0.05
+    """updates of linear warm-up from 0 to the learning rate: a count, or below 1 a fraction of --total-updates"""
+    min_lr_ratio: float = 0.1
+    """the learning rate at --total-updates, as a fraction of --learning-rate"""
+    val_every: int = 50
+    """updates between greedy validations on the --val-fraction samples (charts/val_return), and at the
+    last update; model/ keeps the best-scoring weights (0: no validation, model/ keeps the last)"""
+    val_episodes: int = 256
+    """validation samples scored (evenly spaced over the validation part)"""
+    patience: int = 0
+    """stop after this many validations in a row without a new best (0: never stop early)"""
     teacher: str = ""
     """a multi-turn task's scripted teacher: its transcripts (task.demonstration(sample, teacher)) are
     the targets, labels on the agent's turns; empty: the task's reference responses"""
+
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def check_args(args: Args) -> None:
+    """Raise ``ValueError`` naming a bad schedule or validation argument and the fix."""
+    if args.lr_schedule not in SCHEDULES:
+        raise ValueError(f"--lr-schedule {args.lr_schedule!r} is not one of {list(SCHEDULES)}")
+    if args.warmup_updates < 0 or not 0 <= args.min_lr_ratio <= 1:
+        raise ValueError(
+            f"--warmup-updates {args.warmup_updates} must be >= 0 and --min-lr-ratio {args.min_lr_ratio} in [0, 1]"
+        )
+    if args.val_every < 0 or args.patience < 0 or (args.val_every and not args.val_fraction):
+        raise ValueError(
+            f"--val-every {args.val_every} and --patience {args.patience} must be >= 0, and validation needs "
+            f"--val-fraction > 0 (got {args.val_fraction}); pass --val-every 0 to train without validation"
+        )
+
+
+def learning_rate_at(update: int, args: Args) -> float:
+    """The learning rate of update ``update`` (counted from 1): a linear warm-up to
+    ``--learning-rate`` over the first ``--warmup-updates``, then ``--lr-schedule``'s decay
+    to ``--min-lr-ratio`` times it at ``--total-updates``. A function of the update alone, so a
+    resumed run follows the schedule of the unbroken one."""
+    total = args.total_updates
+    warmup = round(args.warmup_updates * total) if args.warmup_updates < 1 else int(args.warmup_updates)
+    if update <= warmup:
+        return args.learning_rate * update / warmup
+    progress = min(1.0, (update - warmup) / max(1, total - warmup))
+    decay = {"cosine": 0.5 * (1 + math.cos(math.pi * progress)), "linear": 1 - progress, "constant": 1.0}
+    floor = args.min_lr_ratio if args.lr_schedule != "constant" else 1.0
+    return args.learning_rate * (floor + (1 - floor) * decay[args.lr_schedule])
 
 
 def new_policy(args: Args, task_texts: list[str]):
@@ -147,6 +211,7 @@ def make_batch(examples: list[Example], pad: int) -> tuple[torch.Tensor, ...]:
 
 
 def main(args: Args) -> dict[str, float]:
+    check_args(args)
     run = Run(args, total=args.total_updates, step_key="update")
 
     # seeding
@@ -158,14 +223,23 @@ def main(args: Args) -> dict[str, float]:
     model, tokenizer = new_policy(args, [text for segments in dialogues for text, _ in segments])
     env = gym.make(args.env_id, tokenizer=tokenizer, **json.loads(args.env_kwargs)).unwrapped
     examples = tokenize_dialogues(tokenizer, dialogues, env.vector.prompt_tokens)
+    train = torch.as_tensor(training_samples(len(examples), args.val_fraction))  # the validation part is held out
+    validation = Evaluation(args, tokenizer, VALIDATION, args.val_episodes) if args.val_every else None
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
     order = torch.Generator().manual_seed(args.seed)  # the draw of each update's examples
-    run.resume(model=model, optimizer=optimizer, order=order)
+    saved = run.resume(model=model, optimizer=optimizer, order=order)
+    # the best validation so far: its score, update and weights, and the validations since it
+    best = saved.get("best", {"val_return": -math.inf, "update": 0, "weights": None, "since": 0})
 
-    loss = torch.tensor(0.0)
+    loss, done = torch.tensor(0.0), run.start
     for update in run.steps():
-        idx = torch.randint(len(examples), (args.batch_size,), generator=order).tolist()
+        if args.patience and best["since"] >= args.patience:
+            break  # stopped early (a rerun of a stopped run trains nothing)
+        lr = learning_rate_at(update, args)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx = train[torch.randint(len(train), (args.batch_size,), generator=order)].tolist()
         batch = make_batch([examples[i] for i in idx], tokenizer.pad_token_id)
         ids, labels, mask = (t.to(args.device) for t in batch)  # (B, T) each
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss  # mean over response tokens
@@ -173,12 +247,27 @@ def main(args: Args) -> dict[str, float]:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         optimizer.step()
+        done = update
 
-        run.log(update, {"losses/sft_loss": loss.item()}, int(mask.sum()), show=("loss", "losses/sft_loss"))
-        run.checkpoint(update)
+        metrics = {"losses/sft_loss": loss.item(), "charts/learning_rate": lr}
+        if validation is not None and (update % args.val_every == 0 or update == args.total_updates):
+            metrics["charts/val_return"] = val_return = validation.rewards(model).mean().item()
+            if val_return > best["val_return"]:
+                weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = {"val_return": val_return, "update": update, "weights": weights, "since": 0}
+            else:
+                best["since"] += 1
+        run.log(update, metrics, int(mask.sum()), show=("loss", "losses/sft_loss"))
+        run.checkpoint(update, best=best)
 
-    eval_return = run.finish(model, tokenizer)
-    return {"final_loss": float(loss.item()), "eval_return": eval_return}
+    eval_return = run.finish(model, tokenizer, step=done, weights=best["weights"], best=best)
+    return {
+        "final_loss": float(loss.item()),
+        "eval_return": eval_return,
+        "best_val_return": best["val_return"] if best["weights"] is not None else None,  # None: no validation
+        "best_update": best["update"],
+        "updates": done,
+    }
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import importlib.util
+import json
+import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -51,6 +55,9 @@ def tiny_args(sft, runs: Path, **overrides):
         "batch_size": 8,
         "total_updates": 30,
         "learning_rate": 3e-3,
+        "lr_schedule": "constant",  # a run stopped at 20 of 30 updates follows the same rates as the unbroken one
+        "warmup_updates": 0,
+        "val_every": 0,
         "eval_episodes": 4,
         "eval_envs": 4,
         "checkpoint_every": 10,
@@ -241,7 +248,16 @@ def test_sft_learns_a_multi_turn_teacher(tmp_path):
     sft = load_agent("sft")
     env_id = register_task_env("TextGymTestCount-v0", CountTask, max_new_tokens=24)
     result = sft.main(
-        tiny_args(sft, tmp_path, env_id=env_id, teacher="counter", tokenizer="words", total_updates=80, eval_envs=3)
+        tiny_args(
+            sft,
+            tmp_path,
+            env_id=env_id,
+            teacher="counter",
+            tokenizer="words",
+            val_fraction=0.0,
+            total_updates=80,
+            eval_envs=3,
+        )
     )
     assert result["eval_return"] == 1.0  # greedy, through the env: it counts to n, turn by turn
 
@@ -310,3 +326,148 @@ def test_rl_agent_learns_repeats_and_resumes(name, tmp_path, monkeypatch):
     resumed = agent.main(rl_args(agent, tmp_path / "c", tokenizer))
     assert training_rows(next((tmp_path / "c").iterdir())) == training_rows(run_a)
     assert resumed["eval_return"] == result["eval_return"]
+
+
+# ------------------------------------------------------- SFT: schedule, validation, best weights
+
+
+def load_common():
+    load_agent("sft")  # puts agents/ on sys.path, where the agents find common.py
+    return importlib.import_module("common")
+
+
+def test_validation_samples_are_fixed_and_apart_from_training():
+    common = load_common()
+    np.random.seed(123)
+    torch.manual_seed(123)
+    v = common.validation_samples(100, 0.1)
+    np.random.seed(7)  # the global generators play no part: one set for every seed and agent
+    torch.manual_seed(7)
+    assert v.tolist() == common.validation_samples(100, 0.1).tolist()
+    assert len(v) == 10 and v.tolist() == sorted(set(v.tolist())) and 0 <= v.min() and v.max() < 100
+    assert v.tolist() != list(range(10))  # drawn over the whole split, not its first rows
+    t = common.training_samples(100, 0.1)
+    assert set(t.tolist()) | set(v.tolist()) == set(range(100)) and not set(t.tolist()) & set(v.tolist())
+    assert len(common.validation_samples(5, 0.1)) == 1 and len(common.validation_samples(5, 0.0)) == 0
+    for n, fraction in ((10, 1.0), (10, -0.1), (1, 0.5)):
+        with pytest.raises(ValueError, match="val_fraction"):
+            common.validation_samples(n, fraction)
+
+
+def test_sft_learning_rate_schedules():
+    sft = load_agent("sft")
+    args = sft.Args(learning_rate=1.0, total_updates=100, warmup_updates=10, min_lr_ratio=0.1)
+    at = {
+        name: [sft.learning_rate_at(u, replace(args, lr_schedule=name)) for u in (5, 10, 28, 55, 100)]
+        for name in ("cosine", "linear", "constant")
+    }
+    cosine_28 = 0.1 + 0.9 * 0.5 * (1 + math.cos(0.2 * math.pi))  # 18 of the 90 decay updates done
+    assert at["cosine"] == pytest.approx([0.5, 1.0, cosine_28, 0.55, 0.1])
+    assert at["linear"] == pytest.approx([0.5, 1.0, 0.82, 0.55, 0.1])
+    assert at["constant"] == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0])
+    assert sft.learning_rate_at(5, replace(args, warmup_updates=0.1)) == pytest.approx(0.5)  # 10% of 100 updates
+    no_warmup = replace(args, warmup_updates=0, lr_schedule="linear")
+    assert sft.learning_rate_at(1, no_warmup) == pytest.approx(1 - 0.9 / 100)  # decays from the first update
+    with pytest.raises(ValueError, match="lr-schedule"):
+        sft.check_args(replace(args, lr_schedule="step"))
+    with pytest.raises(ValueError, match="val-fraction"):
+        sft.check_args(replace(args, val_fraction=0.0))
+
+
+class YesTask(SayTask):
+    """SayTask with 20 prompts that all ask for "yes": what is learned on the training prompts
+    carries over to the validation ones."""
+
+    def __init__(self, split: str = "train") -> None:
+        self.samples = [Sample(f"Item {k}: say yes", (" yes",)) for k in range(20)]
+
+
+def yes_args(sft, runs: Path, **overrides):
+    env_id = register_task_env("TextGymTestYes-v0", YesTask)
+    base = {"env_id": env_id, "tokenizer": "words", "val_fraction": 0.2, "val_every": 5, "val_episodes": 4}
+    base.update(lr_schedule="cosine", warmup_updates=0.1, learning_rate=1e-3)
+    return tiny_args(sft, runs, **{**base, **overrides})
+
+
+def test_sft_does_not_train_on_the_validation_samples(tmp_path, monkeypatch):
+    sft, common = load_agent("sft"), load_common()
+    seen, make_batch = [], sft.make_batch
+    monkeypatch.setattr(sft, "make_batch", lambda examples, pad: seen.extend(examples) or make_batch(examples, pad))
+    sft.main(yes_args(sft, tmp_path, total_updates=10, val_every=0))
+    words = WordTokenizer.from_folder(next(tmp_path.iterdir()) / "model")
+    width = len(words.encode(YesTask().samples[0].prompt))  # every prompt is 4 words
+    prompts = {tuple(tokens[:width]) for tokens, _ in seen}
+    held_out = {tuple(words.encode(YesTask().samples[i].prompt)) for i in common.validation_samples(20, 0.2)}
+    trained = {tuple(words.encode(YesTask().samples[i].prompt)) for i in common.training_samples(20, 0.2)}
+    assert len(seen) == 80 and prompts <= trained and not prompts & held_out and len(held_out) == 4
+
+
+def test_sft_stops_early_and_keeps_the_best_weights(tmp_path, monkeypatch):
+    sft, common = load_agent("sft"), load_common()
+    script, weights, rewards = iter([0.2, 0.5, 0.4, 0.3, 0.9]), [], common.Evaluation.rewards
+
+    def scripted(self, model):  # validation scores from a script; the held-out evaluation is real
+        if self.split != "validation":
+            return rewards(self, model)
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+        return torch.full((len(self.samples),), next(script))
+
+    monkeypatch.setattr(common.Evaluation, "rewards", scripted)
+    result = sft.main(yes_args(sft, tmp_path, total_updates=40, patience=2))
+    run = next(tmp_path.iterdir())
+    assert metric(run, "charts/val_return") == pytest.approx([0.2, 0.5, 0.4, 0.3])  # 2 without a new best: stop
+    assert len(metric(run, "losses/sft_loss")) == 20 and result["updates"] == 20
+    assert (result["best_update"], result["best_val_return"]) == (10, pytest.approx(0.5))
+    saved, _ = common.load_pretrained(str(run / "model"))
+    best, last = weights[1], weights[3]  # the weights at update 10 and at update 20
+    assert all(torch.equal(v, best[k]) for k, v in saved.state_dict().items())
+    assert not all(torch.equal(v, last[k]) for k, v in saved.state_dict().items())
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["update"] == 20
+
+    again = sft.main(yes_args(sft, tmp_path, total_updates=40, patience=2))  # a stopped run trains no more
+    assert len(metric(run, "losses/sft_loss")) == 20 and again["eval_return"] == result["eval_return"]
+
+
+def test_sft_model_scores_its_best_validation_and_writes_eval_rewards(tmp_path):
+    sft, common = load_agent("sft"), load_common()
+    args = yes_args(sft, tmp_path, total_updates=30)
+    result = sft.main(args)
+    run = next(tmp_path.iterdir())
+    logged = metric(run, "charts/val_return")
+    assert len(logged) == 6 and max(logged) > 0  # validations at 5, 10, ..., 30
+    model, tokenizer = common.load_pretrained(str(run / "model"))
+    validation = common.Evaluation(args, tokenizer, "validation", args.val_episodes)
+    assert validation.samples.tolist() == common.validation_samples(20, 0.2).tolist()
+    assert validation.rewards(model).mean().item() == pytest.approx(max(logged)) == result["best_val_return"]
+
+    record = json.loads((run / "eval_rewards.json").read_text())
+    assert record["split"] == "test" and record["samples"] == [0, 6, 13, 19]  # 4 evenly spaced of 20
+    assert len(record["rewards"]) == 4 and np.mean(record["rewards"]) == pytest.approx(result["eval_return"])
+
+
+def test_agents_evaluate_on_the_validation_split(tmp_path):
+    sft, common = load_agent("sft"), load_common()
+    sft.main(yes_args(sft, tmp_path, total_updates=5, val_every=0, eval_split="validation", eval_episodes=100))
+    record = json.loads((next(tmp_path.iterdir()) / "eval_rewards.json").read_text())
+    assert record["split"] == "validation" and record["samples"] == common.validation_samples(20, 0.2).tolist()
+
+
+def test_sft_resumes_with_its_schedule_and_best_so_far(tmp_path, monkeypatch):
+    sft = load_agent("sft")
+    unbroken = sft.main(yes_args(sft, tmp_path / "a", total_updates=30))
+    calls, make_batch = [], sft.make_batch
+
+    def killed_at_23(examples, pad):  # the last checkpoint is from update 20, rows 21-22 are logged
+        calls.append(1)
+        if len(calls) == 23:
+            raise KeyboardInterrupt
+        return make_batch(examples, pad)
+
+    monkeypatch.setattr(sft, "make_batch", killed_at_23)
+    with pytest.raises(KeyboardInterrupt):
+        sft.main(yes_args(sft, tmp_path / "c", total_updates=30))
+    monkeypatch.undo()
+    resumed = sft.main(yes_args(sft, tmp_path / "c", total_updates=30))
+    rows = [training_rows(next((tmp_path / d).iterdir())) for d in ("a", "c")]
+    assert rows[0] == rows[1] and any(r[1] == "charts/learning_rate" for r in rows[0])
+    assert resumed == unbroken  # the same best validation, update and held-out score
