@@ -15,9 +15,10 @@ from text_gym.tasks.code import (
     METRICS,
     REASONS,
     CodeTask,
+    answer_code,
     easy_problems,
     easy_split,
-    fenced_code,
+    fenced_blocks,
     function_stub,
     split_check,
 )
@@ -416,11 +417,19 @@ def test_markdown_answers_score_like_the_canonical_body(humaneval):
 
 
 def test_markdown_answer_parsing():
-    assert fenced_code("no code here") is None
-    assert fenced_code("```bash\nls\n```") is None  # another language's block is not the answer
-    assert fenced_code("a\n  ```Python3 extra words\n  x = 1\n  ```\nb") == "  x = 1\n"
-    assert fenced_code("```python\nx = 1\n```\n```python\ny = 2\n```") == "x = 1\n"  # the first block
-    assert fenced_code("```python\nreturn 1") == "return 1"  # cut at the budget: to the end
+    assert fenced_blocks("no code here") == []
+    assert fenced_blocks("```bash\nls\n```") == []  # another language's block is not the answer
+    assert fenced_blocks("a\n  ```Python3 extra words\n  x = 1\n  ```\nb") == ["  x = 1\n"]
+    assert fenced_blocks("```python\nx = 1\n```\n```python\ny = 2\n```") == ["x = 1\n", "y = 2\n"]
+    assert fenced_blocks("```python\nreturn 1") == ["return 1"]  # cut at the budget: to the end
+    # the first block that defines the function wins; with none, the first block is the body
+    example, function = "```python\nprint(f(1))\n```\n", "```python\ndef f(x):\n    return x\n```"
+    assert answer_code(example + function, "f") == ("def f(x):\n    return x\n", True)
+    assert answer_code(example + "```python\nreturn x\n```", "f") == ("print(f(1))\n", False)
+    # code before a lone closing fence (as SmolLM2 writes it), from its first code line
+    opened = "Sure.\nfrom math import pi\n\ndef f(x):\n    return x\n```\n\nIt returns x."
+    assert answer_code(opened, "f") == ("from math import pi\n\ndef f(x):\n    return x\n", True)
+    assert answer_code("def g(x):\n    return x\n```\nNo f here.", "f") == ("No f here.", False)
     task = CodeTask(dataset="easy", level=1, max_samples=1, answer_format="markdown")
     sample = task.samples[0]  # def plus_5(n: int) -> int
     indented = "1. Define it:\n   ```python\n   import math\n   def plus_5(n):\n       return n + 5\n   ```"

@@ -14,15 +14,18 @@ the env's own process.
 
 * ``"body"`` (default): the program is the prompt followed by the response, exactly.
 * ``"markdown"`` (the default when the env is made with ``chat_template=True``; an
-  explicit ``answer_format`` wins): a chat answer, as an instruct model writes it. Its
-  code is the first fenced block (```` ```python ````, ```` ```py ````, ```` ```python3 ````
-  or a bare ```` ``` ````; blocks of another language are skipped; a block left open,
-  as by a response cut at the budget, runs to the end), or, with no such block, the whole
-  answer. Code with a top-level ``def`` of the function to write is a whole function: it
-  replaces the prompt's stub, after the prompt's own imports and helpers
-  (:func:`prompt_helpers`), with its own imports and helpers before it. Any other code
-  is the function's body, dedented and indented by four spaces, after the prompt. Prose
-  without a code block is then a body that does not compile: it scores 0
+  explicit ``answer_format`` wins): a chat answer, as an instruct model writes it
+  (:func:`answer_code`). Its fenced Python blocks (```` ```python ````, ```` ```py ````,
+  ```` ```python3 ```` or a bare ```` ``` ````; blocks of another language are skipped; a
+  block left open, as by a response cut at the budget, runs to the end) are read in
+  order, then the text before the first fence, from its first ``import``, ``from``,
+  ``def``, ``class`` or decorator line (small models often open with code and only close
+  the fence). The first of them with a top-level ``def`` of the function to write is a
+  whole function: it replaces the prompt's stub, after the prompt's own imports and
+  helpers (:func:`prompt_helpers`), with its own imports and helpers before it. With
+  none, the first fenced block, or the whole answer where there is none, is the
+  function's body, dedented and indented by four spaces, after the prompt. Prose without
+  a code block is then a body that does not compile: it scores 0
   (``reason_syntax_error``), and its run's ``detail`` in ``task.last_runs`` starts with
   ``"no fenced code block"``. The reference response (the warm starts' target, and the
   default budget's measure) is a fenced whole function: the prompt's function without
@@ -142,6 +145,8 @@ ANSWER_FORMATS = ("body", "markdown")
 PYTHON_FENCES = ("", "python", "py", "python3")  # a fenced block's info words that mean Python
 # a fenced block: its info word, and its code up to the closing fence or the end of the text
 _FENCE = re.compile(r"^[ \t]*```[ \t]*([^\s`]*)[^\n]*\n(.*?)(?:^[ \t]*```|\Z)", re.M | re.S)
+_FENCE_LINE = re.compile(r"^[ \t]*```", re.M)
+_CODE_LINE = re.compile(r"^(?:import|from|def|async|class|@)\b", re.M)  # a line that starts code
 _SEED_RANDOM = '__import__("random").seed(0)'
 logger = logging.getLogger(__name__)
 
@@ -262,10 +267,9 @@ class CodeTask(Task):
         """
         if self.answer_format == "body":
             return sample.prompt + response
-        code = fenced_code(response)
-        code = textwrap.dedent(response if code is None else code)
         name = entry_point(sample)
-        if re.search(rf"^(?:async[ \t]+)?def[ \t]+{re.escape(name)}[ \t]*\(", code, re.M):
+        code, whole = answer_code(response, name)
+        if whole:
             helpers = prompt_helpers(sample.prompt, name)
             return f"{helpers}\n\n\n{code}" if helpers else code
         body = textwrap.indent(code, "    ")
@@ -282,7 +286,7 @@ class CodeTask(Task):
         )
         if self.answer_format == "markdown":  # say why prose scored 0
             runs = [
-                r if fenced_code(a) is not None else dataclasses.replace(r, detail=f"no fenced code block; {r.detail}")
+                r if fenced_blocks(a) else dataclasses.replace(r, detail=f"no fenced code block; {r.detail}")
                 for r, a in zip(runs, responses)
             ]
         self.last_runs, self.last_programs = list(runs), programs
@@ -300,21 +304,38 @@ class CodeTask(Task):
 # ---------------------------------------------------------------------------- chat answers
 
 
-def fenced_code(answer: str) -> str | None:
-    """The code of ``answer``'s first fenced Python block (info word ``python``, ``py``,
-    ``python3`` or none), up to its closing fence or the end of the text; None if it has
-    no such block.
+def fenced_blocks(answer: str) -> list[str]:
+    """The code of each fenced Python block of ``answer`` (info word ``python``, ``py``,
+    ``python3`` or none), in order; a block left open runs to the end of the text.
 
     Example:
-        >>> fenced_code("Use:\\n```text\\nf(1)\\n```\\n```Python\\nreturn 1\\n```\\nDone.")
-        'return 1\\n'
-        >>> fenced_code("return 1") is None
-        True
+        >>> fenced_blocks("Use:\\n```text\\nf(1)\\n```\\n```Python\\nreturn 1\\n```\\nor\\n```\\nreturn 2")
+        ['return 1\\n', 'return 2']
     """
-    for match in _FENCE.finditer(answer):
-        if match.group(1).lower() in PYTHON_FENCES:
-            return match.group(2)
-    return None
+    return [m.group(2) for m in _FENCE.finditer(answer) if m.group(1).lower() in PYTHON_FENCES]
+
+
+def answer_code(answer: str, entry_point: str) -> tuple[str, bool]:
+    """A chat answer's code (dedented), and whether it is the whole function
+    ``entry_point`` rather than its body (the module docstring says how it is chosen).
+
+    Example:
+        >>> answer_code("Here:\\n```python\\ndef f(x):\\n    return x\\n```\\nDone.", "f")
+        ('def f(x):\\n    return x\\n', True)
+        >>> answer_code("import math\\ndef f(x):\\n    return x\\n```\\nIt returns x.", "f")
+        ('import math\\ndef f(x):\\n    return x\\n', True)
+        >>> answer_code("```\\n    return x\\n```", "f"), answer_code("It returns x.", "f")
+        (('return x\\n', False), ('It returns x.', False))
+    """
+    blocks = [textwrap.dedent(b) for b in fenced_blocks(answer)]
+    fence = _FENCE_LINE.search(answer)
+    before = textwrap.dedent(answer[: fence.start()] if fence else answer)
+    start = _CODE_LINE.search(before)
+    defines = re.compile(rf"^(?:async[ \t]+)?def[ \t]+{re.escape(entry_point)}[ \t]*\(", re.M)
+    for code in [*blocks, before[start.start() :] if start else ""]:
+        if defines.search(code):
+            return code, True
+    return (blocks[0] if blocks else textwrap.dedent(answer)), False
 
 
 def entry_point(sample: Sample) -> str:
