@@ -381,7 +381,8 @@ PROSE = "I would loop over the items and keep the ones that match, then return t
 def chat_answers(sample: Sample) -> list[str]:
     """A chat model's ways to answer ``sample`` correctly: the whole prompt with its body,
     fenced, with prose around; the function without its docstring in a ``py`` block after
-    a ``text`` block; the body fenced bare and unindented; a block left open at the end."""
+    a ``text`` block; the body fenced bare and unindented; a block left open at the end;
+    the function unfenced before a lone closing fence (as SmolLM2-135M-Instruct writes it)."""
     body = sample.references[0]
     stub = function_stub(sample.prompt, sample.extra.get("entry_point") or sample.source)
     return [
@@ -389,6 +390,7 @@ def chat_answers(sample: Sample) -> list[str]:
         f"For example:\n```text\n{PROSE}\n```\nThe code:\n```py\n{stub}{body}```",
         f"Write this as the body:\n```\n{textwrap.dedent(body)}```\n",
         f"```python\n{stub}{body}",
+        f"{stub}{body}```\n\nThis returns the answer.",
     ]
 
 
@@ -401,12 +403,13 @@ def test_markdown_answers_score_like_the_canonical_body(humaneval):
     answers = [(a, s) for s in samples for a in [*chat_answers(s), chat.reference_response(s), PROSE]]
     scores = chat.score([a for a, _ in answers], [s for _, s in answers])
     per_sample = scores.rewards.reshape(len(samples), -1)
-    assert per_sample.tolist() == [[1.0, 1.0, 1.0, 1.0, 1.0, 0.0]] * len(samples)
-    prose_runs = chat.last_runs[5::6]
+    assert per_sample.tolist() == [[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]] * len(samples)
+    prose_runs = chat.last_runs[6::7]
     assert all(r.reason == "syntax_error" and r.detail.startswith("no fenced code block") for r in prose_runs)
-    assert scores.metrics["reason_syntax_error"].reshape(len(samples), -1)[:, 5].all()
+    assert not any(r.detail.startswith("no fenced") for i, r in enumerate(chat.last_runs) if i % 7 != 6)
+    assert scores.metrics["reason_syntax_error"].reshape(len(samples), -1)[:, 6].all()
     # the whole function replaces the stub after the prompt's helpers (HumanEval/32's poly)
-    program = chat.last_programs[6 * CHAT_IDS.index("HumanEval/32")]
+    program = chat.last_programs[7 * CHAT_IDS.index("HumanEval/32")]
     assert program.index("def poly(") < program.index("def find_zero(") and program.count("def find_zero(") == 1
     # "body" (the default): bare bodies score as they did; a chat answer does not compile
     body = CodeTask()

@@ -27,9 +27,10 @@ the env's own process.
   function's body, dedented and indented by four spaces, after the prompt. Prose without
   a code block is then a body that does not compile: it scores 0
   (``reason_syntax_error``), and its run's ``detail`` in ``task.last_runs`` starts with
-  ``"no fenced code block"``. The reference response (the warm starts' target, and the
-  default budget's measure) is a fenced whole function: the prompt's function without
-  its docstring (:func:`function_stub`), then the canonical body.
+  ``"no fenced code block"`` (as does that of any answer without a block that does not
+  compile). The reference response (the warm starts' target, and the default budget's
+  measure) is a fenced whole function: the prompt's function without its docstring
+  (:func:`function_stub`), then the canonical body.
 
 Either way, the answer is only parsed in the env's process (:mod:`ast`, a regular
 expression); the program runs in the sandbox, as below. ``task.last_programs`` keeps
@@ -166,8 +167,8 @@ class CodeTask(Task):
         data_files: local files for ``dataset="json"``: a path, or ``{split: path}``.
         dataset_config: the Hugging Face configuration name.
         answer_format: ``"body"`` (default): the response is the function's body;
-            ``"markdown"``: a chat answer, its first fenced code block holding the whole
-            function or its body (see the module docstring). An env made with
+            ``"markdown"``: a chat answer, whose fenced code block (or code before a lone
+            closing fence) holds the whole function or its body (see the module docstring). An env made with
             ``chat_template=True`` defaults to ``"markdown"`` (``chat_defaults``).
 
     Raises:
@@ -286,7 +287,9 @@ class CodeTask(Task):
         )
         if self.answer_format == "markdown":  # say why prose scored 0
             runs = [
-                r if fenced_blocks(a) else dataclasses.replace(r, detail=f"no fenced code block; {r.detail}")
+                dataclasses.replace(r, detail=f"no fenced code block; {r.detail}")
+                if r.reason == "syntax_error" and not fenced_blocks(a)
+                else r
                 for r, a in zip(runs, responses)
             ]
         self.last_runs, self.last_programs = list(runs), programs
