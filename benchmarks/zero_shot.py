@@ -84,6 +84,7 @@ def zero_shot_rows(
     model: Any = None,
     num_envs: int = NUM_ENVS,
     responses: bool = False,
+    verbose: bool = False,
 ) -> list[dict[str, Any]]:
     """The zero-shot rows: SmolLM2-135M-Instruct, greedy, ``chat_template=True``, on each set.
 
@@ -96,6 +97,7 @@ def zero_shot_rows(
             ``None`` loads the default model (``load_default_model``).
         num_envs: slots decoded together (at most the problems of a set).
         responses: also keep each answer's text (``"responses"``).
+        verbose: print each set's figures as it finishes.
 
     Returns:
         One dict per set: ``task``, ``env_id``, ``env_kwargs`` (the env's arguments,
@@ -139,6 +141,12 @@ def zero_shot_rows(
             "rewards": rewards,
         }
         rows.append({**row, "responses": texts} if responses else row)
+        if verbose:
+            print(
+                f"{task}: n={n}, mean reward {row['mean_reward']:.3f}, passed all {row['passed_all']:.3f}, "
+                f"{row['seconds']:.0f} s",
+                flush=True,
+            )
     return rows
 
 
@@ -174,7 +182,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help=f"results folder (default: {RESULTS}, full runs)")
     args = parser.parse_args()
     start = time.perf_counter()
-    rows = zero_shot_rows(args.device, args.limit, args.max_new_tokens, args.threads, num_envs=args.num_envs)
+    rows = zero_shot_rows(
+        args.device, args.limit, args.max_new_tokens, args.threads, num_envs=args.num_envs, verbose=True
+    )
     meta = {
         "date": time.strftime("%Y-%m-%d"),
         "model": "SmolLM2-135M-Instruct",
