@@ -34,6 +34,7 @@ problems of each set, a quick look, written only with ``--out``).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from pathlib import Path
@@ -155,7 +156,8 @@ def to_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"Zero-shot code scores of {meta['model']} ({meta['date']}, {meta['machine']}): greedy, "
         "`chat_template=True` (chat answers: the fenced function or body; docs/envs/code.md), "
-        f"{meta['num_envs']} slots; {meta['seconds']:.0f} s in all.",
+        f"{meta['num_envs']} slots; {meta['seconds']:.0f} s in all"
+        + (f" (load average {meta['load'][0]} at the start, {meta['load'][1]} at the end)." if "load" in meta else "."),
         "",
         "| set | env | n | new tokens | mean reward (pass fraction) | passed all (pass@1) | seconds |",
         "|---|---|---|---|---|---|---|",
@@ -181,7 +183,7 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=NUM_ENVS, help="slots decoded together")
     parser.add_argument("--out", type=Path, default=None, help=f"results folder (default: {RESULTS}, full runs)")
     args = parser.parse_args()
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     rows = zero_shot_rows(
         args.device, args.limit, args.max_new_tokens, args.threads, num_envs=args.num_envs, verbose=True
     )
@@ -192,6 +194,7 @@ def main() -> None:
         f"{args.device}",
         "num_envs": args.num_envs,
         "seconds": time.perf_counter() - start,
+        "load": [round(load, 1), round(os.getloadavg()[0], 1)],  # 1-minute load average, at start and end
     }
     table = to_markdown(rows, meta)
     print(table)
