@@ -217,3 +217,29 @@ def test_grpo_trainer_trains_on_the_env_reward(tmp_path):
         assert log["rewards/TextTranslate-v0/mean"] == pytest.approx(log["TextTranslate-v0/chrf"] / 100, abs=1e-6)
         assert log["reward"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("env_kwargs", [{"chat_template": True}, {"dataset": "easy", "answer_format": "markdown"}])
+def test_code_chat_completions_score_as_in_the_chat_env(env_kwargs):
+    """A chat model's completions on TextCode-v0: the reward function, built with the env's
+    arguments, reads the fenced block as the env does (the task's one scorer), so a whole
+    fenced function or a fenced body earns 1.0, prose 0, and every value is the env's."""
+    env_kwargs = {**env_kwargs, "max_new_tokens": 400}
+    env = gym.make("TextCode-v0", **env_kwargs)
+    reward = reward_function("TextCode-v0", **env_kwargs)
+    assert env.unwrapped.task.answer_format == reward.task.answer_format == "markdown"
+    sample = env.unwrapped.task.samples[1]
+    stub = sample.prompt.rsplit('    """', 1)[0].split('"""', 1)[0].rstrip() + "\n"  # the def line(s)
+    body = sample.references[0]
+    texts = [
+        f"Here you go:\n\n```python\n{sample.prompt}{body}```\n\nDone.",
+        f"```\n{body}```",
+        f"```python\n{stub}{body}```",
+        "I am not sure how to write this function.",
+        f"```python\n{stub}    return None\n```",
+    ]
+    expected = [env_final_reward(env, 1, text)[0] for text in texts]
+    assert expected[:4] == [1.0, 1.0, 1.0, 0.0] and expected[4] < 1.0
+    chat = [[{"role": "assistant", "content": t}] for t in texts]
+    assert reward(completions=chat, sample_index=[1] * len(texts)) == expected
+    assert reward(completions=texts, sample_index=[1] * len(texts), prompts=[sample.prompt] * len(texts)) == expected

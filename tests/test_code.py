@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import textwrap
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
 from text_gym.tasks.base import Sample
-from text_gym.tasks.code import METRICS, REASONS, CodeTask, easy_problems, easy_split, split_check
+from text_gym.tasks.code import (
+    METRICS,
+    REASONS,
+    CodeTask,
+    answer_code,
+    easy_problems,
+    easy_split,
+    fenced_blocks,
+    function_stub,
+    split_check,
+)
 
 
 @pytest.fixture(scope="module")
@@ -358,3 +370,134 @@ def test_docstring_examples():
     for module in (code, code_easy):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+# ---------------------------------------------------------------- chat answers (answer_format)
+
+# HumanEval problems with imports (0), helpers (32, 38), a statement before the docstring (115)
+CHAT_IDS = ("HumanEval/0", "HumanEval/32", "HumanEval/38", "HumanEval/115", "HumanEval/151")
+PROSE = "I would loop over the items and keep the ones that match, then return them."
+
+
+def chat_answers(sample: Sample) -> list[str]:
+    """A chat model's ways to answer ``sample`` correctly: the whole prompt with its body,
+    fenced, with prose around; the function without its docstring in a ``py`` block after
+    a ``text`` block; the body fenced bare and unindented; a block left open at the end;
+    the function unfenced before a lone closing fence (as SmolLM2-135M-Instruct writes it)."""
+    body = sample.references[0]
+    stub = function_stub(sample.prompt, sample.extra.get("entry_point") or sample.source)
+    return [
+        f"Sure! Here is the function:\n\n```python\n{sample.prompt}{body}```\n\nIt passes the examples.",
+        f"For example:\n```text\n{PROSE}\n```\nThe code:\n```py\n{stub}{body}```",
+        f"Write this as the body:\n```\n{textwrap.dedent(body)}```\n",
+        f"```python\n{stub}{body}",
+        f"{stub}{body}```\n\nThis returns the answer.",
+    ]
+
+
+def test_markdown_answers_score_like_the_canonical_body(humaneval):
+    """Every way a chat answer holds the canonical solution scores 1.0, as the bare body does
+    under "body"; prose without a block scores 0 and says why; "body" keeps today's scores."""
+    chat = CodeTask(answer_format="markdown")
+    easy = CodeTask(dataset="easy", split="test", answer_format="markdown")
+    samples = [_by_id(chat, i) for i in CHAT_IDS] + list(easy.samples[:: len(easy) // 4][:4])
+    answers = [(a, s) for s in samples for a in [*chat_answers(s), chat.reference_response(s), PROSE]]
+    scores = chat.score([a for a, _ in answers], [s for _, s in answers])
+    per_sample = scores.rewards.reshape(len(samples), -1)
+    assert per_sample.tolist() == [[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]] * len(samples)
+    prose_runs = chat.last_runs[6::7]
+    assert all(r.reason == "syntax_error" and r.detail.startswith("no fenced code block") for r in prose_runs)
+    assert not any(r.detail.startswith("no fenced") for i, r in enumerate(chat.last_runs) if i % 7 != 6)
+    assert scores.metrics["reason_syntax_error"].reshape(len(samples), -1)[:, 6].all()
+    # the whole function replaces the stub after the prompt's helpers (HumanEval/32's poly)
+    program = chat.last_programs[7 * CHAT_IDS.index("HumanEval/32")]
+    assert program.index("def poly(") < program.index("def find_zero(") and program.count("def find_zero(") == 1
+    # "body" (the default): bare bodies score as they did; a chat answer does not compile
+    body = CodeTask()
+    assert body.answer_format == "body" and body.reference_response(samples[0]) == samples[0].references[0]
+    bare = body.score([s.references[0] for s in samples[:5]] + chat_answers(samples[0])[:1], samples[:5] + samples[:1])
+    assert bare.rewards.tolist() == [1.0] * 5 + [0.0] and body.last_runs[-1].reason == "syntax_error"
+    assert body.last_programs[:5] == [s.prompt + s.references[0] for s in samples[:5]]
+
+
+def test_markdown_answer_parsing():
+    assert fenced_blocks("no code here") == []
+    assert fenced_blocks("```bash\nls\n```") == []  # another language's block is not the answer
+    assert fenced_blocks("a\n  ```Python3 extra words\n  x = 1\n  ```\nb") == ["  x = 1\n"]
+    assert fenced_blocks("```python\nx = 1\n```\n```python\ny = 2\n```") == ["x = 1\n", "y = 2\n"]
+    assert fenced_blocks("```python\nreturn 1") == ["return 1"]  # cut at the budget: to the end
+    # the first block that defines the function wins; with none, the first block is the body
+    example, function = "```python\nprint(f(1))\n```\n", "```python\ndef f(x):\n    return x\n```"
+    assert answer_code(example + function, "f") == ("def f(x):\n    return x\n", True)
+    assert answer_code(example + "```python\nreturn x\n```", "f") == ("print(f(1))\n", False)
+    # code before a lone closing fence (as SmolLM2 writes it), from its first code line
+    opened = "Sure.\nfrom math import pi\n\ndef f(x):\n    return x\n```\n\nIt returns x."
+    assert answer_code(opened, "f") == ("from math import pi\n\ndef f(x):\n    return x\n", True)
+    assert answer_code("def g(x):\n    return x\n```\nNo f here.", "f") == ("No f here.", False)
+    task = CodeTask(dataset="easy", level=1, max_samples=1, answer_format="markdown")
+    sample = task.samples[0]  # def plus_5(n: int) -> int
+    indented = "1. Define it:\n   ```python\n   import math\n   def plus_5(n):\n       return n + 5\n   ```"
+    assert task.program(indented, sample) == "import math\ndef plus_5(n):\n    return n + 5\n"
+    # a def of another name is not the function to write: the block is its body
+    other = task.program("```python\ndef helper(n):\n    return n\n```", sample)
+    assert other == sample.prompt + "    def helper(n):\n        return n\n"
+    assert task.program("    return n + 5", sample) == sample.prompt + "    return n + 5\n"  # no block: a body
+    assert task.program("", sample) == sample.prompt
+
+
+def test_answer_format_argument_and_chat_template_default():
+    from text_gym import TextVectorEnv
+
+    with pytest.raises(ValueError, match=r"answer_format='md' is not valid; choose one of \['body', 'markdown'\]"):
+        CodeTask(answer_format="md")
+    with pytest.raises(ValueError, match="answer_format='md' is not valid"):
+        gym.make("TextCode-v0", tokenizer="byte", answer_format="md")
+    formats = {
+        "plain": gym.make("TextCode-v0", tokenizer="byte").unwrapped.task.answer_format,
+        "chat": gym.make("TextCode-v0", chat_template=True).unwrapped.task.answer_format,
+        "chat, explicit body": gym.make("TextCode-v0", chat_template=True, answer_format="body").unwrapped.task,
+        "vector chat": gym.make_vec("TextCode-v0", num_envs=2, chat_template=True).unwrapped.task.answer_format,
+        "built task": TextVectorEnv(1, task=CodeTask(max_samples=2), chat_template=True).task,
+    }
+    formats = {k: getattr(v, "answer_format", v) for k, v in formats.items()}
+    assert formats == {
+        "plain": "body",
+        "chat": "markdown",
+        "chat, explicit body": "body",
+        "vector chat": "markdown",
+        "built task": "body",  # a built task keeps its own format
+    }
+    # the default budget fits the fenced reference (the chat answer's measure)
+    plain = gym.make("TextCode-v0").unwrapped.vector
+    chat = gym.make("TextCode-v0", chat_template=True).unwrapped.vector
+    longest = max(len(chat.tokenizer.encode(chat.task.reference_response(s))) for s in chat.task.samples)
+    assert chat.max_new_tokens == longest + 1 > plain.max_new_tokens
+
+
+def _env_reward(env: gym.Env, sample_index: int, text: str) -> tuple[float, dict]:
+    """Step ``env`` on one sample with ``text``'s tokens and EOS: its final reward and info."""
+    tokens = env.unwrapped.tokenizer.encode(text) + [env.unwrapped.eos_token_id]
+    env.reset(seed=0, options={"sample_index": sample_index})
+    for token in tokens:
+        _, reward, terminated, truncated, info = env.step(token)
+    assert terminated and info["response"] == text, (text, info["response"])
+    return reward, info
+
+
+@pytest.mark.parametrize("dataset, split", [("humaneval", None), ("easy", "test")])
+def test_chat_env_scores_chat_answers(dataset, split):
+    """The issue's check: gym.make("TextCode-v0", chat_template=True) scores the canonical
+    solution 1.0 as a fenced whole function with prose around it and as a fenced body, and
+    prose 0; answer_format="body" scores the bare body as before."""
+    kwargs = {"dataset": dataset, **({"split": split} if split else {})}
+    chat = gym.make("TextCode-v0", chat_template=True, max_new_tokens=600, **kwargs)
+    body = gym.make("TextCode-v0", chat_template=True, answer_format="body", max_new_tokens=600, **kwargs)
+    samples = chat.unwrapped.task.samples
+    index = 0 if dataset == "humaneval" else len(samples) // 2
+    sample = samples[index]
+    whole, fenced_body = chat_answers(sample)[0], chat_answers(sample)[2]
+    rewards = [_env_reward(chat, index, text)[0] for text in (whole, fenced_body)]
+    prose_reward, info = _env_reward(chat, index, PROSE)
+    assert rewards == [1.0, 1.0] and prose_reward == 0.0 and info["metrics"]["reason_syntax_error"] == 1.0
+    assert _env_reward(body, index, sample.references[0])[0] == 1.0
+    assert _env_reward(body, index, whole)[0] == 0.0

@@ -121,7 +121,8 @@ class TextVectorEnv(VectorEnv):
         chat_template: format each prompt with the tokenizer's chat template (one user
             message, or the task's ``sample.extra["messages"]``) and a generation
             prompt; an error if the tokenizer has none. Multi-turn replies keep the
-            task's own format.
+            task's own format. A task built here by name takes its chat defaults
+            (``TextCode-v0``: ``answer_format="markdown"``) unless given otherwise.
         env_id: name used in error messages.
         **task_kwargs: passed to the task (e.g. ``split="test"``).
     """
@@ -151,7 +152,7 @@ class TextVectorEnv(VectorEnv):
         self.render_mode, self.env_id = render_mode, env_id
         self.device = usable_device(device)
         self.tokenizer: Tokenizer = load_tokenizer(tokenizer)
-        self.task = make_task(task, env_id, env_args=_env_arguments(), **task_kwargs)
+        self.task = make_task(task, env_id, env_args=_env_arguments(), chat=bool(chat_template), **task_kwargs)
         if len(self.task) == 0:
             raise ValueError(f"task {self.task.name!r} has no samples; check its split/data")
         self.vocab_size = len(self.tokenizer)

@@ -27,11 +27,16 @@ _BUILT: OrderedDict[str, Task] = OrderedDict()  # the last few tasks built by na
 _KEEP = 8
 
 
-def make_task(task: str | Task, env_id: str = "TextVectorEnv", *, env_args: Sequence[str] = (), **kwargs: Any) -> Task:
+def make_task(
+    task: str | Task, env_id: str = "TextVectorEnv", *, env_args: Sequence[str] = (), chat: bool = False, **kwargs: Any
+) -> Task:
     """Build a task from its name (``TASKS``) and arguments, or pass a ``Task`` through.
 
     ``env_id`` and ``env_args`` (the names the calling env takes itself) only serve the
-    message about unknown arguments (:meth:`Task.check_kwargs`).
+    message about unknown arguments (:meth:`Task.check_kwargs`). ``chat``: the env shows
+    the prompts through a chat template, so the task class's ``chat_defaults`` (where it
+    has them, e.g. ``CodeTask``'s ``answer_format="markdown"``) fill the arguments not
+    given; a built ``Task`` keeps its own.
 
     Raises:
         ValueError: unknown task name, or unknown arguments (the valid ones are listed).
@@ -46,6 +51,8 @@ def make_task(task: str | Task, env_id: str = "TextVectorEnv", *, env_args: Sequ
     if task not in TASKS:
         raise ValueError(f"task={task!r} is not known; choose one of {sorted(TASKS)}")
     cls = TASKS[task]
+    if chat:
+        kwargs = {**getattr(cls, "chat_defaults", {}), **kwargs}
     cls.check_kwargs(env_id, kwargs, env_args)
     # Tasks are read-only once built, so envs with the same arguments share one: a
     # vector of single envs (or a test suite) loads and tokenizes the data once.

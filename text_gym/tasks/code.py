@@ -8,6 +8,34 @@ exactly (so a response starts with an indented line); it runs, with the problem'
 tests, in a fresh sandboxed child process (:mod:`text_gym.rewards.sandbox`), never in
 the env's own process.
 
+## Answer format
+
+``answer_format`` says how a response becomes the program that runs:
+
+* ``"body"`` (default): the program is the prompt followed by the response, exactly.
+* ``"markdown"`` (the default when the env is made with ``chat_template=True``; an
+  explicit ``answer_format`` wins): a chat answer, as an instruct model writes it
+  (:func:`answer_code`). Its fenced Python blocks (```` ```python ````, ```` ```py ````,
+  ```` ```python3 ```` or a bare ```` ``` ````; blocks of another language are skipped; a
+  block left open, as by a response cut at the budget, runs to the end) are read in
+  order, then the text before the first fence, from its first ``import``, ``from``,
+  ``def``, ``class`` or decorator line (small models often open with code and only close
+  the fence). The first of them with a top-level ``def`` of the function to write is a
+  whole function: it replaces the prompt's stub, after the prompt's own imports and
+  helpers (:func:`prompt_helpers`), with its own imports and helpers before it. With
+  none, the first fenced block, or the whole answer where there is none, is the
+  function's body, dedented and indented by four spaces, after the prompt. Prose without
+  a code block is then a body that does not compile: it scores 0
+  (``reason_syntax_error``), and its run's ``detail`` in ``task.last_runs`` starts with
+  ``"no fenced code block"`` (as does that of any answer without a block that does not
+  compile). The reference response (the warm starts' target, and the default budget's
+  measure) is a fenced whole function: the prompt's function without its docstring
+  (:func:`function_stub`), then the canonical body.
+
+Either way, the answer is only parsed in the env's process (:mod:`ast`, a regular
+expression); the program runs in the sandbox, as below. ``task.last_programs`` keeps
+the last batch's programs.
+
 ## Spaces
 
 As for every text_gym env (:class:`~text_gym.vector_env.TextVectorEnv`): observations
@@ -95,14 +123,18 @@ logged warning (public sets have a few such rows); no usable row at all is an er
 from __future__ import annotations
 
 import ast
+import copy
+import dataclasses
 import gzip
 import importlib.util
 import json
 import logging
 import os
+import re
+import textwrap
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -112,6 +144,12 @@ from text_gym.tasks.code_easy import easy_problems, easy_split
 
 METRICS = ("pass_fraction", "passed_all", "num_tests", *(f"reason_{r}" for r in REASONS))
 EASY_SPLITS = ("train", "test", "sft", "rl")  # train = sft + rl
+ANSWER_FORMATS = ("body", "markdown")
+PYTHON_FENCES = ("", "python", "py", "python3")  # a fenced block's info words that mean Python
+# a fenced block: its info word, and its code up to the closing fence or the end of the text
+_FENCE = re.compile(r"^[ \t]*```[ \t]*([^\s`]*)[^\n]*\n(.*?)(?:^[ \t]*```|\Z)", re.M | re.S)
+_FENCE_LINE = re.compile(r"^[ \t]*```", re.M)
+_CODE_LINE = re.compile(r"^(?:import|from|def|async|class|@)\b", re.M)  # a line that starts code
 _SEED_RANDOM = '__import__("random").seed(0)'
 logger = logging.getLogger(__name__)
 
@@ -133,14 +171,28 @@ class CodeTask(Task):
         max_samples: keep only the first ``max_samples`` problems.
         data_files: local files for ``dataset="json"``: a path, or ``{split: path}``.
         dataset_config: the Hugging Face configuration name.
+        answer_format: ``"body"`` (default): the response is the function's body;
+            ``"markdown"``: a chat answer, whose fenced code block (or code before a lone
+            closing fence) holds the whole function or its body (see the module docstring). An env made with
+            ``chat_template=True`` defaults to ``"markdown"`` (``chat_defaults``).
+
+    Raises:
+        ValueError: a bad argument (named, with the valid values), or bad data.
 
     Example:
         >>> task = CodeTask(dataset="easy", level=1, max_samples=2)
         >>> task.score([s.references[0] for s in task.samples], task.samples).rewards
         array([1., 1.])
+        >>> chat = CodeTask(dataset="easy", level=1, max_samples=1, answer_format="markdown")
+        >>> answer = "Here it is:\\n\\n" + chat.reference_response(chat.samples[0]) + "\\n\\nIt adds."
+        >>> chat.score([answer, "It adds the numbers."], chat.samples * 2).rewards
+        array([1., 0.])
     """
 
     name = "code"
+    # task arguments that default otherwise when the env shows prompts through a chat
+    # template (read by text_gym.tasks.make_task): an instruct model answers in markdown
+    chat_defaults: ClassVar[dict[str, Any]] = {"answer_format": "markdown"}
 
     def __init__(
         self,
@@ -153,6 +205,7 @@ class CodeTask(Task):
         max_samples: int | None = None,
         data_files: str | dict[str, str] | None = None,
         dataset_config: str | None = None,
+        answer_format: str = "body",
     ) -> None:
         self._config = dict(
             dataset=dataset,
@@ -163,7 +216,10 @@ class CodeTask(Task):
             max_samples=max_samples,
             data_files=data_files,
             dataset_config=dataset_config,
+            answer_format=answer_format,
         )
+        check_choice("answer_format", answer_format, ANSWER_FORMATS)
+        self.answer_format = answer_format
         if max_samples is not None and (not isinstance(max_samples, int) or max_samples < 1):
             raise ValueError(f"max_samples={max_samples!r} must be an int >= 1 (or None for all)")
         if not isinstance(timeout, (int, float)) or not timeout > 0:
@@ -191,20 +247,57 @@ class CodeTask(Task):
         self.limits = Limits(cpu_seconds=float(timeout), wall_seconds=2.0 * timeout)
         self.workers = workers
         self.last_runs: list[TestRun] = []  # diagnostics: the last batch's sandbox results
+        self.last_programs: list[str] = []  # and the programs they ran
 
     def reference_response(self, sample: Sample) -> str:
-        """The canonical body, appended to the prompt as is (no leading space)."""
-        return sample.references[0]
+        """The canonical body, appended to the prompt as is (no leading space); for
+        ``answer_format="markdown"``, a fenced whole function: the prompt's function without its
+        docstring (:func:`function_stub`), then that body."""
+        if self.answer_format == "body":
+            return sample.references[0]
+        return f"```python\n{function_stub(sample.prompt, entry_point(sample))}{sample.references[0]}```"
+
+    def program(self, response: str, sample: Sample) -> str:
+        """The program that ``response`` to ``sample`` runs as, by ``answer_format`` (see the
+        module docstring).
+
+        Example:
+            >>> task = CodeTask(dataset="easy", level=1, max_samples=1, answer_format="markdown")
+            >>> sample = task.samples[0]
+            >>> task.program("```\\nreturn n + 5\\n```", sample) == sample.prompt + "    return n + 5\\n"
+            True
+            >>> print(task.program("```python\\ndef plus_5(n):\\n    return n + 5\\n```", sample))
+            def plus_5(n):
+                return n + 5
+            <BLANKLINE>
+        """
+        if self.answer_format == "body":
+            return sample.prompt + response
+        name = entry_point(sample)
+        code, whole = answer_code(response, name)
+        if whole:
+            helpers = prompt_helpers(sample.prompt, name)
+            return f"{helpers}\n\n\n{code}" if helpers else code
+        body = textwrap.indent(code, "    ")
+        return sample.prompt + body + ("\n" if body and not body.endswith("\n") else "")
 
     def score(self, responses: Sequence[str], samples: Sequence[Sample]) -> Scores:
+        programs = [self.program(r, s) for r, s in zip(responses, samples)]
         runs = run_tests(
-            [s.prompt + r for s, r in zip(samples, responses)],
+            programs,
             [s.extra["tests"] for s in samples],
             setup=[s.extra["setup"] for s in samples],
             limits=self.limits,
             workers=self.workers,
         )
-        self.last_runs = list(runs)
+        if self.answer_format == "markdown":  # say why prose scored 0
+            runs = [
+                dataclasses.replace(r, detail=f"no fenced code block; {r.detail}")
+                if r.reason == "syntax_error" and not fenced_blocks(a)
+                else r
+                for r, a in zip(runs, responses)
+            ]
+        self.last_runs, self.last_programs = list(runs), programs
         fraction = np.array([r.fraction for r in runs], dtype=np.float64)
         metrics = {
             "pass_fraction": fraction,
@@ -214,6 +307,82 @@ class CodeTask(Task):
         for reason in REASONS:
             metrics[f"reason_{reason}"] = np.array([r.reason == reason for r in runs], dtype=np.float64)
         return Scores(fraction.copy(), metrics)
+
+
+# ---------------------------------------------------------------------------- chat answers
+
+
+def fenced_blocks(answer: str) -> list[str]:
+    """The code of each fenced Python block of ``answer`` (info word ``python``, ``py``,
+    ``python3`` or none), in order; a block left open runs to the end of the text.
+
+    Example:
+        >>> fenced_blocks("Use:\\n```text\\nf(1)\\n```\\n```Python\\nreturn 1\\n```\\nor\\n```\\nreturn 2")
+        ['return 1\\n', 'return 2']
+    """
+    return [m.group(2) for m in _FENCE.finditer(answer) if m.group(1).lower() in PYTHON_FENCES]
+
+
+def answer_code(answer: str, entry_point: str) -> tuple[str, bool]:
+    """A chat answer's code (dedented), and whether it is the whole function
+    ``entry_point`` rather than its body (the module docstring says how it is chosen).
+
+    Example:
+        >>> answer_code("Here:\\n```python\\ndef f(x):\\n    return x\\n```\\nDone.", "f")
+        ('def f(x):\\n    return x\\n', True)
+        >>> answer_code("import math\\ndef f(x):\\n    return x\\n```\\nIt returns x.", "f")
+        ('import math\\ndef f(x):\\n    return x\\n', True)
+        >>> answer_code("```\\n    return x\\n```", "f"), answer_code("It returns x.", "f")
+        (('return x\\n', False), ('It returns x.', False))
+    """
+    blocks = [textwrap.dedent(b) for b in fenced_blocks(answer)]
+    fence = _FENCE_LINE.search(answer)
+    before = textwrap.dedent(answer[: fence.start()] if fence else answer)
+    start = _CODE_LINE.search(before)
+    defines = re.compile(rf"^(?:async[ \t]+)?def[ \t]+{re.escape(entry_point)}[ \t]*\(", re.M)
+    for code in [*blocks, before[start.start() :] if start else ""]:
+        if defines.search(code):
+            return code, True
+    return (blocks[0] if blocks else textwrap.dedent(answer)), False
+
+
+def entry_point(sample: Sample) -> str:
+    """The name of the function ``sample`` asks for: ``extra["entry_point"]``, else the
+    prompt's last top-level ``def`` (the prompt ends with the function to write)."""
+    if "entry_point" in sample.extra:
+        return sample.extra["entry_point"]
+    try:
+        tree = ast.parse(sample.prompt)
+    except SyntaxError as err:
+        raise ValueError(
+            f"sample {sample.source!r}: its prompt does not parse ({err}); give extra['entry_point']"
+        ) from None
+    defs = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if not defs:
+        raise ValueError(f"sample {sample.source!r}: its prompt defines no function to write")
+    return defs[-1]
+
+
+def function_stub(prompt: str, entry_point: str) -> str:
+    """``prompt``'s function ``entry_point`` without its docstring, as :func:`ast.unparse`
+    writes it: the decorators and ``def`` line, and any statement the prompt puts in the
+    body besides the docstring (HumanEval/115 imports ``math`` there).
+
+    Example:
+        >>> function_stub('def f(x: int) -> int:\\n    "Twice x."\\n', "f")
+        'def f(x: int) -> int:\\n'
+        >>> function_stub('def f(x):\\n    import math\\n    "Twice x."\\n', "f")
+        'def f(x):\\n    import math\\n'
+    """
+    found = [n for n in ast.parse(prompt).body if isinstance(n, ast.FunctionDef) and n.name == entry_point]
+    if not found:
+        raise ValueError(f"the prompt defines no function {entry_point!r}")
+    stub = copy.copy(found[-1])
+    stub.body = [n for n in stub.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    if stub.body:
+        return ast.unparse(stub) + "\n"
+    stub.body = [ast.Pass()]
+    return ast.unparse(stub).rsplit("\n", 1)[0] + "\n"
 
 
 # ---------------------------------------------------------------------------- HumanEval
@@ -355,7 +524,10 @@ def mbpp_samples(rows: Any, where: str) -> list[Sample]:
         setup = "\n".join(filter(None, (helpers, setup)))
         samples.append(
             Sample(
-                prompt, (reference,), source=text, extra={"tests": tuple(tests), "setup": setup, "code": code, "row": i}
+                prompt,
+                (reference,),
+                source=text,
+                extra={"tests": tuple(tests), "setup": setup, "code": code, "row": i, "entry_point": name},
             )
         )
     report_skipped_rows(where, samples, skipped, first, logger)
