@@ -435,9 +435,9 @@ def test_markdown_answer_parsing():
     assert answer_code(opened, "f") == ("from math import pi\n\ndef f(x):\n    return x\n", True)
     assert answer_code("def g(x):\n    return x\n```\nNo f here.", "f") == ("No f here.", False)
     task = CodeTask(dataset="easy", level=1, max_samples=1, answer_format="markdown")
-    sample = task.samples[0]  # def plus_5(n: int) -> int
-    indented = "1. Define it:\n   ```python\n   import math\n   def plus_5(n):\n       return n + 5\n   ```"
-    assert task.program(indented, sample) == "import math\ndef plus_5(n):\n    return n + 5\n"
+    sample = task.samples[0]  # def plus_9(n: int) -> int
+    indented = "1. Define it:\n   ```python\n   import math\n   def plus_9(n):\n       return n + 9\n   ```"
+    assert task.program(indented, sample) == "import math\ndef plus_9(n):\n    return n + 9\n"
     # a def of another name is not the function to write: the block is its body
     other = task.program("```python\ndef helper(n):\n    return n\n```", sample)
     assert other == sample.prompt + "    def helper(n):\n        return n\n"

@@ -266,9 +266,9 @@ class CodeTask(Task):
             >>> sample = task.samples[0]
             >>> task.program("```\\nreturn n + 5\\n```", sample) == sample.prompt + "    return n + 5\\n"
             True
-            >>> print(task.program("```python\\ndef plus_5(n):\\n    return n + 5\\n```", sample))
-            def plus_5(n):
-                return n + 5
+            >>> print(task.program("```python\\ndef plus_9(n):\\n    return n + 9\\n```", sample))
+            def plus_9(n):
+                return n + 9
             <BLANKLINE>
         """
         if self.answer_format == "body":
