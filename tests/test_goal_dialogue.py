@@ -145,7 +145,7 @@ def demonstration_scores(task: GuessNumberTask, sample, segments) -> tuple[float
     return float(scores.rewards[0]), {k: float(v[0]) for k, v in scores.metrics.items()}
 
 
-@pytest.mark.parametrize("teacher", ["bisect", "step1", "step5", "step10"])
+@pytest.mark.parametrize("teacher", ["bisect", "step1", "step5", "step10", "step2-8"])
 @pytest.mark.parametrize("tokenizer", ["byte", "words"])
 def test_demonstration_replayed_through_the_env_gives_its_window_reward_and_metrics(teacher, tokenizer):
     kwargs = dict(high=30, max_turns=8, turn_cost=0.05)  # step1 and step5 run out of turns on some secrets
@@ -169,7 +169,7 @@ def test_demonstration_replayed_through_the_env_gives_its_window_reward_and_metr
         assert env_reward == pytest.approx(reward) and info["metrics"] == pytest.approx(metrics)
         assert obs["agent_mask"].sum() == len(actions)
         outcomes.add(metrics["success"])
-    assert outcomes == ({1.0} if teacher == "bisect" else {0.0, 1.0})
+    assert outcomes == ({1.0} if teacher in ("bisect", "step2-8") else {0.0, 1.0})
 
 
 def test_teachers_play_as_documented():
@@ -191,11 +191,29 @@ def test_teachers_play_as_documented():
 
 def test_unknown_teacher_names_the_known_ones():
     task = GuessNumberTask()
-    for teacher in ("step0", "stepx", "greedy", "step-3"):
-        with pytest.raises(ValueError, match=r"no scripted teacher .*'bisect', 'step<k>'"):
+    for teacher in ("step0", "stepx", "greedy", "step-3", "step5-2", "step0-3", "step2-", "step2-3-4", "step 2-3"):
+        with pytest.raises(ValueError, match=r"no scripted teacher .*'bisect', 'step<k>', 'step<a>-<b>'"):
             task.demonstration(task.samples[0], teacher)
     dialogue = TextVectorEnv(1, task="goal_dialogue", tokenizer="byte").task
     assert dialogue.demonstration(dialogue.samples[0], "bisect")[0][0] == dialogue.samples[0].prompt
+
+
+def first_guesses(task: GuessNumberTask, teacher: str) -> list[int]:
+    return [int(task.demonstration(sample, teacher)[1][0]) for sample in task.samples]
+
+
+def test_mixture_teacher_plays_one_step_per_sample_deterministically_spread_over_its_range():
+    task = GuessNumberTask(high=100, max_turns=60)
+    firsts = first_guesses(task, "step2-8")
+    assert firsts == first_guesses(GuessNumberTask(high=100, max_turns=60), "step2-8")  # the same k on every call
+    assert set(firsts) == set(range(2, 9))  # the first guess is low + k - 1: every k in 2..8 is drawn
+    assert max(np.bincount(firsts)) <= 2 * len(firsts) / 7  # roughly uniform, no k dominates
+    shifted = GuessNumberTask(low=11, high=110, max_turns=60)
+    assert set(first_guesses(shifted, "step3-5")) == {13, 14, 15}
+    assert first_guesses(task, "step4-4") == first_guesses(task, "step4") == [4] * len(task)
+    assert firsts != first_guesses(task, "step2-8".replace("8", "9"))  # the name is part of the hash
+    for sample, first in zip(task.samples, firsts):  # each sample's dialogue is that of step<k>
+        assert task.demonstration(sample, "step2-8") == task.demonstration(sample, f"step{first}")
 
 
 def test_a_task_without_teachers_says_so():

@@ -27,7 +27,9 @@ dialogue is over at the correct guess or after ``max_turns`` turns.
   replies), the transcripts a supervised warm start imitates. ``"bisect"`` guesses the
   middle of the numbers still possible (the best strategy); ``"step<k>"`` guesses upward in
   steps of ``k`` until the user says lower, then upward by one (``"step10"`` on 1..100 wins
-  in 10.0 turns on average over the 100 numbers and at most 19, against bisect's 5.8 and 7).
+  in 10.0 turns on average over the 100 numbers and at most 19, against bisect's 5.8 and 7);
+  ``"step<a>-<b>"`` plays ``"step<k>"`` with ``k`` drawn per sample from ``a..b`` by a stable
+  hash, a mixture of weak strategies whose warm start holds a choice that RL can sharpen.
 * Version history: v0, initial version.
 """
 
@@ -126,7 +128,7 @@ class GuessNumberTask(MultiTurnTask):
         rewards = np.where(success > 0, 1.0 - self.turn_cost * turns, -self.turn_cost * self.max_turns)
         return Scores(rewards, {"success": success, "turns": turns, "invalid_turns": invalid})
 
-    teachers = ("bisect", "step<k>")
+    teachers = ("bisect", "step<k>", "step<a>-<b>")
 
     def demonstration(self, sample: Sample, teacher: str) -> list[tuple[str, bool]]:
         """A scripted ``teacher``'s dialogue on ``sample``, played by this task's own rules.
@@ -135,6 +137,11 @@ class GuessNumberTask(MultiTurnTask):
         whole ``k >= 1``, e.g. ``"step10"``) guesses upward in steps of ``k`` from
         ``low + k - 1`` (capped at ``high``) until the user says lower, then upward by one
         from the last guess the user called too low (``"step1"``: every number in order).
+        ``"step<a>-<b>"`` (whole ``1 <= a <= b``, e.g. ``"step2-8"``) plays ``"step<k>"``
+        with ``k`` drawn uniformly from ``a..b`` by a stable hash of the sample's secret and
+        the teacher's name: the same ``k`` for a sample on every call and machine, spread
+        over ``a..b`` across samples. Its prompts are all the same, so a model imitating it
+        learns the first guess (``low + k - 1``, which fixes ``k``) as a mixture over ``k``.
         Each turn is the guess with a space before it, as in ``" 50"``.
 
         Returns:
@@ -151,7 +158,7 @@ class GuessNumberTask(MultiTurnTask):
             >>> [text for text, agent in task.demonstration(sample, "step5") if agent]
             [' 5', ' 10', ' 15', ' 20', ' 16', ' 17']
         """
-        step = _teacher_step(teacher, self.teachers)
+        step = _teacher_step(teacher, self.teachers, sample.references[0])
         state = self.new_dialogue(sample)
         segments, over = [(sample.prompt, False)], False
         below, above = self.low - 1, self.high + 1  # the closest guesses called too low, too high
@@ -182,16 +189,20 @@ class GuessNumberTask(MultiTurnTask):
         return self.max_turns * (longest + 16)
 
 
-def _teacher_step(teacher: str, known: Sequence[str]) -> int | None:
-    """The step of a ``"step<k>"`` teacher, ``None`` for ``"bisect"``; a ``ValueError`` otherwise."""
+def _teacher_step(teacher: str, known: Sequence[str], secret: str) -> int | None:
+    """The step a ``"step<k>"`` or ``"step<a>-<b>"`` teacher plays on ``secret``, ``None`` for
+    ``"bisect"``; a ``ValueError`` for any other name."""
     if teacher == "bisect":
         return None
-    digits = teacher.removeprefix("step") if isinstance(teacher, str) else ""
-    if teacher.startswith("step") and digits.isdigit() and int(digits) >= 1:
-        return int(digits)
+    found = re.fullmatch(r"step(\d+)(?:-(\d+))?", teacher) if isinstance(teacher, str) else None
+    if found is not None:
+        first = int(found.group(1))
+        last = first if found.group(2) is None else int(found.group(2))
+        if 1 <= first <= last:
+            return first + _stable_hash(f"{teacher}:{secret}") % (last - first + 1)
     raise ValueError(
         f"task 'goal_dialogue' has no scripted teacher {teacher!r}; the teachers it knows: {list(known)} "
-        "(step<k> with a whole k >= 1, e.g. 'step10')"
+        "(step<k> with a whole k >= 1, e.g. 'step10'; step<a>-<b> with whole 1 <= a <= b, e.g. 'step2-8')"
     )
 
 
