@@ -11,7 +11,8 @@ algorithms stay in their own files. A run lives in ``runs/<env>__<exp>__<seed>/`
   (``AutoModelForCausalLM`` and ``AutoTokenizer`` load it), which ``--init-model`` starts
   another agent from;
 - ``eval_rewards.json``: the final greedy evaluation sample by sample (split, sample
-  indices, rewards), so that a benchmark can bootstrap over samples.
+  indices, rewards), so that a benchmark can bootstrap over samples, and the means of the
+  task's metrics (``metrics``: e.g. a dialogue's ``success`` and ``turns``).
 
 The validation part of a train split (``validation_samples``) is one fixed set for every
 seed and agent: SFT does not train on it and selects its best weights on it, and
@@ -244,14 +245,15 @@ class Evaluation:
         self.samples = pool[np.unique(np.linspace(0, len(pool) - 1, min(len(pool), episodes)).round().astype(int))]
 
     @torch.no_grad()
-    def rewards(self, model) -> torch.Tensor:
-        """(len(samples),) the greedy reward of each sample, in order; the model's train/eval
-        mode is left as it was."""
+    def rewards(self, model, metrics: bool = False) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(len(samples),) the greedy reward of each sample, in order; with ``metrics=True``
+        also the task's metrics per sample (``info["metrics"]``, e.g. a dialogue's ``success``
+        and ``turns``). The model's train/eval mode is left as it was."""
         was_training = model.training
         model.eval()
-        rewards = RolloutCollector(model, self.envs, greedy=True).evaluate(self.samples)
+        result = RolloutCollector(model, self.envs, greedy=True).evaluate(self.samples, metrics=metrics)
         model.train(was_training)
-        return rewards
+        return result
 
 
 def evaluate(model, args: BaseArgs, tokenizer) -> float:
@@ -375,10 +377,11 @@ class Run:
             model.load_state_dict(weights)
         save_policy(self.dir / "model", model, tokenizer)
         evaluation = Evaluation(self.args, tokenizer, self.args.eval_split, self.args.eval_episodes)
-        rewards = evaluation.rewards(model)  # (eval samples,)
+        rewards, metrics = evaluation.rewards(model, metrics=True)  # (eval samples,), {name: (eval samples,)}
         eval_return = rewards.mean().item()
         record = {"env_id": self.args.env_id, "split": evaluation.split, "step": done, "mean": eval_return}
         record.update(samples=evaluation.samples.tolist(), rewards=rewards.tolist())
+        record["metrics"] = {name: values.float().mean().item() for name, values in metrics.items()}
         (self.dir / "eval_rewards.json").write_text(json.dumps(record) + "\n")
         self.writer.add_scalar("charts/eval_return", eval_return, done)
         self.csv.writerow([done, "charts/eval_return", eval_return])

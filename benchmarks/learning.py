@@ -64,10 +64,12 @@ class Task:
     sft_lr: float
     sft_env_kwargs: dict | None = None
     sft_args: tuple[str, ...] = ()
-    continued_args: tuple[str, ...] = ()  # "SFT continued"'s flags beyond the warm start's
+    continued_args: tuple[str, ...] = ()  # "SFT continued"'s flags after --batch-size (empty: the warm start's)
     teacher: str = ""  # a multi-turn task's scripted strategy that SFT imitates (agents/sft.py --teacher)
     metrics: tuple[str, ...] = ()
     methods: tuple[str, ...] | None = None  # None: every method of the preset
+    rl_iterations: int | None = None  # None: the preset's
+    agent_args: dict = field(default_factory=dict)  # per agent: flags replacing the preset's
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,15 @@ class Preset:
     device: str = "cpu"
     zero_shot: bool = False  # add the default model's zero-shot rows (benchmarks/zero_shot.py)
 
-    @property
-    def continued_updates(self) -> int:
+    def iterations(self, task: Task) -> int:
+        return task.rl_iterations or self.rl_iterations
+
+    def continued_sequences(self, task: Task) -> int:
         """SFT continued gets PPO's sequence gradients: iterations x episodes x 2 epochs."""
-        return self.rl_iterations * self.num_envs * 2
+        return self.iterations(task) * self.num_envs * 2
+
+    def flags(self, task: Task, agent: str) -> tuple[str, ...]:
+        return task.agent_args.get(agent, self.agent_args.get(agent, ()))
 
     def task_methods(self, task: Task) -> tuple[str, ...]:
         """The rows of ``task``: the teacher's (if it has one), then the preset's methods it runs."""
@@ -99,7 +106,22 @@ class Preset:
         return ("teacher", *own) if task.teacher else own
 
 
-SCAN = Task("SCAN (simple)", "TextTranslate-v0", {}, sft_updates=400, sft_batch=64, sft_lr=2e-3)
+# warm starts: warm-up, cosine decay to a tenth, validation every 50 updates on the held-back
+# tenth of the training split, stop after 4 validations without a gain, keep the best weights
+SCHEDULE = ("--lr-schedule", "cosine", "--warmup-updates", "0.05", "--min-lr-ratio", "0.1")
+SCHEDULE += ("--val-every", "50", "--val-episodes", "256", "--patience", "4")
+# SFT continued: the rate the warm start's schedule ended near, constant, its last weights (as RL keeps)
+CONTINUED = ("--learning-rate", "2e-4", "--lr-schedule", "constant", "--warmup-updates", "0", "--val-every", "0")
+SCAN = Task(
+    "SCAN (simple)",
+    "TextTranslate-v0",
+    {},
+    sft_updates=400,
+    sft_batch=64,
+    sft_lr=2e-3,
+    sft_args=SCHEDULE,
+    continued_args=CONTINUED,
+)
 # the easy problems run in milliseconds: a 1 s limit keeps a sampled infinite loop cheap. SFT
 # learns the suite's "sft" part; RL trains on its "rl" part, functions SFT never saw (the
 # held-out "test" part computes functions neither saw): docs/envs/code.md's easy suite
@@ -111,6 +133,28 @@ CODE = Task(
     sft_batch=32,
     sft_lr=2e-3,
     sft_env_kwargs={"dataset": "easy", "split": "sft", "timeout": 1.0},
+    sft_args=SCHEDULE,
+    continued_args=CONTINUED,
+    methods=("sft", "sft_continued", *RL_AGENTS, "trl_grpo"),  # SB3's PPO costs 10x: SCAN only
+)
+# the multi-turn showcase (docs/envs/goal_dialogue.md): SFT imitates a mixture of stepping
+# strategies (steps of 2, 3 or 4, one per secret); RL can pick the best step, SFT cannot.
+# Every training transcript is needed (no validation part), and a constant rate, as measured
+GOAL_SFT = ("--teacher", "step2-4", "--val-fraction", "0", "--val-every", "0", "--lr-schedule", "constant")
+GOAL = Task(
+    "Guess the number (multi-turn)",
+    "TextDialogGoal-v0",
+    {"high": 50, "max_turns": 26},
+    sft_updates=400,
+    sft_batch=32,
+    sft_lr=1e-3,
+    sft_args=(*GOAL_SFT, "--warmup-updates", "0"),
+    continued_args=(*GOAL_SFT, "--learning-rate", "1e-3", "--warmup-updates", "0"),
+    teacher="step2-4",
+    metrics=("success", "turns"),
+    methods=("sft", "sft_continued", "grpo"),
+    rl_iterations=25,
+    agent_args={"grpo": ("--group-size", "16", "--learning-rate", "2e-4")},
 )
 # the settings each agent runs with in the presets: the best of benchmarks/sweep.py's grid
 # on the validation part of SCAN's training split (benchmarks/results/sweep_quick.json)
@@ -122,20 +166,19 @@ AGENT_ARGS = {
 PRESETS = {
     "quick": Preset(
         "quick",
-        (SCAN, CODE),
+        (SCAN, CODE, GOAL),
         (1, 2, 3),
         "tiny",
         "words",
         128,
-        2,
+        3,
         rl_iterations=40,
         num_envs=64,
         rl_lr=1e-4,
         eval_episodes=256,
         agent_args=AGENT_ARGS,
     ),
-    # every task with references to imitate; TextDialogGoal-v0 is left out: its "reference"
-    # is the hidden number, so SFT on it would teach guessing the answer outright
+    # every task with references to imitate, and the multi-turn game's scripted teacher
     "full": Preset(
         "full",
         (
@@ -143,6 +186,7 @@ PRESETS = {
             replace(CODE, sft_updates=300, sft_batch=16, sft_lr=5e-5),
             Task("Summarization", "TextSumm-v0", {}, 300, 16, 5e-5),
             Task("Dialogue", "TextDialog-v0", {}, 300, 16, 5e-5),
+            replace(GOAL, sft_lr=5e-5, continued_args=(*GOAL_SFT, "--learning-rate", "5e-5", "--warmup-updates", "0")),
         ),
         (1, 2, 3),
         "smollm2",
@@ -176,7 +220,7 @@ PRESETS = {
     ),
     "smoke": Preset(
         "smoke",
-        (replace(SCAN, sft_updates=5, sft_batch=8),),
+        (replace(SCAN, sft_updates=5, sft_batch=8, sft_args=(*SCHEDULE, "--val-episodes", "8")),),
         (1, 2),
         "tiny",
         "words",
@@ -237,15 +281,16 @@ def jobs(preset: Preset, runs: Path) -> tuple[list, list]:
             )
             warm = str(runs / task.env_id / f"{task.env_id}__sft__{seed}" / "model")
             if "sft_continued" in methods:
-                updates = str(preset.continued_updates // task.sft_batch)
-                cmd = ["agents/sft.py", *base, *sft_env, *sft, *task.continued_args, "--init-model", warm]
+                updates = str(preset.continued_sequences(task) // task.sft_batch)
+                cont = ["--batch-size", str(task.sft_batch), *task.continued_args] if task.continued_args else sft
+                cmd = ["agents/sft.py", *base, *sft_env, *cont, "--init-model", warm]
                 second.append(
                     ("sft_continued", task, seed, [*cmd, "--exp-name", "sft_continued", "--total-updates", updates])
                 )
             for agent in (m for m in methods if m in RL_AGENTS or m in ECOSYSTEM):
-                rl = ["--init-model", warm, "--exp-name", agent, "--total-iterations", str(preset.rl_iterations)]
+                rl = ["--init-model", warm, "--exp-name", agent, "--total-iterations", str(preset.iterations(task))]
                 rl += ["--num-envs", str(preset.num_envs)]
-                flags = preset.agent_args.get(agent, ())  # the sweep's choice, its learning rate included
+                flags = preset.flags(task, agent)  # the sweep's choice, its learning rate included
                 rl += [] if "--learning-rate" in flags else ["--learning-rate", str(preset.rl_lr)]
                 cmd = [f"agents/{agent}.py", *base, *rl_env, *rl, *flags]
                 second.append((agent, task, seed, cmd))
@@ -341,16 +386,17 @@ def budgets(preset: Preset) -> str:
         model += (
             f" (hidden {preset.hidden}, {preset.layers} layers, {preset.tokenizer} tokenizer, trained from scratch)"
         )
-    sft = ", ".join(
-        f"{t.name} up to {t.sft_updates} updates x {t.sft_batch}" + (f" ({' '.join(t.sft_args)})" if t.sft_args else "")
-        for t in preset.tasks
-    )
-    return (
-        f"{model}; SFT warm start {sft}; each RL agent and ecosystem trainer {preset.rl_iterations} iterations x "
-        f"{preset.num_envs} episodes (lr {preset.rl_lr}; agent flags {dict(preset.agent_args)}); SFT continued "
-        f"{preset.continued_updates} sequences (PPO's 2 epochs over the same episodes); evaluation on up to "
-        f"{preset.eval_episodes} held-out samples"
-    )
+    parts = [model]
+    for t in preset.tasks:
+        rl_flags = {a: " ".join(preset.flags(t, a)) for a in preset.task_methods(t) if preset.flags(t, a)}
+        parts.append(
+            f"{t.name}: SFT up to {t.sft_updates} updates x {t.sft_batch} at lr {t.sft_lr} ({' '.join(t.sft_args)}); "
+            f"SFT continued {preset.continued_sequences(t)} sequences (PPO's 2 epochs over the RL episodes; "
+            f"{' '.join(t.continued_args) or 'the warm start flags'}); RL {preset.iterations(t)} iterations x "
+            f"{preset.num_envs} episodes at lr {preset.rl_lr} unless set ({rl_flags})"
+        )
+    parts.append(f"evaluation on up to {preset.eval_episodes} held-out samples")
+    return "; ".join(parts[:1]) + ". " + ". ".join(parts[1:])
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 NAMES = {
+    "zero_shot": "zero-shot (the untrained tiny model)",
     "teacher": "scripted strategy (shown to SFT)",
     "sft": "SFT (warm start)",
     "sft_continued": "SFT continued",
@@ -166,14 +167,14 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
     ]
     for task in dict.fromkeys(r["task"] for r in rows):
         task_rows = [r for r in rows if r["task"] == task]
-        metric_names = sorted({m for r in task_rows for m in r["metrics"]})
+        metric_names = sorted({m for r in task_rows for m in r.get("metrics", {})})
         head = ["method", "held-out score", *metric_names, "vs warm start", "vs SFT continued"]
         lines += [f"**{task}**", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         for r in task_rows:
             cells = [
                 NAMES.get(r["method"], r["method"]),
                 f"{r['mean']:.3f} ± {r['std']:.3f}",
-                *(f"{r['metrics'][m]:.2f}" if m in r["metrics"] else "" for m in metric_names),
+                *(f"{r['metrics'][m]:.2f}" if m in r.get("metrics", {}) else "" for m in metric_names),
                 _gain(r, "sft"),
                 _gain(r, "sft_continued"),
             ]
@@ -190,6 +191,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         for z in meta["zero_shot"]:
             lines.append(f"| {z['task']} | {z['n']} | {z['mean_reward']:.3f} | {z['passed_all']:.3f} |")
         lines.append("")
+    if meta.get("note"):
+        lines += [meta["note"], ""]
     lines += [
         f"Budgets: {meta['budgets']}",
         "",

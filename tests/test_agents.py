@@ -443,6 +443,12 @@ def test_sft_model_scores_its_best_validation_and_writes_eval_rewards(tmp_path):
     record = json.loads((run / "eval_rewards.json").read_text())
     assert record["split"] == "test" and record["samples"] == [0, 6, 13, 19]  # 4 evenly spaced of 20
     assert len(record["rewards"]) == 4 and np.mean(record["rewards"]) == pytest.approx(result["eval_return"])
+    # the task's metrics, averaged over the same samples: the env's own, scored again here
+    env = gym.make(args.env_id, split="test", tokenizer=tokenizer).unwrapped
+    responses = [env.task.reference_response(env.task.samples[j]) for j in record["samples"]]
+    assert set(record["metrics"]) == set(
+        env.task.score(responses, [env.task.samples[j] for j in record["samples"]]).metrics
+    )
 
 
 def test_agents_evaluate_on_the_validation_split(tmp_path):

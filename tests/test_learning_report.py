@@ -82,11 +82,20 @@ def test_summarise_pairs_each_seed_with_its_own_baselines(tmp_path):
     assert "| SFT + PPO | 0.500 ± 0.177 | 0.75 | +0.250 [+0.250, +0.250] ✓ | +0.250 [+0.250, +0.250] ✓ |" in table
 
 
-def test_the_quick_preset_runs_the_settings_the_sweep_chose():
-    """benchmarks/learning.py's agent flags are the best of benchmarks/sweep.py's grid, as
-    saved in benchmarks/results/sweep_quick.json (the sweep's own output, never edited)."""
-    learning = importlib.import_module("learning")
-    sweep = json.loads((Path(learning.RESULTS) / "sweep_quick.json").read_text())
-    best = {r["agent"]: tuple(r["flags"]) for r in sweep["rows"] if r["best"]}
-    assert set(best) == set(learning.RL_AGENTS) | set(learning.ECOSYSTEM)
-    assert {agent: learning.PRESETS["quick"].agent_args[agent] for agent in best} == best
+def test_sweep_runs_each_setting_from_the_benchmarks_warm_start_and_scores_it_on_validation(tmp_path):
+    """benchmarks/sweep.py's commands are the learning benchmark's own, with the grid's flags
+    in place of the preset's (one learning rate, no duplicate flags) and the validation split."""
+    learning, sweep = importlib.import_module("learning"), importlib.import_module("sweep")
+    preset = learning.PRESETS["quick"]
+    jobs = sweep.sweep_jobs(preset, tmp_path, list(sweep.GRID))
+    assert len(jobs) == sum(len(g) for g in sweep.GRID.values()) * len(preset.seeds)
+    warm = str(tmp_path / "TextTranslate-v0" / "TextTranslate-v0__sft__1" / "model")
+    for name, task, seed, cmd in jobs:
+        agent, i = name.removeprefix("sweep_").rsplit("_", 1)
+        assert cmd[0] == f"agents/{agent}.py" and task is preset.tasks[0]
+        assert cmd[cmd.index("--init-model") + 1] == warm.replace("__sft__1", f"__sft__{seed}")
+        assert cmd[cmd.index("--eval-split") + 1] == "validation" and cmd[-len(sweep.GRID[agent][int(i)]) :] == list(
+            sweep.GRID[agent][int(i)]
+        )
+        flags = [a for a in cmd if a.startswith("--")]
+        assert len(flags) == len(set(flags)), cmd  # each flag once: the grid's learning rate replaces the preset's
