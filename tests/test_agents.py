@@ -406,9 +406,9 @@ def test_sft_stops_early_and_keeps_the_best_weights(tmp_path, monkeypatch):
     sft, common = load_agent("sft"), load_common()
     script, weights, rewards = iter([0.2, 0.5, 0.4, 0.3, 0.9]), [], common.Evaluation.rewards
 
-    def scripted(self, model):  # validation scores from a script; the held-out evaluation is real
+    def scripted(self, model, metrics=False):  # validation scores from a script; the held-out evaluation is real
         if self.split != "validation":
-            return rewards(self, model)
+            return rewards(self, model, metrics)
         weights.append({k: v.clone() for k, v in model.state_dict().items()})
         return torch.full((len(self.samples),), next(script))
 

@@ -26,7 +26,9 @@ def warm_start(tmp_path_factory) -> Path:
     """A tiny SFT warm start on the Say task (two updates: it answers, mostly wrongly)."""
     runs = tmp_path_factory.mktemp("warm")
     sft = load_agent("sft")
-    args = dict(env_id=register_say_env(), tokenizer=say_tokenizer(runs), total_updates=2, checkpoint_every=0)
+    args = dict(
+        env_id=register_say_env(), tokenizer=say_tokenizer(runs), total_updates=2, checkpoint_every=0, val_fraction=0
+    )
     sft.main(tiny_args(sft, runs / "runs", **args))
     return next((runs / "runs").iterdir()) / "model"
 

@@ -21,6 +21,8 @@ The rule, by the fenced block's language:
     work; the check fails if its parser rejects them or if no parser read them (by then
     such a program has run to its end: a program without a parser belongs in a bash block
     only with ``--help``).
+  - a shell script of the repository (``benchmarks/gpu_check.sh``): it exists, is
+    executable, and answers ``--help`` (its arguments are not checked: a run is too long).
   - ``pip install ...``: the extras named in ``.[extra,...]`` exist in setup.cfg.
     Nothing is installed (the tests have no network), so other package names are not
     checked.
@@ -253,6 +255,11 @@ def check_command(argv: list[str]) -> None:
         check_program(shown, "script", str(script), args[1:], env)
     elif program in console_scripts():
         check_program(shown, "entry", console_scripts()[program], args, env)
+    elif program.endswith(".sh"):  # a script of the repository: it exists, runs, and answers --help
+        script = ROOT / program
+        assert script.is_file() and os.access(script, os.X_OK), f"{shown}: {program} is not an executable file"
+        result = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert result.returncode == 0 and result.stdout.strip(), f"{shown}: {program} --help failed\n{result.stderr}"
     else:
         raise AssertionError(f"{shown}: no rule for {program!r} in tests/test_docs.py")
 
