@@ -457,6 +457,7 @@ def main() -> None:
     print(table)
     if preset.name == "smoke":
         return
+    args.out.mkdir(parents=True, exist_ok=True)
     meta["plots"] = plot(rows, args.out, preset.name)
     publish(f"learning_{preset.name}", table, args.out, meta, rows)
 
