@@ -214,6 +214,12 @@ def training_samples(n: int, fraction: float) -> np.ndarray:
     return np.setdiff1d(np.arange(n), validation_samples(n, fraction))
 
 
+def evenly_spaced(n: int, episodes: int) -> np.ndarray:
+    """Indices of ``min(n, episodes)`` evenly spaced items of ``n``, ascending: the samples an
+    evaluation scores (a benchmark scoring something else on them calls this too)."""
+    return np.unique(np.linspace(0, n - 1, min(n, episodes)).round().astype(int))
+
+
 class Evaluation:
     """Greedy evaluation on fixed samples of one split; its envs are built once, so a run can
     score its model many times (SFT's validation) at the cost of the episodes alone.
@@ -242,7 +248,7 @@ class Evaluation:
         pool = validation_samples(n, args.val_fraction) if split == VALIDATION else np.arange(n)
         if len(pool) == 0:
             raise ValueError("the validation split is empty with --val-fraction 0: pass e.g. --val-fraction 0.1")
-        self.samples = pool[np.unique(np.linspace(0, len(pool) - 1, min(len(pool), episodes)).round().astype(int))]
+        self.samples = pool[evenly_spaced(len(pool), episodes)]
 
     @torch.no_grad()
     def rewards(self, model, metrics: bool = False) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -331,12 +331,14 @@ def score_teacher(preset: Preset, task: Task, runs: Path) -> None:
     """The scripted teacher's own held-out score, played by the task's rules on the samples
     every agent's evaluation scores, written as a run folder for each seed (the teacher is
     deterministic: every seed's folder holds the same scores)."""
+    sys.path.insert(0, str(ROOT / "agents"))  # the agents' evaluation chooses the samples
+    from common import evenly_spaced
+
     from text_gym.registration import ENV_TABLE
     from text_gym.tasks import make_task
 
     env_task = make_task(**{**ENV_TABLE[task.env_id], **task.env_kwargs, "split": "test"})
-    n = len(env_task)
-    samples = np.unique(np.linspace(0, n - 1, min(n, preset.eval_episodes)).round().astype(int)).tolist()
+    samples = evenly_spaced(len(env_task), preset.eval_episodes).tolist()
     rewards, metrics = [], []
     for j in samples:
         sample = env_task.samples[j]
