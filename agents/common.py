@@ -155,6 +155,15 @@ def make_envs(args: BaseArgs, tokenizer, num_envs: int, **overrides) -> gym.vect
     )
 
 
+def make_train_envs(args: BaseArgs, tokenizer, num_envs: int) -> gym.vector.VectorEnv:
+    """``make_envs`` for training: episodes draw only from ``training_samples``, never from
+    the validation part of the split (``--val-fraction``) that ``--eval-split validation``
+    scores."""
+    envs = make_envs(args, tokenizer, num_envs)
+    envs.unwrapped.set_sample_pool(training_samples(len(envs.unwrapped.task), args.val_fraction))
+    return envs
+
+
 def collect(model, collector: RolloutCollector, args: Any, iteration: int, **options) -> Episodes:
     """One episode per env slot (``args.num_envs``), sampled in eval mode, with ``options``
     passed to ``collect_episodes``. Iteration i resets slot j with seed

@@ -20,7 +20,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import tyro
-from common import BaseArgs, Run, collect, episode_metrics, load_policy, make_envs, seed_everything
+from common import (
+    BaseArgs,
+    Run,
+    collect,
+    episode_metrics,
+    load_policy,
+    make_train_envs,
+    seed_everything,
+    training_samples,
+)
 
 from text_gym.rollout import RolloutCollector, token_logprobs
 
@@ -58,8 +67,8 @@ def main(args: Args) -> dict[str, float]:
 
     model, tokenizer = load_policy(args)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
-    envs = make_envs(args, tokenizer, args.num_envs)
-    num_prompts = len(envs.unwrapped.task)
+    envs = make_train_envs(args, tokenizer, args.num_envs)
+    pool = torch.as_tensor(training_samples(len(envs.unwrapped.task), args.val_fraction))  # not validation
     collector = RolloutCollector(model, envs)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
     run.resume(model=model, optimizer=optimizer)
@@ -67,7 +76,7 @@ def main(args: Args) -> dict[str, float]:
     for iteration in run.steps():
         # rollout: group_size answers to each of num_envs / group_size prompts
         draw = torch.Generator().manual_seed(args.seed * 1_000_000 + iteration)
-        prompts = torch.randint(num_prompts, (args.num_envs // args.group_size,), generator=draw)
+        prompts = pool[torch.randint(len(pool), (args.num_envs // args.group_size,), generator=draw)]
         sample_index = prompts.repeat_interleave(args.group_size).numpy()  # (E,): G slots per prompt
         episodes = collect(model, collector, args, iteration, sample_index=sample_index)
         ids, attn, agent = episodes.trimmed()  # (E, T), (E, T), (E, T-1)

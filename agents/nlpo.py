@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import ppo
 import torch
 import tyro
-from common import Run, collect, load_policy, make_envs, seed_everything
+from common import Run, collect, load_policy, make_train_envs, seed_everything
 from torch import nn
 
 from text_gym.rollout import RolloutCollector, WindowRunner, top_p_keep
@@ -58,7 +58,7 @@ def main(args: Args) -> dict[str, float]:
     model, tokenizer = load_policy(args)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
     mask_model = copy.deepcopy(model).eval().requires_grad_(False)
-    envs = make_envs(args, tokenizer, args.num_envs)
+    envs = make_train_envs(args, tokenizer, args.num_envs)
     V = envs.unwrapped.vocab_size
     # the mask model follows the same observations with its own KV cache; the policy samples
     # only among the mask model's top-p tokens at each step

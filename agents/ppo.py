@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import tyro
-from common import BaseArgs, Run, collect, episode_metrics, load_policy, make_envs, seed_everything
+from common import BaseArgs, Run, collect, episode_metrics, load_policy, make_train_envs, seed_everything
 from torch import nn
 
 from text_gym.rollout import Episodes, RolloutCollector, token_logprobs
@@ -168,7 +168,7 @@ def main(args: Args) -> dict[str, float]:
 
     model, tokenizer = load_policy(args)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
-    collector = RolloutCollector(model, make_envs(args, tokenizer, args.num_envs))
+    collector = RolloutCollector(model, make_train_envs(args, tokenizer, args.num_envs))
     d = model.config.hidden_size
     value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1)).to(args.device)
     params = list(model.parameters()) + list(value_head.parameters())

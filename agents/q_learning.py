@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 import tyro
-from common import BaseArgs, Run, collect, episode_metrics, load_policy, make_envs, seed_everything
+from common import BaseArgs, Run, collect, episode_metrics, load_policy, make_train_envs, seed_everything
 from torch import nn
 
 from text_gym.rollout import Episodes, RolloutCollector, token_logprobs
@@ -81,7 +81,7 @@ def main(args: Args) -> dict[str, float]:
     d = model.config.hidden_size
     value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1)).to(args.device)
     target, target_value = copy.deepcopy(model).eval(), copy.deepcopy(value_head)
-    envs = make_envs(args, tokenizer, args.num_envs)
+    envs = make_train_envs(args, tokenizer, args.num_envs)
     collector = RolloutCollector(model, envs)  # samples the Boltzmann policy of Q: the model itself
     params = list(model.parameters()) + list(value_head.parameters())
     optimizer = torch.optim.Adam(params, lr=args.learning_rate)

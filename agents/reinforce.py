@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import tyro
-from common import BaseArgs, Run, collect, episode_metrics, load_policy, make_envs, seed_everything
+from common import BaseArgs, Run, collect, episode_metrics, load_policy, make_train_envs, seed_everything
 from torch import nn
 
 from text_gym.rollout import RolloutCollector, token_logprobs
@@ -47,7 +47,7 @@ def main(args: Args) -> dict[str, float]:
     seed_everything(args.seed)
 
     model, tokenizer = load_policy(args)
-    envs = make_envs(args, tokenizer, args.num_envs)
+    envs = make_train_envs(args, tokenizer, args.num_envs)
     collector = RolloutCollector(model, envs, temperature=args.temperature)
     value_head = nn.Linear(model.config.hidden_size, 1).to(args.device)
     params = list(model.parameters()) + list(value_head.parameters())

@@ -30,7 +30,7 @@ import json
 from dataclasses import dataclass
 
 import tyro
-from common import BaseArgs, Run, load_policy, seed_everything
+from common import BaseArgs, Run, load_policy, seed_everything, training_samples
 from transformers import AutoTokenizer, PrinterCallback, TrainerCallback, TrainerState
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
@@ -115,6 +115,7 @@ def main(args: Args) -> dict[str, float]:
     model.generation_config.eos_token_id = tokenizer.eos_token_id  # a completion ends where the env's episode ends
     env_kwargs = {**json.loads(args.env_kwargs), "tokenizer": tokenizer}
     dataset = prompt_dataset(args.env_id, **env_kwargs)
+    dataset = dataset.select(training_samples(len(dataset), args.val_fraction))  # never the validation part
     reward = reward_function(args.env_id, **env_kwargs)
     if len(dataset) < args.num_envs // args.group_size:  # TRL's sampler would yield no batch at all
         raise ValueError(

@@ -273,6 +273,7 @@ def rl_args(agent, runs: Path, tokenizer: str, **overrides):
         "eval_envs": 3,
         "checkpoint_every": 5,
         "runs_dir": str(runs),
+        "val_fraction": 0.0,  # all three prompts (the leak test below holds some out)
     }
     if agent.__name__.endswith("grpo"):
         base["group_size"] = 4
@@ -400,6 +401,24 @@ def test_sft_does_not_train_on_the_validation_samples(tmp_path, monkeypatch):
     held_out = {tuple(words.encode(YesTask().samples[i].prompt)) for i in common.validation_samples(20, 0.2)}
     trained = {tuple(words.encode(YesTask().samples[i].prompt)) for i in common.training_samples(20, 0.2)}
     assert len(seen) == 80 and prompts <= trained and not prompts & held_out and len(held_out) == 4
+
+
+@pytest.mark.parametrize("name", RL_AGENTS)
+def test_rl_agents_never_train_on_the_validation_samples(name, tmp_path, monkeypatch):
+    common = load_common()
+    agent, seen, collect = load_agent(name), [], RolloutCollector.collect_episodes
+
+    def recorded(self, *args, **kwargs):
+        episodes = collect(self, *args, **kwargs)
+        seen.extend(episodes.sample_index.tolist())
+        return episodes
+
+    monkeypatch.setattr(RolloutCollector, "collect_episodes", recorded)
+    env_id = register_task_env("TextGymTestYes-v0", YesTask)
+    args = rl_args(agent, tmp_path, "byte", env_id=env_id, val_fraction=0.2, total_iterations=4, checkpoint_every=0)
+    agent.main(args)
+    validation = set(common.validation_samples(20, 0.2).tolist())
+    assert len(seen) == 4 * args.num_envs and len(set(seen)) > 8 and not set(seen) & validation
 
 
 def test_sft_stops_early_and_keeps_the_best_weights(tmp_path, monkeypatch):

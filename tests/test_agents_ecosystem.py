@@ -14,6 +14,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tests.test_agents import load_agent, metric, register_say_env, say_tokenizer, tiny_args, training_rows
+from text_gym import TextVectorEnv
+from text_gym.adapters.trl import EnvReward
 
 pytest.importorskip("trl", reason="the TRL GRPO agent needs the trl extra: pip install 'text_gym[trl]'")
 pytest.importorskip("stable_baselines3", reason="the SB3 PPO agent needs the sb3 extra: pip install 'text_gym[sb3]'")
@@ -45,6 +47,7 @@ def eco_args(agent, runs: Path, warm: Path, **overrides):
         "checkpoint_every": 5,
         "runs_dir": str(runs),
         "threads": 1,  # torch's default threads crawl on a loaded machine (tens of times slower)
+        "val_fraction": 0.0,  # all three prompts
     }
     if agent.__name__.endswith("trl_grpo"):  # the Say task's 3 prompts, 4 answers each
         base.update(num_envs=12, group_size=4)
@@ -169,3 +172,33 @@ def test_sb3_ppo_refuses_a_rollout_that_does_not_split(tmp_path, warm_start):
     agent = load_agent("sb3_ppo")
     with pytest.raises(ValueError, match="must be a multiple of num_minibatches=3"):
         agent.main(eco_args(agent, tmp_path, warm_start, num_minibatches=3, n_steps=2))
+
+
+def test_ecosystem_agents_never_train_on_the_validation_samples(warm_start, tmp_path, monkeypatch):
+    common = importlib.import_module("common")
+    held_out = set(common.validation_samples(3, 0.3).tolist())  # one of the three Say prompts
+    quick = {"val_fraction": 0.3, "total_iterations": 2, "checkpoint_every": 0}
+
+    trl, scored = load_agent("trl_grpo"), []
+    score = EnvReward.__call__
+
+    def recording_reward(self, *args, sample_index=None, **kwargs):
+        scored.extend(sample_index)
+        return score(self, *args, sample_index=sample_index, **kwargs)
+
+    monkeypatch.setattr(EnvReward, "__call__", recording_reward)
+    trl.main(eco_args(trl, tmp_path / "trl", warm_start, num_envs=8, **quick))
+    assert len(scored) == 16 and set(scored) and not set(scored) & held_out
+
+    sb3, drawn, step = load_agent("sb3_ppo"), [], TextVectorEnv.step
+
+    def recording_step(self, actions):  # the autoresets of SB3's env (SAME_STEP; the evaluation's is NEXT_STEP)
+        out = step(self, actions)
+        info = out[-1]
+        if "sample_index" in info and self.autoreset_mode.name == "SAME_STEP":
+            drawn.extend(np.asarray(info["sample_index"])[info["_sample_index"]].tolist())
+        return out
+
+    monkeypatch.setattr(TextVectorEnv, "step", recording_step)
+    sb3.main(eco_args(sb3, tmp_path / "sb3", warm_start, **quick))
+    assert len(drawn) >= 16 and not set(drawn) & held_out

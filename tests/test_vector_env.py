@@ -177,6 +177,22 @@ def test_reset_sample_index_pins_prompts():
             env.reset(options={"sample_index": bad})
 
 
+def test_sample_pool_limits_the_seeded_draws():
+    env = make(4, task=EchoTask(), max_new_tokens=1)  # three samples
+    env.set_sample_pool([0, 2])
+    drawn = [env.reset(seed=s)[1]["sample_index"] for s in range(10)]
+    obs, *_, info = env.step(np.zeros(4, dtype=np.int64))  # every episode ends: autoreset draws from the pool
+    _, _, _, _, info = env.step(np.zeros(4, dtype=np.int64))
+    drawn.append(info["sample_index"])
+    assert set(np.concatenate(drawn).tolist()) == {0, 2}
+    assert env.reset(options={"sample_index": np.array([1, 1, 1, 1])})[1]["sample_index"].tolist() == [1] * 4
+    env.set_sample_pool(None)
+    assert 1 in np.concatenate([env.reset(seed=s)[1]["sample_index"] for s in range(10)])
+    for bad in ([], [0, 0], [0, 3], [-1], [0.5], [[0, 1]]):
+        with pytest.raises(ValueError, match="sample pool"):
+            env.set_sample_pool(bad)
+
+
 def test_seed_streams_and_reset_without_seed_continues():
     a, b = make(3), make(1)
     _, info_a = a.reset(seed=7)

@@ -34,6 +34,7 @@ class SampleStreams:
         self.base = np.zeros(n, dtype=np.uint64)  # mix(seed * G + G)
         self.episode = np.zeros(n, dtype=np.uint64)  # episodes drawn so far
         self.seeded = np.zeros(n, dtype=bool)
+        self.pool: np.ndarray | None = None  # the samples draws come from; None: all of them
 
     def seed(self, mask: np.ndarray, seeds: list[int | None]) -> None:
         """Restart the streams of the slots in ``mask`` (bool, one per slot) that ``seeds``
@@ -50,9 +51,12 @@ class SampleStreams:
 
     def next(self, slots: np.ndarray, n: int, samples: np.ndarray | None = None) -> np.ndarray:
         """Advance ``slots`` to their next episode and return its sample index in [0, n),
-        or ``samples`` when given (pinned samples still advance the streams)."""
+        drawn from ``pool`` when set, or ``samples`` when given (pinned samples still
+        advance the streams)."""
         if samples is None:
-            samples = draws(self.base[slots], self.episode[slots] + np.uint64(1), n)
+            pool = self.pool
+            k = draws(self.base[slots], self.episode[slots] + np.uint64(1), n if pool is None else len(pool))
+            samples = k if pool is None else pool[k]
         self.episode[slots] += np.uint64(1)
         return samples
 

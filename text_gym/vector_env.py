@@ -542,6 +542,23 @@ class TextVectorEnv(VectorEnv):
         """How many of the task's prompts are longer than the window (encodes them all)."""
         return int((self._encoded.lengths() > self.prompt_tokens).sum())
 
+    def set_sample_pool(self, samples: Sequence[int] | None) -> None:
+        """Draw later episodes only from the task samples ``samples`` (distinct indices; e.g.
+        a training split without its validation part), by the same seeded streams; ``None``
+        draws from all again. Pinned ``sample_index`` resets may still name any sample."""
+        pool = None if samples is None else np.asarray(samples)
+        n = len(self.task)
+        if pool is not None and not (
+            pool.ndim == 1
+            and len(pool)
+            and np.issubdtype(pool.dtype, np.integer)
+            and pool.min() >= 0
+            and pool.max() < n
+            and len(np.unique(pool)) == len(pool)
+        ):
+            raise ValueError(f"sample pool {samples!r} must be distinct int indices in [0, {n}), at least one")
+        self._streams.pool = None if pool is None else pool.astype(np.int64)
+
     # ------------------------------------------------------------------ rendering
 
     def render(self) -> tuple[str, ...] | None:
