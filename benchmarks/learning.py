@@ -159,9 +159,13 @@ GOAL = Task(
 # the settings each agent runs with in the presets: the best of benchmarks/sweep.py's grid
 # on the validation part of SCAN's training split (benchmarks/results/sweep_quick.json)
 AGENT_ARGS = {
-    "grpo": ("--group-size", "4"),
-    "q_learning": ("--alpha", "1.0", "--target-update-every", "2"),
-    "trl_grpo": ("--group-size", "4"),
+    "reinforce": ("--learning-rate", "3e-5"),
+    "ppo": ("--learning-rate", "1e-5"),
+    "grpo": ("--learning-rate", "3e-5", "--group-size", "4"),
+    "nlpo": ("--learning-rate", "1e-5"),
+    "q_learning": ("--learning-rate", "3e-5", "--alpha", "1.0", "--target-update-every", "2"),
+    "trl_grpo": ("--learning-rate", "3e-5", "--group-size", "4"),
+    "sb3_ppo": ("--learning-rate", "3e-5"),
 }
 PRESETS = {
     "quick": Preset(
@@ -374,11 +378,12 @@ def zero_shot_rows(runs: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("rewards", "responses")} for r in rows]
 
 
-def wall_minutes(runs: Path) -> float:
+def wall_minutes(runs: Path, folders: str = "*/*") -> float:
     """From the first run's start (its TensorBoard file's timestamp) to the last run's end
-    (its metrics file's last write): the benchmark's wall time, even across resumed invocations."""
-    starts = [int(f.name.split(".")[3]) for f in runs.glob("*/*/events.out.tfevents.*")]
-    ends = [f.stat().st_mtime for f in runs.glob("*/*/metrics.csv")]
+    (its metrics file's last write), over the run folders ``runs/<folders>``: the benchmark's
+    wall time, even across resumed invocations."""
+    starts = [int(f.name.split(".")[3]) for f in runs.glob(f"{folders}/events.out.tfevents.*")]
+    ends = [f.stat().st_mtime for f in runs.glob(f"{folders}/metrics.csv")]
     return (max(ends) - min(starts)) / 60 if starts and ends else 0.0
 
 

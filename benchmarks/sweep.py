@@ -26,23 +26,25 @@ from pathlib import Path
 
 import numpy as np
 from doc_tables import publish
-from learning import PRESETS, RESULTS, ROOT, jobs, run_dir_of, run_phase
+from learning import PRESETS, RESULTS, ROOT, jobs, run_dir_of, run_phase, wall_minutes
 from learning_report import NAMES, read_metric
 
 # per agent: the settings tried, each a tuple of command-line flags (an agent's other flags
-# keep their defaults); the learning rate is each agent's most sensitive knob at this budget
+# keep their defaults); the learning rate is each agent's most sensitive knob at this budget.
+# A setting's index names its run folder, so settings are only ever appended: the lowest rates
+# came last, after the first sweep found several agents' best at the grid's lowest rate
 GRID: dict[str, list[tuple[str, ...]]] = {
-    "reinforce": [("--learning-rate", lr) for lr in ("3e-5", "1e-4", "3e-4")],
-    "ppo": [("--learning-rate", lr) for lr in ("3e-5", "1e-4", "3e-4")],
-    "grpo": [("--learning-rate", lr, "--group-size", g) for lr in ("1e-4", "3e-4") for g in ("4", "8")],
-    "nlpo": [("--learning-rate", lr) for lr in ("3e-5", "1e-4", "3e-4")],
+    "reinforce": [("--learning-rate", lr) for lr in ("3e-5", "1e-4", "3e-4", "1e-5")],
+    "ppo": [("--learning-rate", lr) for lr in ("3e-5", "1e-4", "3e-4", "1e-5")],
+    "grpo": [("--learning-rate", lr, "--group-size", g) for lr in ("1e-4", "3e-4", "3e-5") for g in ("4", "8")],
+    "nlpo": [("--learning-rate", lr) for lr in ("3e-5", "1e-4", "3e-4", "1e-5")],
     "q_learning": [
         ("--learning-rate", lr, "--alpha", a, "--target-update-every", "2")
-        for lr in ("1e-4", "3e-4")
+        for lr in ("1e-4", "3e-4", "3e-5")
         for a in ("0.1", "1.0")
     ],
-    "trl_grpo": [("--learning-rate", lr, "--group-size", "4") for lr in ("1e-4", "3e-4")],
-    "sb3_ppo": [("--learning-rate", lr) for lr in ("1e-4", "3e-4")],
+    "trl_grpo": [("--learning-rate", lr, "--group-size", "4") for lr in ("1e-4", "3e-4", "3e-5")],
+    "sb3_ppo": [("--learning-rate", lr) for lr in ("1e-4", "3e-4", "3e-5")],
 }
 
 
@@ -77,10 +79,19 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         "| agent | settings | validation reward |",
         "|---|---|---|",
     ]
+    if "warm_start" in meta:
+        lines.append(
+            f"| SFT (warm start) | its best validation, the weights the agents start from | {meta['warm_start']:.3f} |"
+        )
     for r in rows:
         score = f"{r['mean']:.3f}"
         lines.append(f"| {NAMES[r['agent']]} | `{' '.join(r['flags'])}` | {f'**{score}**' if r['best'] else score} |")
-    lines += ["", f"Machine: {meta['machine']}; {meta['date']}; wall time {meta['wall_minutes']:.1f} min.", ""]
+    lines += [
+        "",
+        f"Machine: {meta['machine']}; {meta['date']}; wall time {meta['wall_minutes']:.1f} min (the sweep's runs, "
+        f"first start to last end; {meta['workers']} at a time).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -97,7 +108,6 @@ def main() -> None:
     runs = (args.runs_dir or ROOT / "runs" / f"learning_{preset.name}").resolve()
     agents = args.agents.split(",")
 
-    started = time.time()
     warm, _ = jobs(replace(preset, tasks=preset.tasks[:1]), runs)
     run_phase(warm, runs, args.workers)
     todo = sweep_jobs(preset, runs, agents)
@@ -123,13 +133,16 @@ def main() -> None:
                     "best": i == best,
                 }
             )
+    warm_scores = [max(read_metric(run_dir_of(runs, task, "sft", s), "charts/val_return")) for s in preset.seeds]
     meta = {
+        "warm_start": float(np.mean(warm_scores)),  # the same validation samples the sweep scores
         "preset": preset.name,
         "task": task.name,
         "seeds": list(preset.seeds),
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
-        "wall_minutes": (time.time() - started) / 60,
+        "workers": args.workers,
+        "wall_minutes": wall_minutes(runs, "*/*__sweep_*"),  # across resumed invocations, warm starts apart
     }
     table = to_markdown(rows, meta)
     print(table)

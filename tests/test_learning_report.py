@@ -99,3 +99,18 @@ def test_sweep_runs_each_setting_from_the_benchmarks_warm_start_and_scores_it_on
         )
         flags = [a for a in cmd if a.startswith("--")]
         assert len(flags) == len(set(flags)), cmd  # each flag once: the grid's learning rate replaces the preset's
+
+
+def test_presets_run_each_agent_with_the_sweeps_best_settings():
+    """AGENT_ARGS is the published sweep's choice: each agent's best row in
+    benchmarks/results/sweep_quick.json, flags and all (the sweep's grid covers every agent)."""
+    learning, sweep = importlib.import_module("learning"), importlib.import_module("sweep")
+    published = Path(learning.RESULTS) / "sweep_quick.json"
+    rows = json.loads(published.read_text())["rows"]
+    best = {r["agent"]: tuple(r["flags"]) for r in rows if r["best"]}
+    assert set(best) == set(sweep.GRID) and len(best) == len([r for r in rows if r["best"]])
+    assert {r["agent"]: len([s for s in rows if s["agent"] == r["agent"]]) for r in rows} == {
+        a: len(g) for a, g in sweep.GRID.items()
+    }
+    assert learning.AGENT_ARGS == best
+    assert learning.PRESETS["quick"].agent_args == learning.PRESETS["full"].agent_args == best
