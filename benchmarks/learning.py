@@ -383,7 +383,8 @@ def wall_minutes(runs: Path, folders: str = "*/*") -> float:
     (its metrics file's last write), over the run folders ``runs/<folders>``: the benchmark's
     wall time, even across resumed invocations."""
     starts = [int(f.name.split(".")[3]) for f in runs.glob(f"{folders}/events.out.tfevents.*")]
-    ends = [f.stat().st_mtime for f in runs.glob(f"{folders}/metrics.csv")]
+    # the teacher's folders are written by every invocation's summary, not by a run
+    ends = [f.stat().st_mtime for f in runs.glob(f"{folders}/metrics.csv") if "__teacher__" not in f.parent.name]
     return (max(ends) - min(starts)) / 60 if starts and ends else 0.0
 
 
