@@ -126,6 +126,7 @@ def summarise(tasks: list[dict], seeds: list[int], runs: Path) -> list[dict]:
                 "task": task["name"],
                 "env_id": task["env_id"],
                 "method": method,
+                "seeds": list(seeds),
                 "scores": scores,
                 "mean": float(np.mean(scores)),
                 "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
@@ -215,7 +216,10 @@ def plot(rows: list[dict], out: Path, preset: str) -> list[str]:
 
     files = []
     for task in dict.fromkeys(r["task"] for r in rows):
-        fig, (ax, val) = plt.subplots(1, 2, figsize=(11, 4))
+        sft = next(r for r in rows if r["task"] == task and r["method"] == "sft")
+        validated = any(sft["val_curves"])  # a warm start without a validation part has no curve
+        fig, axes = plt.subplots(1, 1 + validated, figsize=(5.5 * (1 + validated), 4), squeeze=False)
+        ax = axes[0, 0]
         for r in rows:
             curves = [c for c in r["train_curves"] if c]
             if r["task"] != task or r["method"] in ("teacher", "sft", "sft_continued") or not curves:
@@ -226,14 +230,15 @@ def plot(rows: list[dict], out: Path, preset: str) -> list[str]:
             mean, std = np.nanmean(curves, 0), np.nanstd(curves, 0)  # SB3: NaN where no episode ended
             ax.plot(x, mean, label=NAMES.get(r["method"], r["method"]))
             ax.fill_between(x, mean - std, mean + std, alpha=0.15)
-        sft = next(r for r in rows if r["task"] == task and r["method"] == "sft")
         ax.axhline(sft["mean"], color="k", ls="--", lw=1, label="SFT warm start (held-out)")
         ax.set(xlabel="iteration", ylabel="training reward (mean over seeds)", title=f"{task}: RL ({preset})")
         ax.legend(fontsize=7)
-        for seed, curve in zip(range(1, 99), sft["val_curves"]):
-            val.plot(np.arange(1, len(curve) + 1), curve, marker=".", label=f"seed {seed}")
-        val.set(xlabel="validation check", ylabel="validation reward (greedy)", title=f"{task}: SFT validation")
-        val.legend(fontsize=7)
+        if validated:
+            val = axes[0, 1]
+            for seed, curve in zip(sft["seeds"], sft["val_curves"]):
+                val.plot(np.arange(1, len(curve) + 1), curve, marker=".", label=f"seed {seed}")
+            val.set(xlabel="validation check", ylabel="validation reward (greedy)", title=f"{task}: SFT validation")
+            val.legend(fontsize=7)
         name = f"learning_{preset}_{task.split()[0].lower()}.png"
         fig.tight_layout()
         fig.savefig(out / name, dpi=100)
