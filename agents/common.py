@@ -160,8 +160,16 @@ def make_train_envs(args: BaseArgs, tokenizer, num_envs: int) -> gym.vector.Vect
     the validation part of the split (``--val-fraction``) that ``--eval-split validation``
     scores."""
     envs = make_envs(args, tokenizer, num_envs)
-    envs.unwrapped.set_sample_pool(training_samples(len(envs.unwrapped.task), args.val_fraction))
+    keep_to_training_samples(envs.unwrapped, args)
     return envs
+
+
+def keep_to_training_samples(env, args: BaseArgs) -> np.ndarray:
+    """Pool ``env``'s (a ``TextVectorEnv``) seeded draws to ``training_samples`` of its task
+    (``set_sample_pool``), and return them."""
+    pool = training_samples(len(env.task), args.val_fraction)
+    env.set_sample_pool(pool)
+    return pool
 
 
 def collect(model, collector: RolloutCollector, args: Any, iteration: int, **options) -> Episodes:

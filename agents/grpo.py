@@ -25,10 +25,10 @@ from common import (
     Run,
     collect,
     episode_metrics,
+    keep_to_training_samples,
     load_policy,
-    make_train_envs,
+    make_envs,
     seed_everything,
-    training_samples,
 )
 
 from text_gym.rollout import RolloutCollector, token_logprobs
@@ -67,8 +67,8 @@ def main(args: Args) -> dict[str, float]:
 
     model, tokenizer = load_policy(args)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
-    envs = make_train_envs(args, tokenizer, args.num_envs)
-    pool = torch.as_tensor(training_samples(len(envs.unwrapped.task), args.val_fraction))  # not validation
+    envs = make_envs(args, tokenizer, args.num_envs)
+    pool = torch.as_tensor(keep_to_training_samples(envs.unwrapped, args))  # the groups' prompts: not validation
     collector = RolloutCollector(model, envs)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
     run.resume(model=model, optimizer=optimizer)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 import tyro
-from common import BaseArgs, Run, seed_everything, training_samples
+from common import BaseArgs, Run, keep_to_training_samples, seed_everything
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -147,8 +147,7 @@ def main(args: Args) -> dict[str, float]:
             f"of num_minibatches={args.num_minibatches}; choose --n-steps or --num-minibatches to fit"
         )
     venv = to_vec_env(args.env_id, args.num_envs, tokenizer=tokenizer, **json.loads(args.env_kwargs))
-    text_env = venv.env.unwrapped  # episodes draw only from the training part, never from validation
-    text_env.set_sample_pool(training_samples(len(text_env.task), args.val_fraction))
+    keep_to_training_samples(venv.env.unwrapped, args)  # episodes never start on a validation sample
     model = PPO(
         LMActorCriticPolicy,
         venv,
